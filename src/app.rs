@@ -1,0 +1,202 @@
+//! One running cdrmunch: database, stores, the supervision tree and the HTTP listener.
+//! `main` and the integration tests start it the same way (tests on port 0).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+use tokio::sync::oneshot;
+
+use crate::actors::distillery::DistilleryContext;
+use crate::actors::{DistillerConfig, Hooks};
+use crate::config::Settings;
+use crate::domain::tasks::TaskType;
+use crate::http::{HttpConfig, HttpState};
+use crate::storage::{BlobStore, LocalStore};
+use crate::store::{self, Repository, StoreError};
+use crate::supervisors::root::{RootArgs, RootMsg, RootSupervisor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot use directory {dir}: {source}")]
+    Dir { dir: String, source: std::io::Error },
+    #[error("actor system failed to start: {0}")]
+    Spawn(String),
+}
+
+pub struct App {
+    pub addr: SocketAddr,
+    pub repo: Arc<dyn Repository>,
+    pub instance: String,
+    root: ActorRef<RootMsg>,
+    root_done: tokio::task::JoinHandle<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop_http: Option<oneshot::Sender<()>>,
+}
+
+/// Opens (and migrates) the CDR database named by the settings.
+pub async fn open_repository(settings: &Settings) -> Result<Arc<dyn Repository>, StoreError> {
+    let repo = store::connect(
+        &settings.database.cdrdb_url,
+        settings.database.cdrdb_max_connections,
+    )
+    .await?;
+    repo.migrate().await?;
+    Ok(repo)
+}
+
+pub fn distiller_config(s: &Settings) -> DistillerConfig {
+    let d = &s.distiller;
+    DistillerConfig {
+        distilleries: d.number_of_distilleries,
+        poll_interval: d.poll_interval,
+        max_batch: d.poll_max_batch_size,
+        lease: Duration::from_secs(d.lease_seconds),
+        job_timeout: Duration::from_secs(d.job_timeout_seconds),
+        retry_backoff_base: d.retry_backoff_seconds,
+        retry_backoff_max: d.retry_backoff_max_seconds,
+        poison_threshold: d.poison_threshold,
+        prefetch: d.prefetch,
+        disabled_tasks: d
+            .disabled_tasks
+            .iter()
+            .filter_map(|t| t.parse::<TaskType>().ok())
+            .collect(),
+    }
+}
+
+impl App {
+    pub async fn start(settings: &Settings, hooks: Hooks) -> Result<App, AppError> {
+        let repo = open_repository(settings).await?;
+        Self::start_with_repository(settings, hooks, repo).await
+    }
+
+    /// Starts on an already opened repository (tests wrap it to inject faults).
+    pub async fn start_with_repository(
+        settings: &Settings,
+        hooks: Hooks,
+        repo: Arc<dyn Repository>,
+    ) -> Result<App, AppError> {
+        let rh = &settings.request_handler;
+        for dir in [
+            &rh.cdr_base_dir,
+            &rh.paging_base_dir,
+            &rh.pcap_base_dir,
+            &settings.distiller.normalized_cdr_base_dir,
+        ] {
+            std::fs::create_dir_all(dir).map_err(|source| AppError::Dir {
+                dir: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let raw_store: Arc<dyn BlobStore> = Arc::new(LocalStore::new(&rh.cdr_base_dir));
+        let ncdr_store: Arc<dyn BlobStore> =
+            Arc::new(LocalStore::new(&settings.distiller.normalized_cdr_base_dir));
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+
+        let ctx = Arc::new(DistilleryContext {
+            repo: repo.clone(),
+            raw_store: raw_store.clone(),
+            ncdr_store,
+            config: distiller_config(settings),
+            hooks,
+        });
+        let root_args = RootArgs {
+            repo: repo.clone(),
+            instance: instance.clone(),
+            intake_batch: rh.group_commit_max,
+            distillery: Some(ctx),
+        };
+        let (root, root_handle) = Actor::spawn(None, RootSupervisor, root_args)
+            .await
+            .map_err(|e| AppError::Spawn(e.to_string()))?;
+        let root_done = tokio::spawn(async move {
+            let _ = root_handle.await;
+        });
+
+        let bind = format!("{}:{}", settings.server.address, settings.server.port);
+        let listener = tokio::net::TcpListener::bind(&bind)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: bind.clone(),
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| AppError::Bind { addr: bind, source })?;
+        let http = Arc::new(HttpState {
+            instance: instance.clone(),
+            repo: repo.clone(),
+            raw_store,
+            cfg: HttpConfig {
+                basic_auth: settings
+                    .server
+                    .basic_auth
+                    .as_ref()
+                    .map(|b| (b.user.clone(), b.password.clone())),
+                max_content_length: settings.server.max_content_length,
+                max_cdr_size: rh.max_cdr_size,
+                cdr_queue_enabled: rh.cdr_queue_enabled,
+                paging_dir: rh.paging_base_dir.clone(),
+                pcap_dir: rh.pcap_base_dir.clone(),
+                commit_timeout: Duration::from_secs(30),
+            },
+        });
+        let (stop_http, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(crate::http::serve(listener, http, async move {
+            let _ = stopped.await;
+        }));
+        Ok(App {
+            addr,
+            repo,
+            instance,
+            root,
+            root_done,
+            server,
+            stop_http: Some(stop_http),
+        })
+    }
+
+    /// Resolves when the supervision tree has stopped on its own (restart intensity exceeded).
+    pub async fn tree_stopped(&mut self) {
+        let _ = (&mut self.root_done).await;
+    }
+
+    pub fn tree_alive(&self) -> bool {
+        !self.root_done.is_finished()
+    }
+
+    /// Orderly stop: close the listener and let in-flight requests finish, then drain the
+    /// distilleries (up to `drain`) and flush intake. Claimed rows not started are released.
+    pub async fn shutdown(mut self, drain: Duration) {
+        if let Some(tx) = self.stop_http.take() {
+            let _ = tx.send(());
+        }
+        match tokio::time::timeout(drain + Duration::from_secs(5), &mut self.server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+            Err(_) => {
+                tracing::warn!("HTTP requests still open after {drain:?}; closing them");
+                self.server.abort();
+            }
+            _ => {}
+        }
+        if self.tree_alive() {
+            let _ = self
+                .root
+                .call(
+                    |r| RootMsg::Shutdown(drain, r),
+                    Some(drain + Duration::from_secs(20)),
+                )
+                .await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.root_done).await;
+    }
+}

@@ -1,0 +1,3 @@
+//! Command-line tools beside `serve`: submit, gen.
+pub mod gen;
+pub mod submit;

@@ -1,0 +1,407 @@
+//! The key registry. Every config key is declared once, in [`KEYS`], with its
+//! type, seed default and help text; validation, seed defaults and
+//! `cdrmunch config --keys` all read that table, so they cannot drift apart.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{BasicAuth, Dirs};
+
+/// Task types of the distiller and tasksd. `disabled_tasks` and
+/// `tasksd.handler.<type>` must name one of these, with this exact case,
+/// because the names are matched against task rows verbatim.
+pub const TASK_TYPES: [&str; 9] = [
+    "bufferedRecording",
+    "CDR2SF",
+    "SMSSend",
+    "billing",
+    "emailer",
+    "calllog",
+    "CDR2SFAPI",
+    "recordingDelivery",
+    "transcription",
+];
+
+/// How a value is checked and what it becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Host,
+    Port,
+    /// Whole number >= 1, capped at `u32::MAX` so it fits every integer field.
+    Count,
+    /// Whole number >= 0, same cap.
+    Number,
+    Level,
+    /// Bytes, optionally with a 1024-based K/M/G suffix.
+    Bytes,
+    Bool,
+    /// Seconds > 0, fractions allowed, stored as a `Duration`.
+    Seconds,
+    /// Non-empty string.
+    Text,
+    /// String; empty means "not set".
+    OptText,
+    Path,
+    /// Path; empty means "not set".
+    OptPath,
+    DbUrl,
+    /// `user:pass`; empty means "no auth".
+    Auth,
+    TaskList,
+    NameList,
+    /// Comma list of `s` / `d` (billing feeder column types).
+    TypeList,
+}
+
+/// What cdrmunch does with a known key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Usage {
+    /// Feeds a typed field of `Settings`.
+    Used,
+    /// Kept so old configs load, but has no effect: a warning says so.
+    Accepted,
+    /// Validated and kept in `Settings::raw` for code that reads it directly.
+    RawOnly,
+}
+
+/// One registry row. A name containing `<...>` is a pattern: the part before
+/// `<` is a prefix and the rest of the key is free (`tasksd.handler.<type>`).
+#[derive(Debug)]
+pub(crate) struct KeySpec {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Seed default; `{data_dir}`, `{run_dir}`, `{log_dir}` and `{config_dir}`
+    /// are replaced from [`Dirs`]. For pattern keys: `suffix=value` pairs.
+    pub default: &'static str,
+    pub help: &'static str,
+    pub usage: Usage,
+}
+
+const fn key(name: &'static str, kind: Kind, default: &'static str, help: &'static str) -> KeySpec {
+    KeySpec {
+        name,
+        kind,
+        default,
+        help,
+        usage: Usage::Used,
+    }
+}
+
+impl KeySpec {
+    const fn accepted(self) -> Self {
+        KeySpec {
+            usage: Usage::Accepted,
+            ..self
+        }
+    }
+    const fn raw_only(self) -> Self {
+        KeySpec {
+            usage: Usage::RawOnly,
+            ..self
+        }
+    }
+
+    /// Validates `value` for this key; `suffix` is the free part of a pattern key.
+    /// The error is the "expected ..." text of a `ConfigError::Value`.
+    pub(crate) fn check(&self, suffix: &str, value: &str) -> Result<Parsed, String> {
+        if self.name.ends_with("<type>") && !TASK_TYPES.contains(&suffix) {
+            return Err(format!(
+                "a key {} with <type> one of {}",
+                self.name,
+                TASK_TYPES.join(", ")
+            ));
+        }
+        self.kind.parse(value)
+    }
+
+    /// The prefix of a pattern key, `None` for a plain key.
+    pub(crate) fn prefix(&self) -> Option<&'static str> {
+        self.name.split_once('<').map(|(prefix, _)| prefix)
+    }
+}
+
+use Kind as K;
+
+const FIELD_NAMES: &str = "uuid,quantity,rmOriginatorOrgId,rmOriginatorUserId,retailConnectCharge,retailRate,\
+retailRateType,retailCountryCode,retailCountry,retailPrimaryBandType,retailSubBandType,retailChargeBand,\
+rmOriginatedExternal,sip_to_user,answer_epoch,answer_stamp,end_epoch,end_stamp,originator_username,\
+lcr_carrier,lcr_rate,billingEventType";
+const FIELD_TYPES: &str = "s,d,d,d,d,d,s,s,s,s,s,s,s,s,d,s,d,s,s,s,d,s";
+
+#[rustfmt::skip]
+pub(crate) static KEYS: &[KeySpec] = &[
+    key("server.address", K::Host, "0.0.0.0", "address the CDR intake HTTP server listens on"),
+    key("server.port", K::Port, "80", "port the CDR intake HTTP server listens on"),
+    key("server.threads", K::Count, "4", "accepted for compatibility; not used (the server sizes its own thread pool)").accepted(),
+    key("server.max_content_length", K::Bytes, "2147483648", "largest request body accepted (K/M/G suffixes are 1024-based)"),
+    key("server.basic_auth", K::Auth, "", "user:pass required on intake requests; empty disables authentication"),
+    key("request_handler.cdr_queue_enabled", K::Bool, "true", "queue received CDRs for the distiller"),
+    key("request_handler.cdr_base_dir", K::Path, "/data/PBX_Archive/CDR", "where received CDR files are stored"),
+    key("request_handler.paging_base_dir", K::Path, "/data/PBX_Archive/SMS", "where received paging/SMS records are stored"),
+    key("request_handler.pcap_base_dir", K::Path, "/data/PBX_Archive/PCAP", "where received packet captures are stored"),
+    key("request_handler.max_cdr_size", K::Bytes, "16M", "largest CDR body accepted; a CDR is held in memory, so it has its own cap"),
+    key("request_handler.group_commit_max", K::Count, "500", "most queue rows written in one database transaction"),
+    key("distiller.number_of_distilleries", K::Count, "10", "CDRs distilled in parallel"),
+    key("cdr_queue_poll_interval_seconds", K::Seconds, "1", "how often the distiller polls cdr_queue (seconds, fractions allowed)"),
+    key("cdr_queue_poll_max_batch_size", K::Count, "1000", "most cdr_queue rows claimed per poll"),
+    key("cdr_base_dir", K::Path, "/data/PBX_Archive/CDR", "where the distiller reads CDR files"),
+    key("normalized_cdr_base_dir", K::Path, "/data/CDRMunch/ncdr", "where the distiller writes normalized CDRs"),
+    key("disabled_tasks", K::TaskList, "", "comma list of task types not to create"),
+    key("distiller.lease_seconds", K::Count, "300", "how long a claimed cdr_queue row stays leased"),
+    key("distiller.job_timeout_seconds", K::Count, "60", "a distillery busy longer than this on one CDR is considered hung"),
+    key("distiller.retry_backoff_seconds", K::Count, "10", "base of the exponential backoff for retriable failures"),
+    key("distiller.retry_backoff_max_seconds", K::Number, "3600", "cap of the retry backoff"),
+    key("distiller.poison_threshold", K::Count, "3", "internal failures of one CDR before it is marked critical"),
+    key("distiller.prefetch", K::Count, "2", "CDRs queued per distillery"),
+    key("cdrdb.url", K::DbUrl, "sqlite://{data_dir}/cdrmunch.db", "CDR database (sqlite:, mysql: or mariadb: URL)"),
+    key("cdrdb.max_connections", K::Count, "10", "size of the CDR database connection pool"),
+    key("billingdb.url", K::DbUrl, "sqlite://{data_dir}/billing.db", "billing database (sqlite:, mysql: or mariadb: URL)"),
+    key("executor.threads", K::Count, "2", "tasksd worker threads"),
+    key("tasksd.poll_interval_seconds", K::Seconds, "1", "how often tasksd polls for tasks"),
+    key("tasksd.poll_batch_size", K::Count, "100", "most tasks claimed per poll"),
+    key("tasksd.max_retries", K::Number, "5", "retries of a failed task before it is given up"),
+    key("tasksd.retry_backoff_seconds", K::Number, "60", "delay before retrying a failed task"),
+    key("tasksd.exponential_backoff", K::Bool, "true", "double the retry delay on each failure"),
+    key("tasksd.handler.<type>", K::Text, "", "handler for one task type"),
+    key("task-executor.workers", K::Count, "", "legacy task executor setting (kept raw)").raw_only(),
+    key("task-executor.poll_interval", K::Seconds, "", "legacy task executor setting (kept raw)").raw_only(),
+    key("task-executor.queue_table", K::Text, "", "legacy task executor setting (kept raw)").raw_only(),
+    key("task-executor.status_field", K::Text, "", "legacy task executor setting (kept raw)").raw_only(),
+    key("task-executor.type_field", K::Text, "", "legacy task executor setting (kept raw)").raw_only(),
+    key("task-executor.max_retries", K::Number, "", "legacy task executor setting (kept raw)").raw_only(),
+    key("task-executor.retry_delay_seconds", K::Number, "", "legacy task executor setting (kept raw)").raw_only(),
+    key("task-executor.exponential_backoff", K::Bool, "", "legacy task executor setting (kept raw)").raw_only(),
+    key("billing-feeder.field_names", K::NameList, FIELD_NAMES, "billing record columns, in order"),
+    key("billing-feeder.field_types", K::TypeList, FIELD_TYPES, "type of each billing column: s or d, one per field name"),
+    key("billing-feeder.node_name_map__<name>", K::Text, "billsec=quantity", "CDR variable <name> fills this billing field (adds to the defaults)"),
+    key("log.level", K::Level, "4", "1 critical, 2 error, 3 warning, 4 message, 5 verbose, 6 debug"),
+    key("log.facility", K::OptText, "", "syslog facility; empty logs to stdout"),
+    key("log.file", K::OptPath, "", "log file; empty for none"),
+    key("app.pid_file", K::OptPath, "{run_dir}/cdrmunch.pid", "pid file; empty for none"),
+    key("app.memory_limit", K::Bytes, "", "accepted for compatibility; not used").accepted(),
+    key("app.run_as_user", K::OptText, "", "user to switch to after start"),
+    key("app.run_as_group", K::OptText, "", "group to switch to after start"),
+    key("metrics.enabled", K::Bool, "true", "serve Prometheus metrics"),
+    key("metrics.address", K::Host, "127.0.0.1", "address the metrics endpoint listens on"),
+    key("metrics.port", K::Port, "9090", "port the metrics endpoint listens on"),
+];
+
+/// `(key, type, seed default, help)` for every key, for `cdrmunch config --keys`.
+pub fn describe_keys() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
+    KEYS.iter()
+        .map(|k| (k.name, k.kind.type_name(), k.default, k.help))
+        .collect()
+}
+
+/// The registry row for a key as written in a config, with the free part of a
+/// pattern key (empty for plain keys). `None` means unknown.
+pub(crate) fn lookup(key: &str) -> Option<(&'static KeySpec, &str)> {
+    KEYS.iter().find_map(|spec| match spec.prefix() {
+        None => (spec.name == key).then_some((spec, "")),
+        Some(prefix) => key
+            .strip_prefix(prefix)
+            .filter(|rest| !rest.is_empty())
+            .map(|rest| (spec, rest)),
+    })
+}
+
+/// The registry row named exactly `name` (patterns by their `<...>` name).
+/// Only called with names from this crate's code, so absence is a bug.
+pub(crate) fn spec(name: &str) -> &'static KeySpec {
+    KEYS.iter()
+        .find(|k| k.name == name)
+        .unwrap_or_else(|| panic!("'{name}' is not in the key registry"))
+}
+
+/// Fills the `{..._dir}` placeholders of a seed default.
+pub(crate) fn expand(default: &str, dirs: &Dirs) -> String {
+    let dir = |p: &std::path::Path| p.to_string_lossy().trim_end_matches('/').to_string();
+    default
+        .replace("{data_dir}", &dir(&dirs.data_dir))
+        .replace("{run_dir}", &dir(&dirs.run_dir))
+        .replace("{log_dir}", &dir(&dirs.log_dir))
+        .replace("{config_dir}", &dir(&dirs.config_dir))
+}
+
+/// A validated value, before it is narrowed to its field's type.
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    Int(u64),
+    Bool(bool),
+    Secs(Duration),
+    Text(String),
+    Opt(Option<String>),
+    List(Vec<String>),
+    Auth(Option<BasicAuth>),
+}
+
+impl Kind {
+    fn type_name(self) -> &'static str {
+        match self {
+            K::Host => "host",
+            K::Port => "port",
+            K::Count => "integer >= 1",
+            K::Number => "integer >= 0",
+            K::Level => "integer 1-6",
+            K::Bytes => "size (bytes, K/M/G)",
+            K::Bool => "bool",
+            K::Seconds => "seconds",
+            K::Text => "string",
+            K::OptText => "string (optional)",
+            K::Path => "path",
+            K::OptPath => "path (optional)",
+            K::DbUrl => "database URL",
+            K::Auth => "user:pass (optional)",
+            K::TaskList => "list of task types",
+            K::NameList => "list of names",
+            K::TypeList => "list of s|d",
+        }
+    }
+
+    /// Checks and converts a trimmed value; the error says what was expected.
+    pub(crate) fn parse(self, v: &str) -> Result<Parsed, String> {
+        let text = |ok: bool, expected: &str| {
+            if ok {
+                Ok(Parsed::Text(v.to_string()))
+            } else {
+                Err(expected.to_string())
+            }
+        };
+        match self {
+            K::Host => text(
+                !v.is_empty() && !v.contains(char::is_whitespace),
+                "a host name or IP address",
+            ),
+            K::Port => {
+                int(v, 0, u16::MAX.into()).map_err(|_| "a port number from 0 to 65535".into())
+            }
+            K::Count => int(v, 1, u32::MAX.into()),
+            K::Number => int(v, 0, u32::MAX.into()),
+            K::Level => {
+                int(v, 1, 6).map_err(|_| "a log level from 1 (critical) to 6 (debug)".into())
+            }
+            K::Bytes => bytes(v).map(Parsed::Int).ok_or_else(|| {
+                "a size in bytes >= 1, optionally with a K, M or G suffix (e.g. 16M)".into()
+            }),
+            K::Bool => match v.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" | "1" => Ok(Parsed::Bool(true)),
+                "false" | "no" | "off" | "0" => Ok(Parsed::Bool(false)),
+                _ => Err("true or false (or yes/no, on/off, 1/0)".into()),
+            },
+            K::Seconds => v
+                .parse::<f64>()
+                .ok()
+                .filter(|s| *s > 0.0)
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .map(Parsed::Secs)
+                .ok_or_else(|| "a number of seconds > 0 (e.g. 1 or 0.5)".into()),
+            K::Text => text(!v.is_empty(), "a non-empty value"),
+            K::Path => text(!v.is_empty(), "a path"),
+            K::OptText | K::OptPath => Ok(Parsed::Opt((!v.is_empty()).then(|| v.to_string()))),
+            K::DbUrl => text(
+                ["sqlite:", "mysql:", "mariadb:"]
+                    .iter()
+                    .any(|p| v.starts_with(p)),
+                "a database URL starting with sqlite:, mysql: or mariadb:",
+            ),
+            K::Auth => match v.split_once(':') {
+                _ if v.is_empty() => Ok(Parsed::Auth(None)),
+                Some((user, password)) if !user.is_empty() => Ok(Parsed::Auth(Some(BasicAuth {
+                    user: user.into(),
+                    password: password.into(),
+                }))),
+                _ => Err("user:password with a non-empty user (or nothing, to disable)".into()),
+            },
+            K::TaskList => list(
+                v,
+                |t| TASK_TYPES.contains(&t),
+                &format!("task types ({})", TASK_TYPES.join(", ")),
+            ),
+            K::NameList => list(v, |_| true, "names"),
+            K::TypeList => list(v, |t| t == "s" || t == "d", "column types s or d"),
+        }
+    }
+}
+
+/// A whole number in `min..=max`; says "from min to max" only when the value
+/// was too big, because the cap is rarely the user's mistake.
+fn int(v: &str, min: u64, max: u64) -> Result<Parsed, String> {
+    let too_big = match v.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => return Ok(Parsed::Int(n)),
+        Ok(n) => n > max,
+        Err(_) => !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()),
+    };
+    Err(if too_big {
+        format!("a whole number from {min} to {max}")
+    } else {
+        format!("a whole number >= {min}")
+    })
+}
+
+/// `16M` -> 16 MiB. Zero is refused: no size limit of nothing makes sense.
+fn bytes(v: &str) -> Option<u64> {
+    let shift = match v.chars().last()? {
+        'k' | 'K' => 10,
+        'm' | 'M' => 20,
+        'g' | 'G' => 30,
+        _ => 0,
+    };
+    let digits = if shift == 0 {
+        v
+    } else {
+        v[..v.len() - 1].trim_end()
+    };
+    digits
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(1 << shift)
+        .filter(|n| *n >= 1)
+}
+
+/// A comma list; empty value is an empty list, an empty item is an error
+/// (it would shift column lists such as `billing-feeder.field_names`).
+fn list(v: &str, ok: impl Fn(&str) -> bool, what: &str) -> Result<Parsed, String> {
+    if v.is_empty() {
+        return Ok(Parsed::List(Vec::new()));
+    }
+    let items: Vec<String> = v.split(',').map(|s| s.trim().to_string()).collect();
+    match items.iter().find(|s| s.is_empty() || !ok(s)) {
+        None => Ok(Parsed::List(items)),
+        Some(bad) if bad.is_empty() => Err(format!(
+            "a comma-separated list of {what}; got an empty entry"
+        )),
+        Some(bad) => Err(format!("a comma-separated list of {what}; got '{bad}'")),
+    }
+}
+
+/// Narrows a [`Parsed`] to a field type; `None` if the registry kind does not
+/// fit the field (a bug that the seed-default tests catch).
+pub(crate) trait FromParsed: Sized {
+    fn from_parsed(p: Parsed) -> Option<Self>;
+}
+
+macro_rules! from_parsed {
+    ($($t:ty: $pat:pat => $e:expr),* $(,)?) => {
+        $(impl FromParsed for $t {
+            fn from_parsed(p: Parsed) -> Option<Self> {
+                match p { $pat => $e, _ => None }
+            }
+        })*
+    };
+}
+
+from_parsed! {
+    u8: Parsed::Int(n) => n.try_into().ok(),
+    u16: Parsed::Int(n) => n.try_into().ok(),
+    u32: Parsed::Int(n) => n.try_into().ok(),
+    usize: Parsed::Int(n) => n.try_into().ok(),
+    u64: Parsed::Int(n) => Some(n),
+    bool: Parsed::Bool(b) => Some(b),
+    Duration: Parsed::Secs(d) => Some(d),
+    String: Parsed::Text(s) => Some(s),
+    PathBuf: Parsed::Text(s) => Some(s.into()),
+    Vec<String>: Parsed::List(items) => Some(items),
+    Option<String>: Parsed::Opt(s) => Some(s),
+    Option<PathBuf>: Parsed::Opt(s) => Some(s.map(PathBuf::from)),
+    Option<BasicAuth>: Parsed::Auth(a) => Some(a),
+}

@@ -1,0 +1,466 @@
+//! cdrmunch configuration: `key = value` files with `key@ENV` overrides and
+//! `@require` includes ([`RawConfig`]), checked against one key registry
+//! ([`describe_keys`]) into typed [`Settings`].
+//!
+//! Bad values are errors (a service must not start half-configured); unknown
+//! or unused keys are returned as [`ConfigWarning`]s for the caller to log,
+//! because this module does no logging itself.
+
+mod keys;
+mod raw;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use keys::{describe_keys, TASK_TYPES};
+use keys::{FromParsed, Usage};
+pub use raw::RawConfig;
+
+/// A line of a config file, so every message can point at it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// Why a config could not be loaded. Every variant but `Io` names the line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config error at {location}: {message}")]
+    Syntax { location: Location, message: String },
+    #[error("config error at {location}: @require = '{target}': {reason}")]
+    Require {
+        location: Location,
+        target: String,
+        reason: String,
+    },
+    #[error("config error at {location}: {key} = '{value}': expected {expected}")]
+    Value {
+        location: Location,
+        key: String,
+        value: String,
+        expected: String,
+    },
+}
+
+impl ConfigError {
+    /// The offending line, if the error has one.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            ConfigError::Io { .. } => None,
+            ConfigError::Syntax { location, .. }
+            | ConfigError::Require { location, .. }
+            | ConfigError::Value { location, .. } => Some(location),
+        }
+    }
+}
+
+/// Something worth telling the operator that does not stop the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub location: Location,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// The service's directories, from the environment so packages and tests can
+/// relocate them without a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dirs {
+    pub config_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub run_dir: PathBuf,
+}
+
+impl Dirs {
+    /// `CDRMUNCH_{CONFIG,DATA,LOG,RUN}_DIR`; unset or empty takes the default.
+    pub fn from_env() -> Dirs {
+        Self::from_vars(|name| std::env::var_os(name))
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<OsString>) -> Dirs {
+        let dir = |name: &str, default: &str| {
+            var(name)
+                .filter(|v| !v.is_empty())
+                .map_or_else(|| PathBuf::from(default), PathBuf::from)
+        };
+        Dirs {
+            config_dir: dir("CDRMUNCH_CONFIG_DIR", "/etc/cdrmunch"),
+            data_dir: dir("CDRMUNCH_DATA_DIR", "/data/CDRMunch"),
+            log_dir: dir("CDRMUNCH_LOG_DIR", "/var/log/cdrmunch"),
+            run_dir: dir("CDRMUNCH_RUN_DIR", "/var/run/cdrmunch"),
+        }
+    }
+}
+
+/// Credentials for intake requests. `Debug` hides the password so settings
+/// can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    pub user: String,
+    pub password: String,
+}
+
+impl fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("user", &self.user)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// CDR intake HTTP server (`server.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    pub address: String,
+    pub port: u16,
+    pub max_content_length: u64,
+    pub basic_auth: Option<BasicAuth>,
+}
+
+/// Where intake stores what it receives (`request_handler.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestHandlerSettings {
+    pub cdr_queue_enabled: bool,
+    pub cdr_base_dir: PathBuf,
+    pub paging_base_dir: PathBuf,
+    pub pcap_base_dir: PathBuf,
+    pub max_cdr_size: u64,
+    pub group_commit_max: usize,
+}
+
+/// The distiller (`distiller.*` and the historical top-level keys).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DistillerSettings {
+    pub number_of_distilleries: usize,
+    pub poll_interval: Duration,
+    pub poll_max_batch_size: usize,
+    pub cdr_base_dir: PathBuf,
+    pub normalized_cdr_base_dir: PathBuf,
+    pub disabled_tasks: Vec<String>,
+    pub lease_seconds: u64,
+    pub job_timeout_seconds: u64,
+    pub retry_backoff_seconds: u64,
+    pub retry_backoff_max_seconds: u64,
+    pub poison_threshold: u32,
+    pub prefetch: usize,
+}
+
+/// Database connections (`cdrdb.*`, `billingdb.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatabaseSettings {
+    pub cdrdb_url: String,
+    pub cdrdb_max_connections: u32,
+    pub billingdb_url: String,
+}
+
+/// The task daemon (`executor.threads`, `tasksd.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TasksdSettings {
+    pub executor_threads: usize,
+    pub poll_interval: Duration,
+    pub poll_batch_size: usize,
+    pub max_retries: u32,
+    pub retry_backoff_seconds: u64,
+    pub exponential_backoff: bool,
+    /// Task type -> handler, from `tasksd.handler.<type>`.
+    pub handlers: BTreeMap<String, String>,
+}
+
+/// Billing record layout (`billing-feeder.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BillingFeederSettings {
+    pub field_names: Vec<String>,
+    /// `s` or `d`, one per field name.
+    pub field_types: Vec<String>,
+    /// CDR variable -> billing field, from `billing-feeder.node_name_map__<name>`
+    /// added to the default `billsec -> quantity`.
+    pub node_name_map: BTreeMap<String, String>,
+}
+
+/// Logging (`log.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    /// 1 critical .. 6 debug.
+    pub level: u8,
+    /// Syslog facility; `None` logs to stdout.
+    pub facility: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+/// Process settings (`app.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppSettings {
+    pub pid_file: Option<PathBuf>,
+    pub run_as_user: Option<String>,
+    pub run_as_group: Option<String>,
+}
+
+/// Prometheus endpoint (`metrics.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsSettings {
+    pub enabled: bool,
+    pub address: String,
+    pub port: u16,
+}
+
+/// The typed configuration of the service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub request_handler: RequestHandlerSettings,
+    pub distiller: DistillerSettings,
+    pub database: DatabaseSettings,
+    pub tasksd: TasksdSettings,
+    pub billing_feeder: BillingFeederSettings,
+    pub log: LogSettings,
+    pub app: AppSettings,
+    pub metrics: MetricsSettings,
+    /// Every resolved key as written (known or not), for code that reads keys
+    /// without a typed field.
+    pub raw: BTreeMap<String, String>,
+}
+
+/// What `cdrmunch serve` runs with when given no config: a self-contained
+/// layout under one data directory, reachable only from this host.
+const EMBEDDED: &[(&str, &str)] = &[
+    ("server.address", "127.0.0.1"),
+    ("server.port", "8080"),
+    ("cdrdb.url", "sqlite://{data_dir}/cdrmunch.db"),
+    ("billingdb.url", "sqlite://{data_dir}/billing.db"),
+    ("cdr_base_dir", "{data_dir}/cdr"),
+    ("request_handler.cdr_base_dir", "{data_dir}/cdr"),
+    ("request_handler.paging_base_dir", "{data_dir}/paging"),
+    ("request_handler.pcap_base_dir", "{data_dir}/pcap"),
+    ("normalized_cdr_base_dir", "{data_dir}/ncdr"),
+    ("log.level", "4"),
+    ("app.pid_file", ""),
+    ("distiller.number_of_distilleries", "4"),
+];
+
+impl Settings {
+    /// Settings from a config file: every key not set takes its seed default.
+    /// Errors on the first bad value; unknown and unused keys become warnings.
+    pub fn from_raw(
+        raw: &RawConfig,
+        dirs: &Dirs,
+    ) -> Result<(Settings, Vec<ConfigWarning>), ConfigError> {
+        let mut warnings = Vec::new();
+        let mut warn = |location: &Location, message: String| {
+            warnings.push(ConfigWarning {
+                location: location.clone(),
+                message,
+            })
+        };
+        for (key, at) in &raw.inactive {
+            let base = key.split('@').next().unwrap_or(key);
+            if keys::lookup(base).is_none() {
+                warn(at, format!("unknown key '{key}' (ignored)"));
+            }
+        }
+        // In file order, so the first error reported is the first one written.
+        let mut entries: Vec<_> = raw.entries.iter().collect();
+        entries.sort_by(|(_, (_, a)), (_, (_, b))| a.cmp(b));
+        for (key, (value, at)) in entries {
+            let Some((spec, suffix)) = keys::lookup(key) else {
+                warn(at, format!("unknown key '{key}' (ignored)"));
+                continue;
+            };
+            spec.check(suffix, value)
+                .map_err(|expected| ConfigError::Value {
+                    location: at.clone(),
+                    key: key.clone(),
+                    value: value.clone(),
+                    expected,
+                })?;
+            if spec.usage == Usage::Accepted {
+                warn(
+                    at,
+                    format!("key '{key}' is accepted for compatibility but not used (ignored)"),
+                );
+            }
+        }
+        warnings.sort_by(|a, b| a.location.cmp(&b.location));
+
+        let set = raw
+            .entries
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect();
+        let settings = Settings::build(set, dirs);
+        check_billing_columns(&settings.billing_feeder, raw)?;
+        Ok((settings, warnings))
+    }
+
+    /// The embedded default used when `cdrmunch serve` gets no `--config`:
+    /// everything under `data_dir`, listening on 127.0.0.1:8080, no pid file.
+    pub fn embedded_default(data_dir: &Path) -> Settings {
+        let dirs = Dirs {
+            config_dir: data_dir.into(),
+            data_dir: data_dir.into(),
+            log_dir: data_dir.join("log"),
+            run_dir: data_dir.into(),
+        };
+        let set = EMBEDDED
+            .iter()
+            .map(|(k, v)| (k.to_string(), keys::expand(v, &dirs)))
+            .collect();
+        Settings::build(set, &dirs)
+    }
+
+    /// Builds settings from already validated values plus seed defaults.
+    fn build(set: BTreeMap<String, String>, dirs: &Dirs) -> Settings {
+        let v = Values { set, dirs };
+        Settings {
+            server: ServerSettings {
+                address: v.get("server.address"),
+                port: v.get("server.port"),
+                max_content_length: v.get("server.max_content_length"),
+                basic_auth: v.get("server.basic_auth"),
+            },
+            request_handler: RequestHandlerSettings {
+                cdr_queue_enabled: v.get("request_handler.cdr_queue_enabled"),
+                cdr_base_dir: v.get("request_handler.cdr_base_dir"),
+                paging_base_dir: v.get("request_handler.paging_base_dir"),
+                pcap_base_dir: v.get("request_handler.pcap_base_dir"),
+                max_cdr_size: v.get("request_handler.max_cdr_size"),
+                group_commit_max: v.get("request_handler.group_commit_max"),
+            },
+            distiller: DistillerSettings {
+                number_of_distilleries: v.get("distiller.number_of_distilleries"),
+                poll_interval: v.get("cdr_queue_poll_interval_seconds"),
+                poll_max_batch_size: v.get("cdr_queue_poll_max_batch_size"),
+                cdr_base_dir: v.get("cdr_base_dir"),
+                normalized_cdr_base_dir: v.get("normalized_cdr_base_dir"),
+                disabled_tasks: v.get("disabled_tasks"),
+                lease_seconds: v.get("distiller.lease_seconds"),
+                job_timeout_seconds: v.get("distiller.job_timeout_seconds"),
+                retry_backoff_seconds: v.get("distiller.retry_backoff_seconds"),
+                retry_backoff_max_seconds: v.get("distiller.retry_backoff_max_seconds"),
+                poison_threshold: v.get("distiller.poison_threshold"),
+                prefetch: v.get("distiller.prefetch"),
+            },
+            database: DatabaseSettings {
+                cdrdb_url: v.get("cdrdb.url"),
+                cdrdb_max_connections: v.get("cdrdb.max_connections"),
+                billingdb_url: v.get("billingdb.url"),
+            },
+            tasksd: TasksdSettings {
+                executor_threads: v.get("executor.threads"),
+                poll_interval: v.get("tasksd.poll_interval_seconds"),
+                poll_batch_size: v.get("tasksd.poll_batch_size"),
+                max_retries: v.get("tasksd.max_retries"),
+                retry_backoff_seconds: v.get("tasksd.retry_backoff_seconds"),
+                exponential_backoff: v.get("tasksd.exponential_backoff"),
+                handlers: v.map("tasksd.handler.<type>"),
+            },
+            billing_feeder: BillingFeederSettings {
+                field_names: v.get("billing-feeder.field_names"),
+                field_types: v.get("billing-feeder.field_types"),
+                node_name_map: v.map("billing-feeder.node_name_map__<name>"),
+            },
+            log: LogSettings {
+                level: v.get("log.level"),
+                facility: v.get("log.facility"),
+                file: v.get("log.file"),
+            },
+            app: AppSettings {
+                pid_file: v.get("app.pid_file"),
+                run_as_user: v.get("app.run_as_user"),
+                run_as_group: v.get("app.run_as_group"),
+            },
+            metrics: MetricsSettings {
+                enabled: v.get("metrics.enabled"),
+                address: v.get("metrics.address"),
+                port: v.get("metrics.port"),
+            },
+            raw: v.set,
+        }
+    }
+}
+
+/// The billing feeder pairs names with types by position, so the counts must
+/// match; blamed on whichever of the two the config set (types first).
+fn check_billing_columns(bf: &BillingFeederSettings, raw: &RawConfig) -> Result<(), ConfigError> {
+    if bf.field_names.len() == bf.field_types.len() {
+        return Ok(());
+    }
+    let (names, types) = ("billing-feeder.field_names", "billing-feeder.field_types");
+    let (key, other, want, got) = match raw.get(types) {
+        Some(_) => (types, names, bf.field_names.len(), bf.field_types.len()),
+        None => (names, types, bf.field_types.len(), bf.field_names.len()),
+    };
+    // Seed defaults match, so a mismatch means the config set at least one.
+    let (value, at) = raw.get(key).expect("a billing column list is set");
+    Err(ConfigError::Value {
+        location: at.clone(),
+        key: key.into(),
+        value: value.into(),
+        expected: format!("{want} entries, one per entry of {other} (got {got})"),
+    })
+}
+
+/// Typed reads for [`Settings::build`]: the config's value, else the seed default.
+struct Values<'a> {
+    set: BTreeMap<String, String>,
+    dirs: &'a Dirs,
+}
+
+impl Values<'_> {
+    fn get<T: FromParsed>(&self, key: &str) -> T {
+        let spec = keys::spec(key);
+        let value = self
+            .set
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| keys::expand(spec.default, self.dirs));
+        // Config values were checked by `from_raw` and seed defaults by the
+        // tests, so failing here means the registry kind does not fit the field.
+        spec.kind
+            .parse(&value)
+            .ok()
+            .and_then(T::from_parsed)
+            .unwrap_or_else(|| {
+                panic!("config key '{key}' = '{value}' does not fit its typed field")
+            })
+    }
+
+    /// A pattern key's `suffix -> value` map: seed pairs, then the config's keys.
+    fn map(&self, pattern: &str) -> BTreeMap<String, String> {
+        let spec = keys::spec(pattern);
+        let prefix = spec.prefix().expect("a pattern key");
+        let seed = spec
+            .default
+            .split(',')
+            .filter_map(|pair| pair.split_once('='));
+        let seed = seed.map(|(k, v)| (k.to_string(), v.to_string()));
+        let set = self.set.iter().filter_map(|(key, value)| {
+            let suffix = key.strip_prefix(prefix).filter(|s| !s.is_empty())?;
+            Some((suffix.to_string(), value.clone()))
+        });
+        seed.chain(set).collect()
+    }
+}

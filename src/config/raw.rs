@@ -1,0 +1,201 @@
+//! Reading config text into resolved `key -> (value, location)` pairs:
+//! comments, `key@ENV` overrides and `@require` includes. No key is
+//! interpreted here; that is `Settings::from_raw`'s job.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::{ConfigError, Location};
+
+/// A config file with includes and environment overrides resolved.
+#[derive(Debug, Clone, Default)]
+pub struct RawConfig {
+    pub(super) entries: BTreeMap<String, (String, Location)>,
+    /// `key@ENV` lines for other environments: ignored, but kept so a typo in
+    /// them is still reported as an unknown key.
+    pub(super) inactive: Vec<(String, Location)>,
+}
+
+impl RawConfig {
+    /// Reads `path` and everything it requires. `env` selects `key@ENV` lines;
+    /// `config_dir` is the fallback for relative `@require` paths.
+    pub fn load(
+        path: &Path,
+        env: Option<&str>,
+        config_dir: &Path,
+    ) -> Result<RawConfig, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse_str(&text, path, env, config_dir)
+    }
+
+    /// Like [`RawConfig::load`] for text already in memory; `origin` names it
+    /// in locations and anchors its relative `@require` paths.
+    pub fn parse_str(
+        text: &str,
+        origin: &Path,
+        env: Option<&str>,
+        config_dir: &Path,
+    ) -> Result<RawConfig, ConfigError> {
+        let mut loader = Loader {
+            env: env.filter(|e| !e.is_empty()),
+            config_dir,
+            plain: BTreeMap::new(),
+            overrides: BTreeMap::new(),
+            inactive: Vec::new(),
+            stack: Vec::new(),
+            done: HashSet::new(),
+        };
+        loader.text(text, origin)?;
+        let mut entries = loader.plain;
+        entries.extend(loader.overrides);
+        Ok(RawConfig {
+            entries,
+            inactive: loader.inactive,
+        })
+    }
+
+    /// The resolved value of `key` and the line it came from.
+    pub fn get(&self, key: &str) -> Option<(&str, &Location)> {
+        self.entries
+            .get(key)
+            .map(|(value, at)| (value.as_str(), at))
+    }
+
+    /// Every resolved key, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+}
+
+struct Loader<'a> {
+    env: Option<&'a str>,
+    config_dir: &'a Path,
+    plain: BTreeMap<String, (String, Location)>,
+    /// Kept apart from `plain` so `key@ENV` wins wherever it appears.
+    overrides: BTreeMap<String, (String, Location)>,
+    inactive: Vec<(String, Location)>,
+    /// Canonical paths of the files being read, outermost first: requiring one
+    /// of them again is a cycle.
+    stack: Vec<PathBuf>,
+    /// Canonical paths already read: requiring them again does nothing.
+    done: HashSet<PathBuf>,
+}
+
+impl Loader<'_> {
+    fn text(&mut self, text: &str, origin: &Path) -> Result<(), ConfigError> {
+        let id = canonical(origin);
+        self.stack.push(id.clone());
+        for (n, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
+            let at = Location {
+                file: origin.to_path_buf(),
+                line: n + 1,
+            };
+            let line = strip_comment(line).trim();
+            if line.is_empty() {
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                return Err(ConfigError::Syntax {
+                    location: at,
+                    message: format!("expected 'key = value', found '{line}'"),
+                });
+            };
+            let (key, value) = (key.trim(), value.trim());
+            if key == "@require" {
+                self.require(value, origin, at)?;
+                continue;
+            }
+            let (base, env) = match key.split_once('@') {
+                Some((base, env)) => (base, Some(env)),
+                None => (key, None),
+            };
+            if base.is_empty() || key.contains(char::is_whitespace) || env == Some("") {
+                let message = if base.is_empty() {
+                    format!("unknown directive '{key}' (the only one is @require)")
+                } else {
+                    format!("invalid key '{key}'")
+                };
+                return Err(ConfigError::Syntax {
+                    location: at,
+                    message,
+                });
+            }
+            let entry = (value.to_string(), at);
+            match env {
+                None => {
+                    self.plain.insert(base.into(), entry);
+                }
+                Some(env) if Some(env) == self.env => {
+                    self.overrides.insert(base.into(), entry);
+                }
+                Some(_) => self.inactive.push((key.into(), entry.1)),
+            }
+        }
+        self.stack.pop();
+        self.done.insert(id);
+        Ok(())
+    }
+
+    /// Reads a required file in place, so lines after the `@require` override it.
+    fn require(&mut self, target: &str, origin: &Path, at: Location) -> Result<(), ConfigError> {
+        let fail = |reason: String| ConfigError::Require {
+            location: at.clone(),
+            target: target.into(),
+            reason,
+        };
+        if target.is_empty() {
+            return Err(fail("expected a file path".into()));
+        }
+        // Joining an absolute target yields the target, so both cover it.
+        let mut candidates = vec![
+            origin.parent().unwrap_or(Path::new("")).join(target),
+            self.config_dir.join(target),
+        ];
+        candidates.dedup();
+        let Some(path) = candidates.iter().find(|p| p.is_file()) else {
+            let tried: Vec<_> = candidates.iter().map(|p| p.display().to_string()).collect();
+            return Err(fail(format!(
+                "file not found (looked for {})",
+                tried.join(" and ")
+            )));
+        };
+        let id = canonical(path);
+        if let Some(start) = self.stack.iter().position(|p| *p == id) {
+            let chain: Vec<_> = self.stack[start..]
+                .iter()
+                .chain([&id])
+                .map(|p| p.display().to_string())
+                .collect();
+            return Err(fail(format!("require cycle: {}", chain.join(" -> "))));
+        }
+        if self.done.contains(&id) {
+            return Ok(());
+        }
+        let text = fs::read_to_string(path)
+            .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+        self.text(&text, path)
+    }
+}
+
+/// Identity of a file for dedupe and cycle checks; text that is not (yet) a
+/// file on disk is identified by its name.
+fn canonical(path: &Path) -> PathBuf {
+    fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Cuts a comment: `#` at the start or after whitespace. A `#` glued to text
+/// (`password = ab#c`) is part of the value.
+fn strip_comment(line: &str) -> &str {
+    let mut after_space = true;
+    for (i, c) in line.char_indices() {
+        if c == '#' && after_space {
+            return &line[..i];
+        }
+        after_space = c.is_whitespace();
+    }
+    line
+}

@@ -1,0 +1,418 @@
+//! rmdistillery's core: one parsed FreeSWITCH channel record into the seed's
+//! `<cdr-normalized>` (`data` + `tasks`). Headline fields only for now; each rule says
+//! which source wins when several carry the same fact.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+
+use super::cdr::{self, RawCdr};
+use super::intake::canonical_uuid;
+use super::tasks::{derive_tasks, CallFacts, TaskNode, TaskType};
+
+/// What the normalizer needs besides the CDR itself.
+#[derive(Debug, Clone, Default)]
+pub struct NormalizeContext {
+    /// Where the raw CDR is stored (`cdr_queue.path`), recorded as `cdr_path`.
+    pub cdr_path: String,
+    /// When intake received it; the date of last resort when the CDR has no times at all.
+    pub received_epoch: i64,
+    pub disabled_tasks: Vec<TaskType>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leg {
+    A,
+    B,
+}
+
+#[derive(Debug, Clone)]
+pub struct NormalizedCdr {
+    pub uuid: String,
+    pub uuid_bytes: [u8; 16],
+    /// Date partition, `YYYYMMDD` of the call start in UTC.
+    pub table_suffix: i64,
+    pub org_id: i64,
+    pub leg: Leg,
+    /// The hour directory `YYYYMMDDTHH00` (UTC, from the call end) the XML is filed under.
+    pub hour_dir: String,
+    /// `<data>` children in output order; the first three carry `record="true"`.
+    pub data: Vec<(&'static str, String)>,
+    pub tasks: Vec<TaskNode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NormalizeError {
+    #[error("{0}")]
+    Parse(#[from] cdr::ParseError),
+    #[error("CDR has no call uuid (no <variables><uuid>, no caller_profile uuid)")]
+    NoUuid,
+    #[error("call uuid '{0}' is not a UUID")]
+    BadUuid(String),
+}
+
+/// Parses and normalizes a raw CDR document (XML or JSON).
+pub fn normalize_document(
+    doc: &[u8],
+    ctx: &NormalizeContext,
+) -> Result<NormalizedCdr, NormalizeError> {
+    normalize(&cdr::parse(doc)?, ctx)
+}
+
+pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, NormalizeError> {
+    let uuid = raw
+        .uuid()
+        .ok_or(NormalizeError::NoUuid)?
+        .to_ascii_lowercase();
+    let uuid_bytes = canonical_uuid(&uuid).ok_or_else(|| NormalizeError::BadUuid(uuid.clone()))?;
+    let t = Timing::of(raw);
+    let leg = leg_of(raw);
+    let newest = raw.newest_callflow();
+    let profile = |f: &str| {
+        newest
+            .and_then(|c| c.profile.get(f))
+            .filter(|v| !v.is_empty())
+    };
+    let caller = profile("caller_id_number")
+        .or_else(|| raw.var("caller_id_number"))
+        .unwrap_or("");
+    let destination = profile("destination_number")
+        .or_else(|| raw.var("destination_number"))
+        .unwrap_or("");
+    let direction = raw.direction().map(str::to_string).unwrap_or_else(|| {
+        // No direction recorded (2007 files, edited fixtures): a leg FreeSWITCH originated
+        // carries an originator profile.
+        if leg == Leg::B { "outbound" } else { "inbound" }.to_string()
+    });
+    let org_id = ["rmOrgID", "rm_org_id"]
+        .iter()
+        .find_map(|k| raw.var(k).and_then(|v| v.trim().parse::<i64>().ok()))
+        .unwrap_or(0);
+    let start_or_received = if t.start > 0 {
+        t.start
+    } else if t.end > 0 {
+        t.end
+    } else {
+        ctx.received_epoch
+    };
+    let end_or_start = if t.end > 0 { t.end } else { start_or_received };
+    let recording_path = recording_path(raw);
+    let other_leg = [
+        "originating_leg_uuid",
+        "originator",
+        "bridge_uuid",
+        "signal_bond",
+        "last_bridge_to",
+    ]
+    .iter()
+    .find_map(|k| raw.var(k).filter(|v| !v.is_empty() && *v != uuid))
+    .map(str::to_string);
+
+    let mut data: Vec<(&'static str, String)> = vec![
+        ("uuid", uuid.clone()),
+        ("TableSuffix", table_suffix(start_or_received).to_string()),
+        ("rmOrgID", org_id.to_string()),
+        ("leg", if leg == Leg::A { "A" } else { "B" }.to_string()),
+        ("direction", direction),
+        ("caller_id_number", caller.to_string()),
+        ("destination_number", destination.to_string()),
+        ("start_epoch", t.start.to_string()),
+        ("answer_epoch", t.answer.to_string()),
+        ("end_epoch", t.end.to_string()),
+        ("duration", t.duration.to_string()),
+        ("billsec", t.billsec.to_string()),
+        (
+            "hangup_cause",
+            raw.var("hangup_cause").unwrap_or("").to_string(),
+        ),
+    ];
+    let optional = [
+        ("sip_call_id", raw.var("sip_call_id").map(str::to_string)),
+        ("other_leg_uuid", other_leg),
+        ("switchname", raw.switchname.clone()),
+        ("recording_path", recording_path.clone()),
+        (
+            "cdr_path",
+            Some(ctx.cdr_path.clone()).filter(|p| !p.is_empty()),
+        ),
+    ];
+    data.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+
+    let facts = CallFacts {
+        a_leg: leg == Leg::A,
+        answered: t.answer > 0,
+        billsec: t.billsec,
+        recording_path,
+    };
+    Ok(NormalizedCdr {
+        uuid,
+        uuid_bytes,
+        table_suffix: table_suffix(start_or_received),
+        org_id,
+        leg,
+        hour_dir: hour_dir(end_or_start),
+        data,
+        tasks: derive_tasks(&facts, &ctx.disabled_tasks),
+    })
+}
+
+/// Call timing in whole seconds since the epoch (0 = did not happen).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Timing {
+    start: i64,
+    answer: i64,
+    end: i64,
+    duration: i64,
+    billsec: i64,
+}
+
+impl Timing {
+    /// Variables win (FreeSWITCH computed them from the newest profile); when they are
+    /// missing (2007-era files) the same rules are applied to `<times>`: start = the first
+    /// profile's creation, answer = the first answer, end = the last hangup.
+    fn of(raw: &RawCdr) -> Timing {
+        let var = |k: &str| raw.var(k).and_then(|v| v.trim().parse::<i64>().ok());
+        let times = |name: &'static str| {
+            raw.callflows
+                .iter()
+                .filter_map(move |c| c.time(name))
+                .filter(|&us| us > 0)
+        };
+        let secs = |us: i64| us / 1_000_000;
+        let start = var("start_epoch")
+            .filter(|&v| v > 0)
+            .or_else(|| times("created_time").min().map(secs))
+            .unwrap_or(0);
+        let answer = var("answer_epoch")
+            .or_else(|| times("answered_time").min().map(secs))
+            .unwrap_or(0);
+        let end = var("end_epoch")
+            .filter(|&v| v > 0)
+            .or_else(|| times("hangup_time").max().map(secs))
+            .unwrap_or(0);
+        let duration = var("duration").unwrap_or(if end >= start && start > 0 {
+            end - start
+        } else {
+            0
+        });
+        let billsec = var("billsec").unwrap_or(if answer > 0 && end >= answer {
+            end - answer
+        } else {
+            0
+        });
+        Timing {
+            start,
+            answer,
+            end,
+            duration,
+            billsec,
+        }
+    }
+}
+
+/// B-leg markers (FORMAT.md §5): an originator caller profile or the variables that
+/// FreeSWITCH sets on legs it originated for a bridge.
+pub fn leg_of(raw: &RawCdr) -> Leg {
+    let has_originator = raw
+        .callflows
+        .iter()
+        .any(|c| !c.profile.originator.is_empty());
+    let var_marker = ["originator", "originating_leg_uuid"]
+        .iter()
+        .any(|k| raw.var(k).is_some_and(|v| !v.is_empty()));
+    if has_originator || var_marker {
+        Leg::B
+    } else {
+        Leg::A
+    }
+}
+
+/// The recording target: FusionPBX-style `record_path`/`record_name`, else the file given
+/// to `record_session` in the app log, but only when a recording actually finished.
+fn recording_path(raw: &RawCdr) -> Option<String> {
+    if let (Some(dir), Some(name)) = (raw.var("record_path"), raw.var("record_name")) {
+        return Some(format!("{}/{}", dir.trim_end_matches('/'), name));
+    }
+    let recorded = ["record_seconds", "record_ms", "record_samples"]
+        .iter()
+        .any(|k| {
+            raw.var(k)
+                .is_some_and(|v| v.trim().parse::<f64>().is_ok_and(|n| n > 0.0))
+        });
+    if !recorded {
+        return None;
+    }
+    raw.app_log
+        .iter()
+        .find(|a| a.app_name == "record_session")
+        .and_then(|a| a.app_data.split_whitespace().next())
+        .map(str::to_string)
+}
+
+fn utc(epoch: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(epoch, 0).unwrap_or_default()
+}
+
+pub fn table_suffix(epoch: i64) -> i64 {
+    let d = utc(epoch);
+    (d.year() as i64) * 10_000 + (d.month() as i64) * 100 + d.day() as i64
+}
+
+pub fn hour_dir(epoch: i64) -> String {
+    let d = utc(epoch);
+    format!(
+        "{:04}{:02}{:02}T{:02}00",
+        d.year(),
+        d.month(),
+        d.day(),
+        d.hour()
+    )
+}
+
+impl NormalizedCdr {
+    /// Storage key `{YYYYMMDDTHH00}/{uuid}.xml`, deterministic so a replay overwrites.
+    pub fn storage_key(&self) -> String {
+        format!("{}/{}.xml", self.hour_dir, self.uuid)
+    }
+
+    /// The seed's `<cdr-normalized>` document.
+    pub fn to_xml(&self) -> String {
+        let mut out = String::with_capacity(1024);
+        out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<cdr-normalized>\n  <data>\n");
+        for (i, (name, value)) in self.data.iter().enumerate() {
+            let record = if i < 3 { " record=\"true\"" } else { "" };
+            let _ = writeln!(out, "    <{name}{record}>{}</{name}>", xml_escape(value));
+        }
+        out.push_str("  </data>\n  <tasks>\n");
+        for task in &self.tasks {
+            if task.params.is_empty() {
+                let _ = writeln!(out, "    <task type=\"{}\"/>", task.task_type);
+                continue;
+            }
+            let _ = writeln!(out, "    <task type=\"{}\">", task.task_type);
+            for (k, v) in &task.params {
+                let _ = writeln!(out, "      <{k}>{}</{k}>", xml_escape(v));
+            }
+            out.push_str("    </task>\n");
+        }
+        out.push_str("  </tasks>\n</cdr-normalized>\n");
+        out
+    }
+
+    /// `(task_type, node_index)` for the `tasks` rows: node_index is the position among `<task>` nodes.
+    pub fn task_rows(&self) -> Vec<(String, u32)> {
+        self.tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.task_type.as_str().to_string(), i as u32))
+            .collect()
+    }
+}
+
+/// Escapes text for element content and attribute values; drops characters XML 1.0 forbids.
+pub fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xml(vars: &str, callflow: &str) -> Vec<u8> {
+        format!("<?xml version=\"1.0\"?>\n<cdr><variables>{vars}</variables>{callflow}</cdr>")
+            .into_bytes()
+    }
+
+    #[test]
+    fn headline_from_variables_and_profile() {
+        let doc = xml(
+            "<uuid>0D2E4C6A-1111-2222-3333-444455556666</uuid><direction>inbound</direction>\
+             <start_epoch>1700000000</start_epoch><answer_epoch>1700000005</answer_epoch>\
+             <end_epoch>1700000065</end_epoch><billsec>60</billsec><duration>65</duration>\
+             <hangup_cause>NORMAL_CLEARING</hangup_cause><rmOrgID>42</rmOrgID>",
+            "<callflow><caller_profile><caller_id_number>%2B441234</caller_id_number>\
+             <destination_number>+442071234567</destination_number></caller_profile></callflow>",
+        );
+        let n = normalize_document(&doc, &NormalizeContext::default()).unwrap();
+        assert_eq!(n.uuid, "0d2e4c6a-1111-2222-3333-444455556666");
+        assert_eq!(n.table_suffix, 20231114);
+        assert_eq!(n.hour_dir, "20231114T2200");
+        assert_eq!(n.org_id, 42);
+        // profile fields are not percent-encoded: "%2B" stays as written there
+        let get = |k: &str| {
+            n.data
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("caller_id_number"), Some("%2B441234"));
+        assert_eq!(get("destination_number"), Some("+442071234567"));
+        assert_eq!(get("billsec"), Some("60"));
+        assert_eq!(
+            n.task_rows(),
+            vec![("billing".to_string(), 0), ("calllog".to_string(), 1)]
+        );
+        let x = n.to_xml();
+        assert!(
+            x.contains("<uuid record=\"true\">0d2e4c6a-1111-2222-3333-444455556666</uuid>"),
+            "{x}"
+        );
+        assert!(
+            x.contains("<task type=\"billing\">\n      <quantity>60</quantity>"),
+            "{x}"
+        );
+    }
+
+    #[test]
+    fn times_fill_in_for_missing_variables() {
+        let doc = xml(
+            "<hangup_cause>UNALLOCATED</hangup_cause>",
+            "<callflow><caller_profile><uuid>0d2e4c6a-1111-2222-3333-444455556666</uuid></caller_profile>\
+             <times><created_time>1181000000000000</created_time><answered_time>1181000002500000</answered_time>\
+             <hangup_time>1181000071000000</hangup_time></times></callflow>",
+        );
+        let n = normalize_document(&doc, &NormalizeContext::default()).unwrap();
+        let get = |k: &str| {
+            n.data
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_eq!(get("start_epoch"), "1181000000");
+        assert_eq!(get("answer_epoch"), "1181000002");
+        assert_eq!(get("billsec"), "69");
+        assert_eq!(get("duration"), "71");
+    }
+
+    #[test]
+    fn missing_or_bad_uuid_is_a_permanent_error() {
+        let none = xml("<hangup_cause>X</hangup_cause>", "");
+        assert_eq!(
+            normalize_document(&none, &Default::default()).unwrap_err(),
+            NormalizeError::NoUuid
+        );
+        let bad = xml("<uuid>not-a-uuid</uuid>", "");
+        assert!(matches!(
+            normalize_document(&bad, &Default::default()),
+            Err(NormalizeError::BadUuid(_))
+        ));
+    }
+
+    #[test]
+    fn escaping_keeps_the_document_well_formed() {
+        assert_eq!(xml_escape("a<b>&\"c\u{1}"), "a&lt;b&gt;&amp;&quot;c");
+    }
+}

@@ -1,0 +1,220 @@
+//! Request handlers for CDR, paging and PCAP submissions.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::{ApiError, HttpState};
+use crate::actors::intake::IntakeMsg;
+use crate::actors::{members, Role};
+use crate::domain::intake::{canonical_uuid, parse_uuid_param};
+use crate::domain::submission::{self, Submission};
+use crate::storage::local::{create_dir_durable, sync_dir, temp_path};
+use crate::store::NewQueuedCdr;
+
+pub async fn post_cdr(
+    State(st): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let limit = st.cfg.max_content_length.min(st.cfg.max_cdr_size);
+    let bytes = read_limited(&headers, body, limit).await?;
+    let received = chrono::Utc::now().timestamp();
+    let query = uri.query().map(str::to_string);
+    let peer_ip = peer.ip().to_string();
+    let sub: Submission = tokio::task::spawn_blocking(move || {
+        submission::prepare(&bytes, query.as_deref(), &peer_ip, received)
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(format!("intake worker failed: {e}")))?
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let path = st
+        .raw_store
+        .put(&sub.key, &sub.document)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("could not store the CDR: {e}")))?;
+    if st.cfg.cdr_queue_enabled {
+        let row = NewQueuedCdr {
+            uuid: sub.uuid_bytes,
+            freeswitch_host: sub.host.clone(),
+            path: path.clone(),
+            create_time: received,
+        };
+        enqueue(&st, row).await?;
+    }
+    let leg = if sub.a_leg { "A" } else { "B" };
+    Ok(Json(serde_json::json!({ "uuid": sub.uuid, "leg": leg, "path": path })).into_response())
+}
+
+/// Hands the row to the intake actor and waits for its group commit.
+async fn enqueue(st: &HttpState, row: NewQueuedCdr) -> Result<(), ApiError> {
+    let intake = members::<IntakeMsg>(&st.instance, Role::Intake)
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::unavailable("intake is restarting"))?;
+    match intake
+        .call(
+            |reply| IntakeMsg::Submit(row, reply),
+            Some(st.cfg.commit_timeout),
+        )
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(Ok(()))) => Ok(()),
+        Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(ApiError::unavailable(format!(
+            "could not queue the CDR: {e}"
+        ))),
+        Ok(ractor::rpc::CallResult::Timeout) => {
+            Err(ApiError::unavailable("queueing the CDR timed out"))
+        }
+        _ => Err(ApiError::unavailable("intake is restarting")),
+    }
+}
+
+/// Reads a whole body, refusing it with 413 as soon as it passes `limit`.
+async fn read_limited(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, ApiError> {
+    if content_length(headers).is_some_and(|n| n > limit) {
+        return Err(ApiError::too_large(limit));
+    }
+    let mut buf = Vec::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("reading the body failed: {e}")))?;
+        if (buf.len() + chunk.len()) as u64 > limit {
+            return Err(ApiError::too_large(limit));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+pub async fn post_paging(
+    State(st): State<Arc<HttpState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let ext = match headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(ct) if ct.contains("json") => "json",
+        Some(ct) if ct.contains("xml") => "xml",
+        _ => "dat",
+    };
+    store_stream(
+        &st.cfg.paging_dir,
+        ext,
+        &uri,
+        &headers,
+        body,
+        st.cfg.max_content_length,
+    )
+    .await
+}
+
+pub async fn post_pcap(
+    State(st): State<Arc<HttpState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    store_stream(
+        &st.cfg.pcap_dir,
+        "pcap",
+        &uri,
+        &headers,
+        body,
+        st.cfg.max_content_length,
+    )
+    .await
+}
+
+/// Streams a body to `{dir}/{YYYY-MM-DD}/{uuid}.{ext}` chunk by chunk (a 2 GB PCAP never sits
+/// in memory): temp file, fsync, rename, fsync the directory. The name comes from `?uuid=`
+/// when given (a retry overwrites), else a fresh UUID.
+async fn store_stream(
+    dir: &Path,
+    ext: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+) -> Result<Response, ApiError> {
+    if content_length(headers).is_some_and(|n| n > limit) {
+        return Err(ApiError::too_large(limit));
+    }
+    let name = match parse_uuid_param(uri.query()) {
+        Some(p) if canonical_uuid(&p.uuid).is_some() => p.uuid.to_ascii_lowercase(),
+        Some(p) => {
+            return Err(ApiError::bad_request(format!(
+                "uuid '{}' is not a UUID",
+                p.uuid
+            )))
+        }
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let day_dir = dir.join(day);
+    let path = day_dir.join(format!("{name}.{ext}"));
+    let io = |e: std::io::Error| ApiError::unavailable(format!("could not store the upload: {e}"));
+    let dd = day_dir.clone();
+    tokio::task::spawn_blocking(move || create_dir_durable(&dd))
+        .await
+        .map_err(|e| io(std::io::Error::other(e)))?
+        .map_err(io)?;
+    let tmp: PathBuf = temp_path(&path);
+    let result = async {
+        let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+        let mut written: u64 = 0;
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk
+                .map_err(|e| ApiError::bad_request(format!("reading the body failed: {e}")))?;
+            written += chunk.len() as u64;
+            if written > limit {
+                return Err(ApiError::too_large(limit));
+            }
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.sync_all().await.map_err(io)?;
+        tokio::fs::rename(&tmp, &path).await.map_err(io)?;
+        let dd = day_dir.clone();
+        tokio::task::spawn_blocking(move || sync_dir(&dd))
+            .await
+            .map_err(|e| io(std::io::Error::other(e)))?
+            .map_err(io)?;
+        Ok(written)
+    }
+    .await;
+    match result {
+        Ok(bytes) => Ok((
+            StatusCode::OK,
+            Json(serde_json::json!({ "path": path.display().to_string(), "bytes": bytes })),
+        )
+            .into_response()),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            Err(e)
+        }
+    }
+}

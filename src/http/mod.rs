@@ -1,0 +1,169 @@
+//! HTTP endpoints of the Hurler: `/api/v2/cdr`, `/api/v2/paging`, `/api/v2/pcap`, `/health`.
+//!
+//! FreeSWITCH treats any 2xx as "stored" and anything else as "try again later", so a 200
+//! is sent only when the raw CDR is fsynced and its `cdr_queue` row committed; input that
+//! can never succeed gets a 4xx with a message, trouble on our side a 503 + Retry-After.
+
+mod intake;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+
+use crate::storage::BlobStore;
+use crate::store::Repository;
+
+/// What the HTTP layer needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub basic_auth: Option<(String, String)>,
+    pub max_content_length: u64,
+    pub max_cdr_size: u64,
+    pub cdr_queue_enabled: bool,
+    pub paging_dir: PathBuf,
+    pub pcap_dir: PathBuf,
+    /// How long a POST waits for its group commit before answering 503.
+    pub commit_timeout: Duration,
+}
+
+pub struct HttpState {
+    pub instance: String,
+    pub repo: Arc<dyn Repository>,
+    pub raw_store: Arc<dyn BlobStore>,
+    pub cfg: HttpConfig,
+}
+
+pub fn router(state: Arc<HttpState>) -> Router {
+    let api = Router::new()
+        .route("/api/v2/cdr", post(intake::post_cdr))
+        .route("/api/v2/paging", post(intake::post_paging))
+        .route("/api/v2/pcap", post(intake::post_pcap))
+        .layer(middleware::from_fn_with_state(state.clone(), basic_auth));
+    Router::new()
+        .route("/health", get(health))
+        .merge(api)
+        // Limits are enforced per endpoint while reading, so a PCAP can stream to disk.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// A 4xx/5xx with a JSON body `{"error": "..."}`; 503s carry Retry-After.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+    pub fn too_large(limit: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body exceeds the limit of {limit} bytes"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(serde_json::json!({ "error": self.message }));
+        let mut resp = (self.status, body).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"cdrmunch\""),
+            );
+        }
+        resp
+    }
+}
+
+/// `server.basic_auth = user:pass` guards the API (mod_xml_cdr's `cred=`); health stays open.
+async fn basic_auth(
+    State(st): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some((user, pass)) = &st.cfg.basic_auth else {
+        return next.run(req).await;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok());
+    let expected = format!("{user}:{pass}");
+    if given
+        .as_deref()
+        .is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes()))
+    {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong HTTP Basic credentials",
+        )
+        .into_response()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Liveness with the database: 200 when it answers, 503 with the reason when not.
+async fn health(State(st): State<Arc<HttpState>>) -> Response {
+    let db = tokio::time::timeout(Duration::from_secs(2), st.repo.ping()).await;
+    match db {
+        Ok(Ok(())) => Json(serde_json::json!({ "status": "ok", "database": "ok" })).into_response(),
+        Ok(Err(e)) => unhealthy(e.to_string()),
+        Err(_) => unhealthy("database did not answer within 2s".into()),
+    }
+}
+
+fn unhealthy(why: String) -> Response {
+    let body = Json(serde_json::json!({ "status": "unavailable", "database": why }));
+    (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+}
+
+/// Serves until `shutdown` resolves; in-flight requests finish first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<HttpState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

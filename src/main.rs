@@ -1,0 +1,363 @@
+//! The `cdrmunch` command: serve, migrate, normalize, submit, gen, config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use cdrmunch::actors::Hooks;
+use cdrmunch::app::{open_repository, App};
+use cdrmunch::cli::gen::{GenFormat, Generator};
+use cdrmunch::cli::submit::{collect_files, submit, Encode, Item, SubmitOptions};
+use cdrmunch::config::{describe_keys, Dirs, RawConfig, Settings};
+use cdrmunch::domain::intake::decode_body;
+use cdrmunch::domain::normalize::{normalize_document, NormalizeContext};
+
+#[derive(Parser)]
+#[command(
+    name = "cdrmunch",
+    version,
+    about = "Post-call processing for FreeSWITCH: CDR intake, normalization, post-call tasks"
+)]
+#[command(
+    long_about = "cdrmunch receives FreeSWITCH CDRs over HTTP (mod_xml_cdr / mod_json_cdr), queues them \
+durably in MySQL/MariaDB or SQLite, normalizes each into <cdr-normalized> XML with distillery workers and \
+derives post-call tasks.\n\nWith no --config, `serve` runs on the embedded default: SQLite and local storage \
+under ./data (or $CDRMUNCH_DATA_DIR), HTTP on 127.0.0.1:8080."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct ConfigArgs {
+    /// Config file in the seed's format (`key = value`, `@require = file`, `key@ENV = value`).
+    /// Without it: the embedded default under ./data.
+    #[arg(long, short = 'c', env = "CDRMUNCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Environment whose `key@ENV` overrides apply (e.g. prod).
+    #[arg(long, env = "CDRMUNCH_ENV")]
+    env: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service: HTTP intake, cdr_queue poller and distilleries. SIGTERM/SIGINT stop it
+    /// gracefully (in-flight CDRs finish, unstarted claims are released) and exit 0.
+    Serve {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// How long shutdown waits for in-flight CDRs.
+        #[arg(long, default_value_t = 30)]
+        drain_seconds: u64,
+    },
+    /// Create or upgrade the CDR database schema (serve also does this on start).
+    Migrate {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Print the normalized XML for one CDR file (bare XML/JSON or a captured cdr= body),
+    /// without a server. Exit 1 with the reason when the CDR cannot be normalized.
+    Normalize {
+        file: PathBuf,
+        /// Task types to leave out, comma separated.
+        #[arg(long, default_value = "")]
+        disabled_tasks: String,
+    },
+    /// Post CDR files or directories to a running cdrmunch as mod_xml_cdr / mod_json_cdr would.
+    /// Exit 1 unless every POST got a 2xx.
+    Submit {
+        /// Files or directories (searched for *.xml and *.json).
+        #[arg(required_unless_present = "generate")]
+        paths: Vec<PathBuf>,
+        #[arg(long, default_value = "http://127.0.0.1:8080/api/v2/cdr")]
+        url: String,
+        #[arg(long, value_enum, default_value_t = Encode::Urlencoded)]
+        encode: Encode,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// HTTP Basic credentials, user:pass (mod_xml_cdr's cred=).
+        #[arg(long)]
+        basic_auth: Option<String>,
+        /// Post N generated CDRs instead of files.
+        #[arg(long)]
+        generate: Option<usize>,
+        #[arg(long, value_enum, default_value_t = GenFormat::Xml)]
+        format: GenFormat,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write uuid,start_ns,end_ns,status per POST to this CSV.
+        #[arg(long)]
+        timings: Option<PathBuf>,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Generate realistic FreeSWITCH CDRs into a directory (a_<uuid>.cdr.xml / <uuid>.cdr.json).
+    Gen {
+        #[arg(long, short = 'n', default_value_t = 100)]
+        count: usize,
+        #[arg(long, short = 'o')]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = GenFormat::Xml)]
+        format: GenFormat,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Show configuration: every known key with its type, default and meaning, or the
+    /// resolved settings of a config file.
+    Config {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// List every known key instead.
+        #[arg(long)]
+        keys: bool,
+    },
+}
+
+fn load_settings(cfg: &ConfigArgs) -> anyhow::Result<(Settings, String)> {
+    let dirs = Dirs::from_env();
+    match &cfg.config {
+        None => {
+            let data = std::env::var_os("CDRMUNCH_DATA_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("data"));
+            Ok((
+                Settings::embedded_default(&data),
+                format!("embedded default (data under {})", data.display()),
+            ))
+        }
+        Some(path) => {
+            let raw = RawConfig::load(path, cfg.env.as_deref(), &dirs.config_dir)?;
+            let (settings, warnings) = Settings::from_raw(&raw, &dirs)?;
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            Ok((settings, path.display().to_string()))
+        }
+    }
+}
+
+/// A URL with any password replaced, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let cred = &url[s + 3..at];
+            match cred.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn serve(cfg: ConfigArgs, drain: Duration) -> anyhow::Result<ExitCode> {
+    let (settings, source) = load_settings(&cfg)?;
+    cdrmunch::logging::init(settings.log.level);
+    tracing::info!(
+        "cdrmunch {} starting with {source}{}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.env
+            .as_deref()
+            .map(|e| format!(", env {e}"))
+            .unwrap_or_default()
+    );
+    tracing::info!(
+        "database {}; raw CDRs in {}; normalized CDRs in {}; {} distilleries",
+        redact(&settings.database.cdrdb_url),
+        settings.request_handler.cdr_base_dir.display(),
+        settings.distiller.normalized_cdr_base_dir.display(),
+        settings.distiller.number_of_distilleries
+    );
+    let mut app = App::start(&settings, Hooks::default()).await?;
+    tracing::info!(
+        "listening on http://{} (POST /api/v2/cdr, /api/v2/paging, /api/v2/pcap; GET /health)",
+        app.addr
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let fatal = tokio::select! {
+        _ = tokio::signal::ctrl_c() => false,
+        _ = term.recv() => false,
+        _ = app.tree_stopped() => true,
+    };
+    if fatal {
+        tracing::error!("supervision tree stopped after repeated failures; exiting");
+        app.shutdown(drain).await;
+        return Ok(ExitCode::from(1));
+    }
+    tracing::info!(
+        "stopping: no new requests; finishing in-flight CDRs (up to {}s)",
+        drain.as_secs()
+    );
+    app.shutdown(drain).await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { cfg, drain_seconds } => {
+            serve(cfg, Duration::from_secs(drain_seconds)).await
+        }
+        Command::Migrate { cfg } => {
+            let (settings, _) = load_settings(&cfg)?;
+            cdrmunch::logging::init(settings.log.level);
+            let repo = open_repository(&settings)
+                .await
+                .context("migration failed")?;
+            println!(
+                "{} database at {} is up to date",
+                repo.backend(),
+                redact(&settings.database.cdrdb_url)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Normalize {
+            file,
+            disabled_tasks,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let disabled = disabled_tasks
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse().map_err(anyhow::Error::msg))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let doc = match decode_body(&bytes) {
+                Ok(d) => d.document.into_owned(),
+                Err(e) => {
+                    eprintln!("{}: permanent failure: {e}", file.display());
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            let ctx = NormalizeContext {
+                cdr_path: file.display().to_string(),
+                received_epoch: 0,
+                disabled_tasks: disabled,
+            };
+            match normalize_document(&doc, &ctx) {
+                Ok(n) => {
+                    print!("{}", n.to_xml());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{}: permanent failure: {e}", file.display());
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Submit {
+            paths,
+            url,
+            encode,
+            concurrency,
+            basic_auth,
+            generate,
+            format,
+            seed,
+            timings,
+            quiet,
+        } => {
+            let items: Vec<Item> = match generate {
+                Some(n) => {
+                    let mut g = Generator::new(seed, format);
+                    (0..n)
+                        .map(|_| g.next_cdr())
+                        .map(|c| Item {
+                            name: c.uuid,
+                            document: c.document.into_bytes(),
+                        })
+                        .collect()
+                }
+                None => collect_files(&paths)?
+                    .into_iter()
+                    .map(|p| {
+                        Ok(Item {
+                            name: p.display().to_string(),
+                            document: std::fs::read(&p)
+                                .with_context(|| format!("reading {}", p.display()))?,
+                        })
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            };
+            if items.is_empty() {
+                bail!("no CDR files found");
+            }
+            let opts = SubmitOptions {
+                url,
+                encode,
+                concurrency,
+                basic_auth,
+                timings,
+                quiet,
+            };
+            let summary = submit(items, &opts).await?;
+            let all_ok = summary.keys().all(|s| s.starts_with('2'));
+            Ok(if all_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Gen {
+            count,
+            out,
+            format,
+            seed,
+        } => {
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let mut g = Generator::new(seed, format);
+            for _ in 0..count {
+                let c = g.next_cdr();
+                let ext = if format == GenFormat::Xml {
+                    "xml"
+                } else {
+                    "json"
+                };
+                let name = format!("{}{}.cdr.{ext}", if c.a_leg { "a_" } else { "" }, c.uuid);
+                std::fs::write(out.join(&name), c.document)
+                    .with_context(|| format!("writing {name}"))?;
+            }
+            println!("wrote {count} CDRs to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config { cfg, keys } => {
+            if keys {
+                for (key, ty, default, help) in describe_keys() {
+                    println!("{key}\n    type: {ty}; default: {default}\n    {help}");
+                }
+            } else {
+                let (settings, source) = load_settings(&cfg)?;
+                println!("# resolved from {source}");
+                for (k, v) in &settings.raw {
+                    println!("{k} = {v}");
+                }
+                println!("# database: {}", redact(&settings.database.cdrdb_url));
+                println!(
+                    "# listen: {}:{}",
+                    settings.server.address, settings.server.port
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. } | Command::Migrate { .. }) {
+        cdrmunch::logging::init(3);
+    }
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cdrmunch: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

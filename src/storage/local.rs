@@ -1,0 +1,165 @@
+//! Local filesystem store: temp file in the same directory, fsync, rename, fsync the
+//! directory — so a 200 or a `done='y'` never points at a file a crash could take back.
+
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+use async_trait::async_trait;
+
+use super::{BlobStore, StorageError};
+
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf, StorageError> {
+        let rel = Path::new(key);
+        let clean = !key.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
+        if !clean {
+            return Err(StorageError::BadKey(key.to_string()));
+        }
+        Ok(self.root.join(rel))
+    }
+}
+
+#[async_trait]
+impl BlobStore for LocalStore {
+    async fn put(&self, key: &str, bytes: &[u8]) -> Result<String, StorageError> {
+        let path = self.path_of(key)?;
+        let bytes = bytes.to_vec();
+        let loc = path.display().to_string();
+        tokio::task::spawn_blocking(move || write_durable(&path, &bytes))
+            .await
+            .map_err(|e| StorageError::io(&loc, std::io::Error::other(e)))?
+            .map_err(|e| StorageError::io(&loc, e))?;
+        Ok(loc)
+    }
+
+    async fn get(&self, location: &str) -> Result<Vec<u8>, StorageError> {
+        tokio::fs::read(location)
+            .await
+            .map_err(|e| StorageError::io(location, e))
+    }
+
+    fn location_of(&self, key: &str) -> Result<String, StorageError> {
+        Ok(self.path_of(key)?.display().to_string())
+    }
+
+    async fn check(&self) -> Result<(), StorageError> {
+        let root = self.root.clone();
+        let loc = root.display().to_string();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&root)?;
+            let probe = root.join(format!(".cdrmunch-probe-{}", std::process::id()));
+            std::fs::write(&probe, b"ok")?;
+            std::fs::remove_file(&probe)
+        })
+        .await
+        .map_err(|e| StorageError::io(&loc, std::io::Error::other(e)))?
+        .map_err(|e| StorageError::io(&loc, e))
+    }
+}
+
+/// Creates `dir` and every missing parent, fsyncing each parent whose entry list changed,
+/// so a newly made directory survives a crash together with the file put in it.
+pub fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        if !parent.as_os_str().is_empty() {
+            create_dir_durable(parent)?;
+        }
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// A unique temp name beside `path`, so the final rename stays within one filesystem.
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()))
+}
+
+/// Temp file, fsync, rename over `path`, fsync the directory.
+pub fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    create_dir_durable(dir)?;
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_get_and_overwrite_are_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("a"));
+        let loc = store.put("host/2024-01-01/x.xml", b"one").await.unwrap();
+        assert_eq!(store.get(&loc).await.unwrap(), b"one");
+        store.put("host/2024-01-01/x.xml", b"two!").await.unwrap();
+        assert_eq!(store.get(&loc).await.unwrap(), b"two!");
+        // no temp files left behind
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("a/host/2024-01-01"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn rejects_keys_that_escape_the_root_and_reports_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        for bad in ["../etc/passwd", "/abs", "", "a/../../b"] {
+            assert!(
+                matches!(store.put(bad, b"x").await, Err(StorageError::BadKey(_))),
+                "{bad}"
+            );
+        }
+        let missing = dir.path().join("nope.xml").display().to_string();
+        let err = store.get(&missing).await.unwrap_err();
+        assert!(matches!(err, StorageError::NotFound(_)));
+        assert!(!err.is_retriable());
+    }
+}

@@ -1,0 +1,55 @@
+//! Where raw and normalized CDRs live. One interface per store; the local filesystem now,
+//! S3 beside it later. A location is what the database records (`cdr_queue.path`,
+//! `normalized_cdrs.path`): for the local store, the absolute file path.
+
+pub mod local;
+
+use async_trait::async_trait;
+
+pub use local::{write_durable, LocalStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("storage I/O error on {location}: {source}")]
+    Io {
+        location: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid storage key '{0}'")]
+    BadKey(String),
+}
+
+impl StorageError {
+    /// A missing object will not appear by waiting; a key we built wrongly will not either.
+    /// Every other I/O error (disk full, EIO, NFS hiccup) may clear.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, StorageError::Io { .. })
+    }
+
+    pub(crate) fn io(location: impl Into<String>, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            StorageError::NotFound(location.into())
+        } else {
+            StorageError::Io {
+                location: location.into(),
+                source,
+            }
+        }
+    }
+}
+
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Writes `bytes` under `key` (a relative path with '/' separators) durably and
+    /// atomically: a reader sees the old object or the whole new one, never a part.
+    async fn put(&self, key: &str, bytes: &[u8]) -> Result<String, StorageError>;
+    /// Reads an object by the location `put` returned.
+    async fn get(&self, location: &str) -> Result<Vec<u8>, StorageError>;
+    /// The location `put(key)` would return, without writing.
+    fn location_of(&self, key: &str) -> Result<String, StorageError>;
+    /// Whether the store is usable (for readiness).
+    async fn check(&self) -> Result<(), StorageError>;
+}

@@ -1,0 +1,203 @@
+//! The CDR database behind one interface, with a MySQL/MariaDB and a SQLite implementation.
+//!
+//! Every query is runtime-checked (`sqlx::query`), so building needs no live database.
+//! Times are passed in by the caller (UTC, whole seconds) rather than taken from the
+//! database clock: the two engines then behave the same and tests can drive the clock.
+
+mod mysql;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use mysql::MysqlRepository;
+pub use sqlite::SqliteRepository;
+
+/// A new `cdr_queue` row, written by intake once the raw CDR is durable on disk.
+#[derive(Debug, Clone)]
+pub struct NewQueuedCdr {
+    pub uuid: [u8; 16],
+    pub freeswitch_host: String,
+    pub path: String,
+    pub create_time: i64,
+}
+
+/// A claimed `cdr_queue` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedCdr {
+    pub id: u64,
+    pub uuid: [u8; 16],
+    pub freeswitch_host: String,
+    pub path: String,
+    pub create_time: i64,
+    pub retry: u32,
+}
+
+/// What the distillery commits for one CDR, in one transaction.
+#[derive(Debug, Clone)]
+pub struct NewNormalizedCdr {
+    pub uuid: [u8; 16],
+    pub path: String,
+    pub cdr_path: String,
+    pub table_suffix: i64,
+    pub org_id: i64,
+    /// `(task_type, node_index)` for each `<task>` node that was kept.
+    pub tasks: Vec<(String, u32)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitResult {
+    Committed {
+        normalized_id: u64,
+    },
+    /// The call uuid was normalized before: the queue row is marked done, nothing else.
+    Duplicate,
+}
+
+/// Row counts per `done` state, for tests, `status` and health.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub pending: u64,
+    pub done: u64,
+    pub error: u64,
+}
+
+/// A `cdr_queue_error` row joined to its queue row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueError {
+    pub id_cdr_queue: u64,
+    pub uuid: [u8; 16],
+    pub done: String,
+    pub description: String,
+    pub critical: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Query(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database url '{0}': expected sqlite://PATH or mysql://USER@HOST/DB")]
+    BadUrl(String),
+}
+
+impl StoreError {
+    /// Whether trying again later can succeed. Everything the database reports is treated
+    /// as transient (connection loss, deadlock, lock timeout, disk full) except a bad URL
+    /// and a failed migration, which need an operator.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Query(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            other => StoreError::Query(other),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The CDR database. One implementation per engine; callers hold `Arc<dyn Repository>`.
+#[async_trait]
+pub trait Repository: Send + Sync + 'static {
+    /// "sqlite" or "mysql", for logs.
+    fn backend(&self) -> &'static str;
+    async fn migrate(&self) -> StoreResult<()>;
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Group commit from intake: all rows in one transaction. A row whose uuid is
+    /// already queued is skipped (a FreeSWITCH retry). Returns how many were new.
+    async fn enqueue_cdrs(&self, rows: &[NewQueuedCdr]) -> StoreResult<u64>;
+
+    /// Claims up to `limit` due rows (`done='n'`, `next_attempt` NULL or <= now) by setting
+    /// `next_attempt = lease_until`, so a crashed process's claims come back on their own.
+    async fn claim_cdrs(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<QueuedCdr>>;
+
+    /// Inserts `normalized_cdrs` and its tasks and sets `done='y'`, all in one transaction.
+    async fn commit_normalized(
+        &self,
+        cdr_id: u64,
+        cdr: &NewNormalizedCdr,
+        now: DateTime<Utc>,
+    ) -> StoreResult<CommitResult>;
+
+    /// Retriable or internal failure: `retry`+1, due again at `next_attempt`, reason kept in
+    /// `cdr_queue_error` (critical='n') so an operator sees why it is waiting.
+    async fn schedule_retry(
+        &self,
+        cdr_id: u64,
+        next_attempt: DateTime<Utc>,
+        description: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// Permanent failure or poison pill: `done='error'` plus the description.
+    async fn mark_error(
+        &self,
+        cdr_id: u64,
+        description: &str,
+        critical: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// Gives claimed rows back (shutdown): due immediately for whoever polls next.
+    async fn release_claims(&self, ids: &[u64]) -> StoreResult<()>;
+
+    async fn queue_counts(&self) -> StoreResult<QueueCounts>;
+    async fn queue_errors(&self) -> StoreResult<Vec<QueueError>>;
+    /// Number of normalized CDRs and of tasks, for tests and the bench.
+    async fn normalized_counts(&self) -> StoreResult<(u64, u64)>;
+    /// Every normalized call uuid (tests, bench).
+    async fn normalized_uuids(&self) -> StoreResult<Vec<[u8; 16]>>;
+    /// Task types per normalized uuid, ordered by node_index.
+    async fn tasks_for(&self, uuid: [u8; 16]) -> StoreResult<Vec<(String, u32)>>;
+}
+
+/// Opens the repository named by a `cdrdb.url`.
+pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Repository>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(
+            SqliteRepository::connect(url, max_connections).await?,
+        ))
+    } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+        let url = url.replacen("mariadb:", "mysql:", 1);
+        Ok(Arc::new(
+            MysqlRepository::connect(&url, max_connections).await?,
+        ))
+    } else {
+        Err(StoreError::BadUrl(url.to_string()))
+    }
+}
+
+/// `DATETIME` text in UTC at whole seconds, the form both engines compare correctly.
+pub(crate) fn sql_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+pub(crate) fn uuid_bytes(v: &[u8]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let n = v.len().min(16);
+    out[..n].copy_from_slice(&v[..n]);
+    out
+}
+
+/// Per-row bind count stays far below both engines' placeholder limits.
+pub(crate) const MAX_ROWS_PER_INSERT: usize = 1000;

@@ -1,0 +1,324 @@
+//! MySQL / MariaDB / Aurora: the production database. Claims use `FOR UPDATE SKIP LOCKED`
+//! (MariaDB >= 10.6, MySQL >= 8.0) so several cdrmunch processes share one queue.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::{ConnectOptions, Connection, MySql, MySqlPool, QueryBuilder, Row};
+
+use super::sqlite::counts_from;
+use super::*;
+
+pub struct MysqlRepository {
+    pool: MySqlPool,
+}
+
+/// ER_BAD_DB_ERROR: the database named in the URL does not exist yet.
+const ER_BAD_DB: u16 = 1049;
+
+impl MysqlRepository {
+    /// Connects, creating the database named in the URL when it does not exist yet.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let opts =
+            MySqlConnectOptions::from_str(url).map_err(|_| StoreError::BadUrl(url.to_string()))?;
+        let pool_opts = || {
+            MySqlPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+        };
+        match pool_opts().connect_with(opts.clone()).await {
+            Ok(pool) => Ok(Self { pool }),
+            Err(sqlx::Error::Database(e))
+                if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                    .is_some_and(|m| m.number() == ER_BAD_DB) =>
+            {
+                let db = opts.get_database().unwrap_or_default().replace('`', "``");
+                let mut conn = opts.clone().database("").connect().await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4"
+                )))
+                .execute(&mut conn)
+                .await?;
+                conn.close().await?;
+                Ok(Self {
+                    pool: pool_opts().connect_with(opts).await?,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl Repository for MysqlRepository {
+    fn backend(&self) -> &'static str {
+        "mysql"
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("migrations/mysql").run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn enqueue_cdrs(&self, rows: &[NewQueuedCdr]) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = 0;
+        for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
+            let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+                "INSERT INTO cdr_queue (uuid, freeswitch_host, path, create_time) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(r.uuid.to_vec())
+                    .push_bind(r.freeswitch_host.clone())
+                    .push_bind(r.path.clone())
+                    .push_bind(r.create_time);
+            });
+            // `id = id` keeps the first row of a uuid and counts a retry as 0 affected rows.
+            qb.push(" ON DUPLICATE KEY UPDATE id = id");
+            inserted += qb.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn claim_cdrs(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<QueuedCdr>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT id, uuid, freeswitch_host, path, CAST(create_time AS SIGNED), CAST(retry AS SIGNED) \
+             FROM cdr_queue WHERE done = 'n' AND (next_attempt IS NULL OR next_attempt <= ?) \
+             ORDER BY next_attempt, id LIMIT ? FOR UPDATE SKIP LOCKED",
+        )
+        .bind(sql_time(now))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let claimed: Vec<QueuedCdr> = rows
+            .iter()
+            .map(|r| QueuedCdr {
+                id: r.get::<u64, _>(0),
+                uuid: uuid_bytes(&r.get::<Vec<u8>, _>(1)),
+                freeswitch_host: r.get(2),
+                path: r.get(3),
+                create_time: r.get(4),
+                retry: r.get::<i64, _>(5) as u32,
+            })
+            .collect();
+        if !claimed.is_empty() {
+            let mut qb: QueryBuilder<MySql> =
+                QueryBuilder::new("UPDATE cdr_queue SET next_attempt = ");
+            qb.push_bind(sql_time(lease_until)).push(" WHERE id IN (");
+            let mut sep = qb.separated(", ");
+            for c in &claimed {
+                sep.push_bind(c.id);
+            }
+            qb.push(")");
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn commit_normalized(
+        &self,
+        cdr_id: u64,
+        cdr: &NewNormalizedCdr,
+        now: DateTime<Utc>,
+    ) -> StoreResult<CommitResult> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO normalized_cdrs (uuid, path, cdr_path, TableSuffix, rmOrgID) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(cdr.uuid.to_vec())
+        .bind(&cdr.path)
+        .bind(&cdr.cdr_path)
+        .bind(cdr.table_suffix)
+        .bind(cdr.org_id)
+        .execute(&mut *tx)
+        .await;
+        let result = match inserted {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => CommitResult::Duplicate,
+            Err(e) => return Err(e.into()),
+            Ok(inserted) => {
+                let normalized_id = inserted.last_insert_id();
+                if !cdr.tasks.is_empty() {
+                    let t = sql_time(now);
+                    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+                    "INSERT INTO tasks (id_normalized_cdrs, task_type, create_time, next_attempt, node_index) ",
+                );
+                    qb.push_values(&cdr.tasks, |mut b, (ty, idx)| {
+                        b.push_bind(normalized_id)
+                            .push_bind(ty.clone())
+                            .push_bind(t.clone())
+                            .push_bind(t.clone())
+                            .push_bind(*idx);
+                    });
+                    qb.build().execute(&mut *tx).await?;
+                }
+                CommitResult::Committed { normalized_id }
+            }
+        };
+        // After a duplicate the transaction is still usable: only that INSERT failed.
+        sqlx::query("UPDATE cdr_queue SET done = 'y' WHERE id = ?")
+            .bind(cdr_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    async fn schedule_retry(
+        &self,
+        cdr_id: u64,
+        next_attempt: DateTime<Utc>,
+        description: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE cdr_queue SET retry = retry + 1, next_attempt = ? WHERE id = ? AND done = 'n'",
+        )
+        .bind(sql_time(next_attempt))
+        .bind(cdr_id)
+        .execute(&mut *tx)
+        .await?;
+        upsert_error(&mut tx, cdr_id, description, false, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mark_error(
+        &self,
+        cdr_id: u64,
+        description: &str,
+        critical: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE cdr_queue SET done = 'error' WHERE id = ?")
+            .bind(cdr_id)
+            .execute(&mut *tx)
+            .await?;
+        upsert_error(&mut tx, cdr_id, description, critical, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release_claims(&self, ids: &[u64]) -> StoreResult<()> {
+        for chunk in ids.chunks(MAX_ROWS_PER_INSERT) {
+            let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+                "UPDATE cdr_queue SET next_attempt = NULL WHERE done = 'n' AND id IN (",
+            );
+            let mut sep = qb.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            qb.push(")");
+            qb.build().execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    async fn queue_counts(&self) -> StoreResult<QueueCounts> {
+        let rows = sqlx::query("SELECT CAST(done AS CHAR), COUNT(*) FROM cdr_queue GROUP BY done")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(counts_from(
+            rows.iter()
+                .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))),
+        ))
+    }
+
+    async fn queue_errors(&self) -> StoreResult<Vec<QueueError>> {
+        let rows = sqlx::query(
+            "SELECT e.id_cdr_queue, q.uuid, CAST(q.done AS CHAR), COALESCE(e.description, ''), \
+             CAST(e.critical AS CHAR) FROM cdr_queue_error e JOIN cdr_queue q ON q.id = e.id_cdr_queue \
+             ORDER BY e.id_cdr_queue",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| QueueError {
+                id_cdr_queue: r.get::<u64, _>(0),
+                uuid: uuid_bytes(&r.get::<Vec<u8>, _>(1)),
+                done: r.get(2),
+                description: r.get(3),
+                critical: r.get::<String, _>(4) == "y",
+            })
+            .collect())
+    }
+
+    async fn normalized_counts(&self) -> StoreResult<(u64, u64)> {
+        let r = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM normalized_cdrs), (SELECT COUNT(*) FROM tasks)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((r.get::<i64, _>(0) as u64, r.get::<i64, _>(1) as u64))
+    }
+
+    async fn normalized_uuids(&self) -> StoreResult<Vec<[u8; 16]>> {
+        let rows = sqlx::query("SELECT uuid FROM normalized_cdrs")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| uuid_bytes(&r.get::<Vec<u8>, _>(0)))
+            .collect())
+    }
+
+    async fn tasks_for(&self, uuid: [u8; 16]) -> StoreResult<Vec<(String, u32)>> {
+        let rows = sqlx::query(
+            "SELECT t.task_type, CAST(t.node_index AS SIGNED) FROM tasks t \
+             JOIN normalized_cdrs n ON n.id = t.id_normalized_cdrs WHERE n.uuid = ? ORDER BY t.node_index",
+        )
+        .bind(uuid.to_vec())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<i64, _>(1) as u32))
+            .collect())
+    }
+}
+
+async fn upsert_error(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    cdr_id: u64,
+    description: &str,
+    critical: bool,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let t = sql_time(now);
+    sqlx::query(
+        "INSERT INTO cdr_queue_error (id_cdr_queue, description, critical, first_error_date, last_error_date) \
+         VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE description = VALUES(description), \
+         critical = VALUES(critical), last_error_date = VALUES(last_error_date)",
+    )
+    .bind(cdr_id)
+    .bind(description)
+    .bind(if critical { "y" } else { "n" })
+    .bind(&t)
+    .bind(&t)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

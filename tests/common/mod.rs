@@ -1,0 +1,318 @@
+//! Test harness: an app per test on 127.0.0.1 port 0 with a fresh database — a SQLite file
+//! in a temp dir, or a fresh MariaDB database (dropped afterwards) on the server named by
+//! CDRMUNCH_TEST_MYSQL_URL, which `scripts/test.sh` provides.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use cdrmunch::actors::Hooks;
+use cdrmunch::app::App;
+use cdrmunch::config::Settings;
+use cdrmunch::store::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Mysql,
+}
+
+pub const BOTH: [Db; 2] = [Db::Sqlite, Db::Mysql];
+
+pub fn corpus_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CDRMUNCH_CORPUS_DIR") {
+        return PathBuf::from(d);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus")
+}
+
+/// Every corpus file, XML and JSON.
+pub fn corpus_files() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for sub in ["xml", "json"] {
+        let dir = corpus_dir().join(sub);
+        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
+        {
+            out.push(e.unwrap().path());
+        }
+    }
+    out.sort();
+    assert!(out.len() >= 16, "corpus incomplete: {out:?}");
+    out
+}
+
+pub fn mysql_server_url() -> String {
+    std::env::var("CDRMUNCH_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+/// A database for one test; MariaDB ones are dropped when this goes out of scope.
+pub struct TestDb {
+    pub url: String,
+    mysql_name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub fn new(db: Db, dir: &Path) -> TestDb {
+        match db {
+            Db::Sqlite => TestDb {
+                url: format!("sqlite://{}/cdrmunch.db", dir.display()),
+                mysql_name: None,
+                _dir: None,
+            },
+            Db::Mysql => {
+                let name = format!("cdrmunch_t_{}", uuid::Uuid::new_v4().simple());
+                TestDb {
+                    url: format!("{}/{name}", mysql_server_url()),
+                    mysql_name: Some(name),
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.mysql_name.take() else {
+            return;
+        };
+        let server = mysql_server_url();
+        // Drop runs outside any runtime guarantee: use a small runtime on its own thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::MySqlConnection::connect(&server).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS `{name}`"
+                    )))
+                    .execute(&mut c)
+                    .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// Settings for a test: embedded defaults under `dir`, port 0, fast polling.
+pub fn test_settings(dir: &Path, db_url: &str) -> Settings {
+    let mut s = Settings::embedded_default(dir);
+    s.server.address = "127.0.0.1".into();
+    s.server.port = 0;
+    s.database.cdrdb_url = db_url.to_string();
+    s.distiller.number_of_distilleries = 4;
+    s.distiller.poll_interval = Duration::from_millis(200);
+    s
+}
+
+pub struct TestApp {
+    pub app: Option<App>,
+    pub settings: Settings,
+    pub dir: tempfile::TempDir,
+    pub db: TestDb,
+    pub http: reqwest::Client,
+}
+
+impl TestApp {
+    pub async fn start(db: Db) -> TestApp {
+        Self::start_with(db, |_| {}, Hooks::default(), None).await
+    }
+
+    /// `wrap` lets a test put a fault-injecting repository in front of the real one.
+    pub async fn start_with(
+        db: Db,
+        tweak: impl FnOnce(&mut Settings),
+        hooks: Hooks,
+        wrap: Option<&dyn Fn(Arc<dyn Repository>) -> Arc<dyn Repository>>,
+    ) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let tdb = TestDb::new(db, dir.path());
+        let mut settings = test_settings(dir.path(), &tdb.url);
+        tweak(&mut settings);
+        let repo = cdrmunch::app::open_repository(&settings)
+            .await
+            .unwrap_or_else(|e| panic!("{db:?} database at {} not usable ({e}); run scripts/test.sh, which starts MariaDB", tdb.url));
+        let repo = match wrap {
+            Some(w) => w(repo),
+            None => repo,
+        };
+        let app = App::start_with_repository(&settings, hooks, repo)
+            .await
+            .expect("app starts");
+        TestApp {
+            app: Some(app),
+            settings,
+            dir,
+            db: tdb,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn app(&self) -> &App {
+        self.app.as_ref().expect("running")
+    }
+
+    pub fn repo(&self) -> Arc<dyn Repository> {
+        self.app().repo.clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.app().addr)
+    }
+
+    /// POST raw bytes to /api/v2/cdr with an optional query and content type.
+    pub async fn post_cdr(&self, body: Vec<u8>, query: &str, content_type: &str) -> (u16, String) {
+        let r = self
+            .http
+            .post(self.url(&format!("/api/v2/cdr{query}")))
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
+    /// Waits (bounded) until `done` CDRs are normalized and nothing is pending.
+    pub async fn wait_settled(&self, normalized: u64, timeout: Duration) -> QueueCounts {
+        let repo = self.repo();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let c = repo.queue_counts().await.unwrap();
+            let (n, _) = repo.normalized_counts().await.unwrap();
+            if c.pending == 0 && n >= normalized {
+                return c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not settled in {timeout:?}: {c:?}, normalized {n} of {normalized}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown(Duration::from_secs(10)).await;
+        }
+    }
+}
+
+/// Files below `dir` (recursively), for "nothing half written" checks.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// A repository that fails every call while `down` is set: the database "goes away".
+pub struct SwitchableRepository {
+    pub inner: Arc<dyn Repository>,
+    pub down: Arc<AtomicBool>,
+}
+
+impl SwitchableRepository {
+    fn check(&self) -> StoreResult<()> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Repository for SwitchableRepository {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn migrate(&self) -> StoreResult<()> {
+        self.check()?;
+        self.inner.migrate().await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        self.check()?;
+        self.inner.ping().await
+    }
+    async fn enqueue_cdrs(&self, rows: &[NewQueuedCdr]) -> StoreResult<u64> {
+        self.check()?;
+        self.inner.enqueue_cdrs(rows).await
+    }
+    async fn claim_cdrs(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<QueuedCdr>> {
+        self.check()?;
+        self.inner.claim_cdrs(now, lease_until, limit).await
+    }
+    async fn commit_normalized(
+        &self,
+        cdr_id: u64,
+        cdr: &NewNormalizedCdr,
+        now: DateTime<Utc>,
+    ) -> StoreResult<CommitResult> {
+        self.check()?;
+        self.inner.commit_normalized(cdr_id, cdr, now).await
+    }
+    async fn schedule_retry(
+        &self,
+        cdr_id: u64,
+        next: DateTime<Utc>,
+        d: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.check()?;
+        self.inner.schedule_retry(cdr_id, next, d, now).await
+    }
+    async fn mark_error(
+        &self,
+        cdr_id: u64,
+        d: &str,
+        critical: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.check()?;
+        self.inner.mark_error(cdr_id, d, critical, now).await
+    }
+    async fn release_claims(&self, ids: &[u64]) -> StoreResult<()> {
+        self.check()?;
+        self.inner.release_claims(ids).await
+    }
+    async fn queue_counts(&self) -> StoreResult<QueueCounts> {
+        self.inner.queue_counts().await
+    }
+    async fn queue_errors(&self) -> StoreResult<Vec<QueueError>> {
+        self.inner.queue_errors().await
+    }
+    async fn normalized_counts(&self) -> StoreResult<(u64, u64)> {
+        self.inner.normalized_counts().await
+    }
+    async fn normalized_uuids(&self) -> StoreResult<Vec<[u8; 16]>> {
+        self.inner.normalized_uuids().await
+    }
+    async fn tasks_for(&self, uuid: [u8; 16]) -> StoreResult<Vec<(String, u32)>> {
+        self.inner.tasks_for(uuid).await
+    }
+}

@@ -1,0 +1,240 @@
+//! `kill -9` of a real `cdrmunch serve` while 2,000 CDRs are being posted, then a restart:
+//! every CDR that got a 200 is normalized exactly once, nothing that got a 200 is lost, and
+//! FreeSWITCH-style retries of the ones that did not get a 200 are absorbed. Then SIGTERM
+//! stops the server with exit code 0.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cdrmunch::cli::gen::{GenFormat, Generator};
+use cdrmunch::domain::intake::{encode_body, SubmitEncoding};
+use cdrmunch::domain::normalize::{normalize_document, NormalizeContext};
+use common::*;
+
+/// Kills the server if a test fails halfway.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_server(config: &Path) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_cdrmunch"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "cdrmunch=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn cdrmunch serve");
+    Server(child)
+}
+
+async fn wait_healthy(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/health")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "server did not become healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn kill_during_posting(db: Db) {
+    const N: usize = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let tdb = TestDb::new(db, dir.path());
+    let port = free_port();
+    let d = dir.path().display();
+    let config = dir.path().join("cdrmunch.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "server.address = 127.0.0.1\nserver.port = {port}\ncdrdb.url = {}\n\
+             request_handler.cdr_base_dir = {d}/cdr\nrequest_handler.paging_base_dir = {d}/paging\n\
+             request_handler.pcap_base_dir = {d}/pcap\ncdr_base_dir = {d}/cdr\nnormalized_cdr_base_dir = {d}/ncdr\n\
+             distiller.number_of_distilleries = 4\ncdr_queue_poll_interval_seconds = 0.2\n\
+             distiller.lease_seconds = 2\nlog.level = 3\n",
+            tdb.url
+        ),
+    )
+    .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let url = format!("{base}/api/v2/cdr");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+
+    let mut g = Generator::new(99, GenFormat::Xml);
+    let cdrs: Vec<(String, Vec<u8>)> = (0..N)
+        .map(|_| g.next_cdr())
+        .map(|c| (c.uuid, c.document.into_bytes()))
+        .collect();
+    let expected_tasks: usize = cdrs
+        .iter()
+        .map(|(_, doc)| {
+            normalize_document(doc, &NormalizeContext::default())
+                .unwrap()
+                .tasks
+                .len()
+        })
+        .sum();
+
+    let mut server = start_server(&config);
+    wait_healthy(&http, &base).await;
+
+    // Post from 16 clients; SIGKILL the server once 600 have been acknowledged.
+    let acked = Arc::new(AtomicUsize::new(0));
+    let killer = {
+        let acked = acked.clone();
+        let pid = server.0.id();
+        tokio::spawn(async move {
+            while acked.load(Ordering::SeqCst) < 600 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        })
+    };
+    let statuses: HashMap<String, u16> = {
+        use futures::StreamExt;
+        futures::stream::iter(cdrs.iter().cloned())
+            .map(|(uuid, doc)| {
+                let (http, url, acked) = (http.clone(), url.clone(), acked.clone());
+                async move {
+                    let (ct, body) = encode_body(&doc, SubmitEncoding::Urlencoded);
+                    let status = match http
+                        .post(&url)
+                        .header("Content-Type", ct)
+                        .body(body)
+                        .send()
+                        .await
+                    {
+                        Ok(r) => r.status().as_u16(),
+                        Err(_) => 0,
+                    };
+                    if status == 200 {
+                        acked.fetch_add(1, Ordering::SeqCst);
+                    }
+                    (uuid, status)
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await
+    };
+    killer.await.unwrap();
+    let _ = server.0.wait();
+    let ok_before: HashSet<&String> = statuses
+        .iter()
+        .filter(|(_, s)| **s == 200)
+        .map(|(u, _)| u)
+        .collect();
+    assert!(
+        ok_before.len() >= 600 && ok_before.len() < N,
+        "{db:?}: the kill landed mid-stream ({} acked)",
+        ok_before.len()
+    );
+
+    // Restart; FreeSWITCH retries everything that did not get a 2xx.
+    server = start_server(&config);
+    wait_healthy(&http, &base).await;
+    for (uuid, doc) in cdrs.iter().filter(|(u, _)| !ok_before.contains(u)) {
+        let (ct, body) = encode_body(doc, SubmitEncoding::Urlencoded);
+        let r = http
+            .post(&url)
+            .header("Content-Type", ct)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{uuid}");
+    }
+
+    // Every CDR normalized exactly once, tasks not doubled.
+    let repo = cdrmunch::store::connect(&tdb.url, 2).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (n, _) = repo.normalized_counts().await.unwrap();
+        let c = repo.queue_counts().await.unwrap();
+        if n as usize >= N && c.pending == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{db:?}: only {n} of {N} normalized, {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let uuids = repo.normalized_uuids().await.unwrap();
+    let distinct: HashSet<[u8; 16]> = uuids.iter().copied().collect();
+    assert_eq!(uuids.len(), N, "{db:?}: one normalized row per CDR");
+    assert_eq!(distinct.len(), N);
+    for uuid in ok_before {
+        assert!(
+            distinct.contains(uuid::Uuid::parse_str(uuid).unwrap().as_bytes()),
+            "{uuid} got 200 but was lost"
+        );
+    }
+    let c = repo.queue_counts().await.unwrap();
+    assert_eq!((c.done, c.error), (N as u64, 0), "{db:?}");
+    assert_eq!(
+        repo.normalized_counts().await.unwrap().1 as usize,
+        expected_tasks,
+        "{db:?}: task rows"
+    );
+    let ncdr_files = files_under(&dir.path().join("ncdr"));
+    assert_eq!(
+        ncdr_files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "xml"))
+            .count(),
+        N
+    );
+
+    // Graceful stop: SIGTERM → exit 0.
+    let pid = server.0.id();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_posting_loses_nothing_sqlite() {
+    kill_during_posting(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_posting_loses_nothing_mariadb() {
+    kill_during_posting(Db::Mysql).await;
+}
