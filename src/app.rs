@@ -22,10 +22,7 @@ pub enum AppError {
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     #[error("cannot use directory {dir}: {source}")]
     Dir { dir: String, source: std::io::Error },
     #[error("actor system failed to start: {0}")]
@@ -44,11 +41,7 @@ pub struct App {
 
 /// Opens (and migrates) the CDR database named by the settings.
 pub async fn open_repository(settings: &Settings) -> Result<Arc<dyn Repository>, StoreError> {
-    let repo = store::connect(
-        &settings.database.cdrdb_url,
-        settings.database.cdrdb_max_connections,
-    )
-    .await?;
+    let repo = store::connect(&settings.database.cdrdb_url, settings.database.cdrdb_max_connections).await?;
     repo.migrate().await?;
     Ok(repo)
 }
@@ -65,11 +58,7 @@ pub fn distiller_config(s: &Settings) -> DistillerConfig {
         retry_backoff_max: d.retry_backoff_max_seconds,
         poison_threshold: d.poison_threshold,
         prefetch: d.prefetch,
-        disabled_tasks: d
-            .disabled_tasks
-            .iter()
-            .filter_map(|t| t.parse::<TaskType>().ok())
-            .collect(),
+        disabled_tasks: d.disabled_tasks.iter().filter_map(|t| t.parse::<TaskType>().ok()).collect(),
     }
 }
 
@@ -86,20 +75,13 @@ impl App {
         repo: Arc<dyn Repository>,
     ) -> Result<App, AppError> {
         let rh = &settings.request_handler;
-        for dir in [
-            &rh.cdr_base_dir,
-            &rh.paging_base_dir,
-            &rh.pcap_base_dir,
-            &settings.distiller.normalized_cdr_base_dir,
-        ] {
-            std::fs::create_dir_all(dir).map_err(|source| AppError::Dir {
-                dir: dir.display().to_string(),
-                source,
-            })?;
+        for dir in
+            [&rh.cdr_base_dir, &rh.paging_base_dir, &rh.pcap_base_dir, &settings.distiller.normalized_cdr_base_dir]
+        {
+            std::fs::create_dir_all(dir).map_err(|source| AppError::Dir { dir: dir.display().to_string(), source })?;
         }
         let raw_store: Arc<dyn BlobStore> = Arc::new(LocalStore::new(&rh.cdr_base_dir));
-        let ncdr_store: Arc<dyn BlobStore> =
-            Arc::new(LocalStore::new(&settings.distiller.normalized_cdr_base_dir));
+        let ncdr_store: Arc<dyn BlobStore> = Arc::new(LocalStore::new(&settings.distiller.normalized_cdr_base_dir));
         let instance = uuid::Uuid::new_v4().simple().to_string();
 
         let ctx = Arc::new(DistilleryContext {
@@ -115,9 +97,8 @@ impl App {
             intake_batch: rh.group_commit_max,
             distillery: Some(ctx),
         };
-        let (root, root_handle) = Actor::spawn(None, RootSupervisor, root_args)
-            .await
-            .map_err(|e| AppError::Spawn(e.to_string()))?;
+        let (root, root_handle) =
+            Actor::spawn(None, RootSupervisor, root_args).await.map_err(|e| AppError::Spawn(e.to_string()))?;
         let root_done = tokio::spawn(async move {
             let _ = root_handle.await;
         });
@@ -125,23 +106,14 @@ impl App {
         let bind = format!("{}:{}", settings.server.address, settings.server.port);
         let listener = tokio::net::TcpListener::bind(&bind)
             .await
-            .map_err(|source| AppError::Bind {
-                addr: bind.clone(),
-                source,
-            })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| AppError::Bind { addr: bind, source })?;
+            .map_err(|source| AppError::Bind { addr: bind.clone(), source })?;
+        let addr = listener.local_addr().map_err(|source| AppError::Bind { addr: bind, source })?;
         let http = Arc::new(HttpState {
             instance: instance.clone(),
             repo: repo.clone(),
             raw_store,
             cfg: HttpConfig {
-                basic_auth: settings
-                    .server
-                    .basic_auth
-                    .as_ref()
-                    .map(|b| (b.user.clone(), b.password.clone())),
+                basic_auth: settings.server.basic_auth.as_ref().map(|b| (b.user.clone(), b.password.clone())),
                 max_content_length: settings.server.max_content_length,
                 max_cdr_size: rh.max_cdr_size,
                 cdr_queue_enabled: rh.cdr_queue_enabled,
@@ -154,15 +126,7 @@ impl App {
         let server = tokio::spawn(crate::http::serve(listener, http, async move {
             let _ = stopped.await;
         }));
-        Ok(App {
-            addr,
-            repo,
-            instance,
-            root,
-            root_done,
-            server,
-            stop_http: Some(stop_http),
-        })
+        Ok(App { addr, repo, instance, root, root_done, server, stop_http: Some(stop_http) })
     }
 
     /// Resolves when the supervision tree has stopped on its own (restart intensity exceeded).
@@ -189,13 +153,7 @@ impl App {
             _ => {}
         }
         if self.tree_alive() {
-            let _ = self
-                .root
-                .call(
-                    |r| RootMsg::Shutdown(drain, r),
-                    Some(drain + Duration::from_secs(20)),
-                )
-                .await;
+            let _ = self.root.call(|r| RootMsg::Shutdown(drain, r), Some(drain + Duration::from_secs(20))).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.root_done).await;
     }

@@ -21,12 +21,10 @@ use cdrmunch::domain::normalize::{normalize_document, NormalizeContext};
     version,
     about = "Post-call processing for FreeSWITCH: CDR intake, normalization, post-call tasks"
 )]
-#[command(
-    long_about = "cdrmunch receives FreeSWITCH CDRs over HTTP (mod_xml_cdr / mod_json_cdr), queues them \
+#[command(long_about = "cdrmunch receives FreeSWITCH CDRs over HTTP (mod_xml_cdr / mod_json_cdr), queues them \
 durably in MySQL/MariaDB or SQLite, normalizes each into <cdr-normalized> XML with distillery workers and \
 derives post-call tasks.\n\nWith no --config, `serve` runs on the embedded default: SQLite and local storage \
-under ./data (or $CDRMUNCH_DATA_DIR), HTTP on 127.0.0.1:8080."
-)]
+under ./data (or $CDRMUNCH_DATA_DIR), HTTP on 127.0.0.1:8080.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -121,13 +119,9 @@ fn load_settings(cfg: &ConfigArgs) -> anyhow::Result<(Settings, String)> {
     let dirs = Dirs::from_env();
     match &cfg.config {
         None => {
-            let data = std::env::var_os("CDRMUNCH_DATA_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("data"));
-            Ok((
-                Settings::embedded_default(&data),
-                format!("embedded default (data under {})", data.display()),
-            ))
+            let data =
+                std::env::var_os("CDRMUNCH_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("data"));
+            Ok((Settings::embedded_default(&data), format!("embedded default (data under {})", data.display())))
         }
         Some(path) => {
             let raw = RawConfig::load(path, cfg.env.as_deref(), &dirs.config_dir)?;
@@ -160,10 +154,7 @@ async fn serve(cfg: ConfigArgs, drain: Duration) -> anyhow::Result<ExitCode> {
     tracing::info!(
         "cdrmunch {} starting with {source}{}",
         env!("CARGO_PKG_VERSION"),
-        cfg.env
-            .as_deref()
-            .map(|e| format!(", env {e}"))
-            .unwrap_or_default()
+        cfg.env.as_deref().map(|e| format!(", env {e}")).unwrap_or_default()
     );
     tracing::info!(
         "database {}; raw CDRs in {}; normalized CDRs in {}; {} distilleries",
@@ -173,10 +164,7 @@ async fn serve(cfg: ConfigArgs, drain: Duration) -> anyhow::Result<ExitCode> {
         settings.distiller.number_of_distilleries
     );
     let mut app = App::start(&settings, Hooks::default()).await?;
-    tracing::info!(
-        "listening on http://{} (POST /api/v2/cdr, /api/v2/paging, /api/v2/pcap; GET /health)",
-        app.addr
-    );
+    tracing::info!("listening on http://{} (POST /api/v2/cdr, /api/v2/paging, /api/v2/pcap; GET /health)", app.addr);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let fatal = tokio::select! {
         _ = tokio::signal::ctrl_c() => false,
@@ -188,10 +176,7 @@ async fn serve(cfg: ConfigArgs, drain: Duration) -> anyhow::Result<ExitCode> {
         app.shutdown(drain).await;
         return Ok(ExitCode::from(1));
     }
-    tracing::info!(
-        "stopping: no new requests; finishing in-flight CDRs (up to {}s)",
-        drain.as_secs()
-    );
+    tracing::info!("stopping: no new requests; finishing in-flight CDRs (up to {}s)", drain.as_secs());
     app.shutdown(drain).await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -199,28 +184,16 @@ async fn serve(cfg: ConfigArgs, drain: Duration) -> anyhow::Result<ExitCode> {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { cfg, drain_seconds } => {
-            serve(cfg, Duration::from_secs(drain_seconds)).await
-        }
+        Command::Serve { cfg, drain_seconds } => serve(cfg, Duration::from_secs(drain_seconds)).await,
         Command::Migrate { cfg } => {
             let (settings, _) = load_settings(&cfg)?;
             cdrmunch::logging::init(settings.log.level);
-            let repo = open_repository(&settings)
-                .await
-                .context("migration failed")?;
-            println!(
-                "{} database at {} is up to date",
-                repo.backend(),
-                redact(&settings.database.cdrdb_url)
-            );
+            let repo = open_repository(&settings).await.context("migration failed")?;
+            println!("{} database at {} is up to date", repo.backend(), redact(&settings.database.cdrdb_url));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Normalize {
-            file,
-            disabled_tasks,
-        } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        Command::Normalize { file, disabled_tasks } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let disabled = disabled_tasks
                 .split(',')
                 .map(str::trim)
@@ -234,11 +207,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(1));
                 }
             };
-            let ctx = NormalizeContext {
-                cdr_path: file.display().to_string(),
-                received_epoch: 0,
-                disabled_tasks: disabled,
-            };
+            let ctx =
+                NormalizeContext { cdr_path: file.display().to_string(), received_epoch: 0, disabled_tasks: disabled };
             match normalize_document(&doc, &ctx) {
                 Ok(n) => {
                     print!("{}", n.to_xml());
@@ -250,27 +220,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Submit {
-            paths,
-            url,
-            encode,
-            concurrency,
-            basic_auth,
-            generate,
-            format,
-            seed,
-            timings,
-            quiet,
-        } => {
+        Command::Submit { paths, url, encode, concurrency, basic_auth, generate, format, seed, timings, quiet } => {
             let items: Vec<Item> = match generate {
                 Some(n) => {
                     let mut g = Generator::new(seed, format);
                     (0..n)
                         .map(|_| g.next_cdr())
-                        .map(|c| Item {
-                            name: c.uuid,
-                            document: c.document.into_bytes(),
-                        })
+                        .map(|c| Item { name: c.uuid, document: c.document.into_bytes() })
                         .collect()
                 }
                 None => collect_files(&paths)?
@@ -278,8 +234,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map(|p| {
                         Ok(Item {
                             name: p.display().to_string(),
-                            document: std::fs::read(&p)
-                                .with_context(|| format!("reading {}", p.display()))?,
+                            document: std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
                         })
                     })
                     .collect::<anyhow::Result<_>>()?,
@@ -287,40 +242,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if items.is_empty() {
                 bail!("no CDR files found");
             }
-            let opts = SubmitOptions {
-                url,
-                encode,
-                concurrency,
-                basic_auth,
-                timings,
-                quiet,
-            };
+            let opts = SubmitOptions { url, encode, concurrency, basic_auth, timings, quiet };
             let summary = submit(items, &opts).await?;
             let all_ok = summary.keys().all(|s| s.starts_with('2'));
-            Ok(if all_ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Command::Gen {
-            count,
-            out,
-            format,
-            seed,
-        } => {
+        Command::Gen { count, out, format, seed } => {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let mut g = Generator::new(seed, format);
             for _ in 0..count {
                 let c = g.next_cdr();
-                let ext = if format == GenFormat::Xml {
-                    "xml"
-                } else {
-                    "json"
-                };
+                let ext = if format == GenFormat::Xml { "xml" } else { "json" };
                 let name = format!("{}{}.cdr.{ext}", if c.a_leg { "a_" } else { "" }, c.uuid);
-                std::fs::write(out.join(&name), c.document)
-                    .with_context(|| format!("writing {name}"))?;
+                std::fs::write(out.join(&name), c.document).with_context(|| format!("writing {name}"))?;
             }
             println!("wrote {count} CDRs to {}", out.display());
             Ok(ExitCode::SUCCESS)
@@ -337,10 +271,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("{k} = {v}");
                 }
                 println!("# database: {}", redact(&settings.database.cdrdb_url));
-                println!(
-                    "# listen: {}:{}",
-                    settings.server.address, settings.server.port
-                );
+                println!("# listen: {}:{}", settings.server.address, settings.server.port);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -10,18 +10,10 @@ use cdrmunch::domain::intake::{encode_body, SubmitEncoding};
 use cdrmunch::domain::submission;
 use common::*;
 
-const XML_ENCODINGS: [SubmitEncoding; 4] = [
-    SubmitEncoding::Raw,
-    SubmitEncoding::Urlencoded,
-    SubmitEncoding::Base64,
-    SubmitEncoding::TextXml,
-];
-const JSON_ENCODINGS: [SubmitEncoding; 4] = [
-    SubmitEncoding::Raw,
-    SubmitEncoding::Urlencoded,
-    SubmitEncoding::Base64,
-    SubmitEncoding::Json,
-];
+const XML_ENCODINGS: [SubmitEncoding; 4] =
+    [SubmitEncoding::Raw, SubmitEncoding::Urlencoded, SubmitEncoding::Base64, SubmitEncoding::TextXml];
+const JSON_ENCODINGS: [SubmitEncoding; 4] =
+    [SubmitEncoding::Raw, SubmitEncoding::Urlencoded, SubmitEncoding::Base64, SubmitEncoding::Json];
 
 /// The file that is not well-formed XML (values decoded twice by a receiver).
 fn is_broken(name: &str) -> bool {
@@ -34,11 +26,7 @@ async fn corpus_in_one_encoding(db: Db, index: usize) {
     for path in corpus_files() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let doc = std::fs::read(&path).unwrap();
-        let enc = if name.ends_with(".json") {
-            JSON_ENCODINGS[index]
-        } else {
-            XML_ENCODINGS[index]
-        };
+        let enc = if name.ends_with(".json") { JSON_ENCODINGS[index] } else { XML_ENCODINGS[index] };
         let (ct, body) = encode_body(&doc, enc);
         // mod_xml_cdr appends ?uuid=[a_]<uuid>; derive it the way the module does.
         let query = submission::prepare(&doc, None, "t", 0)
@@ -47,64 +35,31 @@ async fn corpus_in_one_encoding(db: Db, index: usize) {
         let (status, text) = app.post_cdr(body, &query, ct).await;
         if is_broken(&name) {
             assert_eq!(status, 400, "{name} {enc:?}: {text}");
-            assert!(
-                text.contains("not well-formed") && text.contains("byte"),
-                "{name}: {text}"
-            );
+            assert!(text.contains("not well-formed") && text.contains("byte"), "{name}: {text}");
             continue;
         }
         assert_eq!(status, 200, "{name} {enc:?}: {text}");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        expected.push((
-            name,
-            v["uuid"].as_str().unwrap().to_string(),
-            v["leg"].as_str().unwrap().to_string(),
-        ));
+        expected.push((name, v["uuid"].as_str().unwrap().to_string(), v["leg"].as_str().unwrap().to_string()));
     }
     assert_eq!(expected.len(), corpus_files().len() - 1);
-    let counts = app
-        .wait_settled(expected.len() as u64, Duration::from_secs(30))
-        .await;
-    assert_eq!(
-        (counts.done, counts.error),
-        (expected.len() as u64, 0),
-        "{db:?} {index}"
-    );
+    let counts = app.wait_settled(expected.len() as u64, Duration::from_secs(30)).await;
+    assert_eq!((counts.done, counts.error), (expected.len() as u64, 0), "{db:?} {index}");
     let repo = app.repo();
     let ncdr = &app.settings.distiller.normalized_cdr_base_dir;
     let files = files_under(ncdr);
     for (name, uuid, leg) in &expected {
         let bytes = *uuid::Uuid::parse_str(uuid).unwrap().as_bytes();
-        let tasks: Vec<String> = repo
-            .tasks_for(bytes)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(t, _)| t)
-            .collect();
+        let tasks: Vec<String> = repo.tasks_for(bytes).await.unwrap().into_iter().map(|(t, _)| t).collect();
         // Every A-leg gets a call log entry; B-legs get no tasks of their own.
-        assert_eq!(
-            tasks.contains(&"calllog".to_string()),
-            leg == "A",
-            "{name}: {tasks:?}"
-        );
-        let file = files
-            .iter()
-            .find(|f| f.file_name().unwrap().to_string_lossy() == format!("{uuid}.xml"));
-        let xml =
-            std::fs::read_to_string(file.unwrap_or_else(|| panic!("{name}: no normalized file")))
-                .unwrap();
-        assert!(
-            xml.contains(&format!("<uuid record=\"true\">{uuid}</uuid>")),
-            "{name}: {xml}"
-        );
+        assert_eq!(tasks.contains(&"calllog".to_string()), leg == "A", "{name}: {tasks:?}");
+        let file = files.iter().find(|f| f.file_name().unwrap().to_string_lossy() == format!("{uuid}.xml"));
+        let xml = std::fs::read_to_string(file.unwrap_or_else(|| panic!("{name}: no normalized file"))).unwrap();
+        assert!(xml.contains(&format!("<uuid record=\"true\">{uuid}</uuid>")), "{name}: {xml}");
         assert!(xml.contains(&format!("<leg>{leg}</leg>")), "{name}: {xml}");
     }
     // The refused file left nothing: no raw file named after it, no queue row.
-    assert_eq!(
-        files_under(&app.settings.request_handler.cdr_base_dir).len(),
-        expected.len()
-    );
+    assert_eq!(files_under(&app.settings.request_handler.cdr_base_dir).len(), expected.len());
     app.stop().await;
 }
 
@@ -129,11 +84,7 @@ fn headline_fields_of_known_calls() {
     let read = |rel: &str| std::fs::read(corpus_dir().join(rel)).unwrap();
     let field = |doc: &[u8], k: &str| -> String {
         let n = normalize_document(doc, &NormalizeContext::default()).unwrap();
-        n.data
-            .iter()
-            .find(|(n, _)| *n == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
+        n.data.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()).unwrap_or_default()
     };
     // B-leg of a local call: answered, 10 s billed, NORMAL_CLEARING.
     let b = read("xml/ccm_openbts_2015_bleg_local_call_answered.xml");
@@ -143,11 +94,7 @@ fn headline_fields_of_known_calls() {
     // Rejected A-leg: never answered.
     let r = read("xml/ccm_openbts_2014_aleg_bridge_call_rejected.xml");
     assert_eq!(
-        (
-            field(&r, "leg").as_str(),
-            field(&r, "answer_epoch").as_str(),
-            field(&r, "billsec").as_str()
-        ),
+        (field(&r, "leg").as_str(), field(&r, "answer_epoch").as_str(), field(&r, "billsec").as_str()),
         ("A", "0", "0")
     );
     assert_eq!(field(&r, "hangup_cause"), "CALL_REJECTED");

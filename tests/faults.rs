@@ -33,17 +33,10 @@ async fn post_generated(app: &TestApp, n: usize, seed: u64) -> Vec<[u8; 16]> {
 }
 
 /// A hook that injects `fault` for `target` on its first `times` attempts.
-fn fault_for(
-    target: Arc<Mutex<Option<[u8; 16]>>>,
-    fault: Fault,
-    times: u32,
-    seen: Arc<AtomicU32>,
-) -> Hooks {
+fn fault_for(target: Arc<Mutex<Option<[u8; 16]>>>, fault: Fault, times: u32, seen: Arc<AtomicU32>) -> Hooks {
     Hooks {
         distillery_fault: Some(Arc::new(move |job: &QueuedCdr| {
-            if Some(job.uuid) == *target.lock().unwrap()
-                && seen.fetch_add(1, Ordering::SeqCst) < times
-            {
+            if Some(job.uuid) == *target.lock().unwrap() && seen.fetch_add(1, Ordering::SeqCst) < times {
                 Some(fault)
             } else {
                 None
@@ -68,19 +61,14 @@ async fn a_distillery_panic_restarts_it_and_the_cdr_is_retried() {
         post_generated(&app, 30, 12).await;
         let counts = app.wait_settled(31, Duration::from_secs(30)).await;
         assert_eq!((counts.done, counts.error), (31, 0), "{db:?}");
-        assert_eq!(
-            seen.load(Ordering::SeqCst),
-            2,
-            "tried twice: the panic, then the retry"
-        );
+        assert_eq!(seen.load(Ordering::SeqCst), 2, "tried twice: the panic, then the retry");
         let errors = app.repo().queue_errors().await.unwrap();
         assert_eq!(errors.len(), 1, "{errors:?}");
         let e = &errors[0];
         assert_eq!(Some(e.uuid), *target.lock().unwrap());
         assert_eq!((e.done.as_str(), e.critical), ("y", false));
         assert!(
-            e.description.contains("internal_failure")
-                && e.description.contains("injected distillery fault"),
+            e.description.contains("internal_failure") && e.description.contains("injected distillery fault"),
             "{}",
             e.description
         );
@@ -105,16 +93,9 @@ async fn a_poison_cdr_ends_critical_while_the_rest_flow() {
         assert_eq!((counts.done, counts.error), (40, 1), "{db:?}");
         assert_eq!(seen.load(Ordering::SeqCst), 3, "poison threshold is 3");
         let errors = app.repo().queue_errors().await.unwrap();
-        let e = errors
-            .iter()
-            .find(|e| Some(e.uuid) == *target.lock().unwrap())
-            .expect("poison recorded");
+        let e = errors.iter().find(|e| Some(e.uuid) == *target.lock().unwrap()).expect("poison recorded");
         assert_eq!((e.done.as_str(), e.critical), ("error", true));
-        assert!(
-            e.description.contains("poison pill") && e.description.contains("3 times"),
-            "{}",
-            e.description
-        );
+        assert!(e.description.contains("poison pill") && e.description.contains("3 times"), "{}", e.description);
         // the pool is whole again: more CDRs still flow after three crashes
         post_generated(&app, 10, 23).await;
         app.wait_settled(50, Duration::from_secs(30)).await;
@@ -127,13 +108,7 @@ async fn a_hung_distillery_is_killed_and_its_cdr_retried() {
     let target = Arc::new(Mutex::new(None));
     let seen = Arc::new(AtomicU32::new(0));
     let hooks = fault_for(target.clone(), Fault::Hang, 1, seen.clone());
-    let app = TestApp::start_with(
-        Db::Sqlite,
-        |s| s.distiller.job_timeout_seconds = 1,
-        hooks,
-        None,
-    )
-    .await;
+    let app = TestApp::start_with(Db::Sqlite, |s| s.distiller.job_timeout_seconds = 1, hooks, None).await;
     let mut g = Generator::new(31, GenFormat::Xml);
     let c = g.next_cdr();
     *target.lock().unwrap() = Some(*uuid::Uuid::parse_str(&c.uuid).unwrap().as_bytes());
@@ -143,11 +118,7 @@ async fn a_hung_distillery_is_killed_and_its_cdr_retried() {
     let counts = app.wait_settled(11, Duration::from_secs(30)).await;
     assert_eq!((counts.done, counts.error), (11, 0));
     let errors = app.repo().queue_errors().await.unwrap();
-    assert!(
-        errors[0].description.contains("hung for more than 1s"),
-        "{}",
-        errors[0].description
-    );
+    assert!(errors[0].description.contains("hung for more than 1s"), "{}", errors[0].description);
     app.stop().await;
 }
 
@@ -160,10 +131,7 @@ impl BlobStore for FailingStore {
         unreachable!()
     }
     async fn get(&self, location: &str) -> Result<Vec<u8>, StorageError> {
-        Err(StorageError::Io {
-            location: location.into(),
-            source: std::io::Error::other("EIO"),
-        })
+        Err(StorageError::Io { location: location.into(), source: std::io::Error::other("EIO") })
     }
     fn location_of(&self, key: &str) -> Result<String, StorageError> {
         Ok(key.into())
@@ -173,11 +141,7 @@ impl BlobStore for FailingStore {
     }
 }
 
-async fn step_context(
-    db: Db,
-    dir: &std::path::Path,
-    raw: Arc<dyn BlobStore>,
-) -> (DistilleryContext, TestDb) {
+async fn step_context(db: Db, dir: &std::path::Path, raw: Arc<dyn BlobStore>) -> (DistilleryContext, TestDb) {
     let tdb = TestDb::new(db, dir);
     let settings = test_settings(dir, &tdb.url);
     let repo = cdrmunch::app::open_repository(&settings).await.unwrap();
@@ -212,11 +176,7 @@ async fn step_outcomes_permanent_retriable_duplicate() {
 
         // permanent: the stored raw CDR is damaged (truncated mid-element)
         let bad = dir.path().join("bad.cdr.xml");
-        std::fs::write(
-            &bad,
-            b"<cdr><variables><uuid>0e5f3c2a-1b2c-4d3e-8f9a-0b1c2d3e4f5a</uuid><x>",
-        )
-        .unwrap();
+        std::fs::write(&bad, b"<cdr><variables><uuid>0e5f3c2a-1b2c-4d3e-8f9a-0b1c2d3e4f5a</uuid><x>").unwrap();
         enqueue_file(&*repo, &bad, [1; 16]).await;
         // permanent: the raw file is gone
         enqueue_file(&*repo, &dir.path().join("missing.xml"), [2; 16]).await;
@@ -228,24 +188,11 @@ async fn step_outcomes_permanent_retriable_duplicate() {
         let good_uuid = *uuid::Uuid::parse_str(&c.uuid).unwrap().as_bytes();
         enqueue_file(&*repo, &good, good_uuid).await;
 
-        let jobs = repo
-            .claim_cdrs(now, now + chrono::Duration::seconds(2), 10)
-            .await
-            .unwrap();
+        let jobs = repo.claim_cdrs(now, now + chrono::Duration::seconds(2), 10).await.unwrap();
         assert_eq!(jobs.len(), 3);
-        assert!(
-            repo.claim_cdrs(now, now, 10).await.unwrap().is_empty(),
-            "leased rows are not claimable"
-        );
-        let again = repo
-            .claim_cdrs(now + chrono::Duration::seconds(3), later, 10)
-            .await
-            .unwrap();
-        assert_eq!(
-            again.len(),
-            3,
-            "an expired lease makes rows claimable again"
-        );
+        assert!(repo.claim_cdrs(now, now, 10).await.unwrap().is_empty(), "leased rows are not claimable");
+        let again = repo.claim_cdrs(now + chrono::Duration::seconds(3), later, 10).await.unwrap();
+        assert_eq!(again.len(), 3, "an expired lease makes rows claimable again");
 
         let mut outcomes = HashMap::new();
         for job in &jobs {
@@ -265,18 +212,10 @@ async fn step_outcomes_permanent_retriable_duplicate() {
         let second = again.iter().find(|j| j.uuid == good_uuid).unwrap();
         assert_eq!(distill(&ctx, second).await, Outcome::SuccessfulDuplicate);
         let counts = repo.queue_counts().await.unwrap();
-        assert_eq!(
-            (counts.done, counts.error, counts.pending),
-            (1, 2, 0),
-            "{db:?}"
-        );
+        assert_eq!((counts.done, counts.error, counts.pending), (1, 2, 0), "{db:?}");
         assert_eq!(repo.normalized_counts().await.unwrap().0, 1);
         let expected_tasks = repo.tasks_for(good_uuid).await.unwrap();
-        assert_eq!(
-            repo.normalized_counts().await.unwrap().1,
-            expected_tasks.len() as u64,
-            "tasks not doubled"
-        );
+        assert_eq!(repo.normalized_counts().await.unwrap().1, expected_tasks.len() as u64, "tasks not doubled");
         let errors = repo.queue_errors().await.unwrap();
         assert!(errors.iter().all(|e| e.done == "error" && !e.critical));
     }
@@ -290,30 +229,19 @@ async fn step_retriable_failure_backs_off() {
         let repo = ctx.repo.clone();
         enqueue_file(&*repo, &dir.path().join("x.xml"), [7; 16]).await;
         let now = chrono::Utc::now();
-        let job = repo
-            .claim_cdrs(now, now + chrono::Duration::seconds(300), 10)
-            .await
-            .unwrap()
-            .remove(0);
+        let job = repo.claim_cdrs(now, now + chrono::Duration::seconds(300), 10).await.unwrap().remove(0);
         match distill(&ctx, &job).await {
             Outcome::RetriableFailure(d) => assert!(d.contains("EIO"), "{d}"),
             o => panic!("{o:?}"),
         }
         // backoff base 10 s: not due 5 s from now, due 11 s from now, with retry = 1
-        assert!(repo
-            .claim_cdrs(now + chrono::Duration::seconds(5), now, 10)
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(repo.claim_cdrs(now + chrono::Duration::seconds(5), now, 10).await.unwrap().is_empty());
         let later = now + chrono::Duration::seconds(12);
         let retried = repo.claim_cdrs(later, later, 10).await.unwrap();
         assert_eq!(retried.len(), 1, "{db:?}");
         assert_eq!(retried[0].retry, 1);
         let errors = repo.queue_errors().await.unwrap();
         assert_eq!((errors[0].done.as_str(), errors[0].critical), ("n", false));
-        assert!(
-            errors[0].description.contains("retriable_failure")
-                || errors[0].description.contains("EIO")
-        );
+        assert!(errors[0].description.contains("retriable_failure") || errors[0].description.contains("EIO"));
     }
 }

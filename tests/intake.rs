@@ -18,10 +18,7 @@ fn sample() -> Vec<u8> {
 }
 
 async fn assert_nothing_stored(app: &TestApp) {
-    assert!(
-        files_under(&app.settings.request_handler.cdr_base_dir).is_empty(),
-        "raw files left behind"
-    );
+    assert!(files_under(&app.settings.request_handler.cdr_base_dir).is_empty(), "raw files left behind");
     assert_eq!(app.repo().queue_counts().await.unwrap(), Default::default());
 }
 
@@ -31,29 +28,16 @@ async fn duplicate_post_gives_200_and_one_row() {
         let app = TestApp::start(db).await;
         let (ct, body) = encode_body(&sample(), SubmitEncoding::Urlencoded);
         for _ in 0..3 {
-            let (status, text) = app
-                .post_cdr(
-                    body.clone(),
-                    "?uuid=a_6a7ccd66-6d2f-46c4-abd9-07cf37fc161e",
-                    ct,
-                )
-                .await;
+            let (status, text) = app.post_cdr(body.clone(), "?uuid=a_6a7ccd66-6d2f-46c4-abd9-07cf37fc161e", ct).await;
             assert_eq!(status, 200, "{db:?}: {text}");
         }
         // the same CDR in another encoding is still the same call
         let (ct, body) = encode_body(&sample(), SubmitEncoding::Base64);
         assert_eq!(app.post_cdr(body, "", ct).await.0, 200);
         let counts = app.wait_settled(1, Duration::from_secs(20)).await;
-        assert_eq!(
-            (counts.done, counts.pending, counts.error),
-            (1, 0, 0),
-            "{db:?}"
-        );
+        assert_eq!((counts.done, counts.pending, counts.error), (1, 0, 0), "{db:?}");
         assert_eq!(app.repo().normalized_counts().await.unwrap().0, 1);
-        assert_eq!(
-            files_under(&app.settings.request_handler.cdr_base_dir).len(),
-            1
-        );
+        assert_eq!(files_under(&app.settings.request_handler.cdr_base_dir).len(), 1);
         app.stop().await;
     }
 }
@@ -66,46 +50,17 @@ async fn bad_bodies_are_refused_with_a_message_and_leave_nothing() {
             (Vec::new(), "", "empty"),
             (b"cdr=".to_vec(), "", "empty"),
             (b"<cdr><variables><uuid>x".to_vec(), "", "well-formed"),
-            (
-                b"{\"variables\": {\"uuid\": ".to_vec(),
-                "",
-                "JSON invalid",
-            ),
+            (b"{\"variables\": {\"uuid\": ".to_vec(), "", "JSON invalid"),
             (b"hello world".to_vec(), "", "neither XML, JSON nor a cdr= form"),
-            (
-                b"<cdr><variables><hangup_cause>X</hangup_cause></variables></cdr>".to_vec(),
-                "",
-                "no call uuid",
-            ),
-            (
-                b"<cdr><variables><uuid>not-a-uuid</uuid></variables></cdr>".to_vec(),
-                "",
-                "not a UUID",
-            ),
-            (
-                sample(),
-                "?uuid=11111111-2222-3333-4444-555555555555",
-                "does not match",
-            ),
+            (b"<cdr><variables><hangup_cause>X</hangup_cause></variables></cdr>".to_vec(), "", "no call uuid"),
+            (b"<cdr><variables><uuid>not-a-uuid</uuid></variables></cdr>".to_vec(), "", "not a UUID"),
+            (sample(), "?uuid=11111111-2222-3333-4444-555555555555", "does not match"),
         ];
         for (body, query, needle) in cases {
-            let (status, text) = app
-                .post_cdr(body.clone(), query, "application/x-www-form-urlencoded")
-                .await;
-            assert_eq!(
-                status,
-                400,
-                "{db:?} {:?}: {text}",
-                String::from_utf8_lossy(&body)
-            );
-            let msg = serde_json::from_str::<serde_json::Value>(&text).unwrap()["error"]
-                .as_str()
-                .unwrap()
-                .to_string();
-            assert!(
-                msg.contains(needle) && !msg.is_empty(),
-                "{needle:?} not in {msg:?}"
-            );
+            let (status, text) = app.post_cdr(body.clone(), query, "application/x-www-form-urlencoded").await;
+            assert_eq!(status, 400, "{db:?} {:?}: {text}", String::from_utf8_lossy(&body));
+            let msg = serde_json::from_str::<serde_json::Value>(&text).unwrap()["error"].as_str().unwrap().to_string();
+            assert!(msg.contains(needle) && !msg.is_empty(), "{needle:?} not in {msg:?}");
         }
         assert_nothing_stored(&app).await;
         app.stop().await;
@@ -114,13 +69,7 @@ async fn bad_bodies_are_refused_with_a_message_and_leave_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_bodies_get_413() {
-    let app = TestApp::start_with(
-        Db::Sqlite,
-        |s| s.server.max_content_length = 4096,
-        Hooks::default(),
-        None,
-    )
-    .await;
+    let app = TestApp::start_with(Db::Sqlite, |s| s.server.max_content_length = 4096, Hooks::default(), None).await;
     let (ct, body) = encode_body(&sample(), SubmitEncoding::TextXml);
     assert!(body.len() > 4096);
     let (status, text) = app.post_cdr(body, "", ct).await;
@@ -128,18 +77,9 @@ async fn oversize_bodies_get_413() {
     assert!(text.contains("4096"), "{text}");
     // chunked upload without Content-Length is cut off while streaming
     let chunks = futures::stream::iter((0..20).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 1024])));
-    let r = app
-        .http
-        .post(app.url("/api/v2/pcap"))
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.post(app.url("/api/v2/pcap")).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 413);
-    assert!(
-        files_under(&app.settings.request_handler.pcap_base_dir).is_empty(),
-        "no partial or temp file"
-    );
+    assert!(files_under(&app.settings.request_handler.pcap_base_dir).is_empty(), "no partial or temp file");
     assert_nothing_stored(&app).await;
     app.stop().await;
 }
@@ -148,23 +88,14 @@ async fn oversize_bodies_get_413() {
 async fn basic_auth_guards_the_api_but_not_health() {
     let app = TestApp::start_with(
         Db::Sqlite,
-        |s| {
-            s.server.basic_auth = Some(cdrmunch::config::BasicAuth {
-                user: "fs".into(),
-                password: "s3cret".into(),
-            })
-        },
+        |s| s.server.basic_auth = Some(cdrmunch::config::BasicAuth { user: "fs".into(), password: "s3cret".into() }),
         Hooks::default(),
         None,
     )
     .await;
     let (ct, body) = encode_body(&sample(), SubmitEncoding::Raw);
     for cred in [None, Some(("fs", "wrong")), Some(("other", "s3cret"))] {
-        let mut req = app
-            .http
-            .post(app.url("/api/v2/cdr"))
-            .header("Content-Type", ct)
-            .body(body.clone());
+        let mut req = app.http.post(app.url("/api/v2/cdr")).header("Content-Type", ct).body(body.clone());
         if let Some((u, p)) = cred {
             req = req.basic_auth(u, Some(p));
         }
@@ -183,16 +114,7 @@ async fn basic_auth_guards_the_api_but_not_health() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    assert_eq!(
-        app.http
-            .get(app.url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        200
-    );
+    assert_eq!(app.http.get(app.url("/health")).send().await.unwrap().status().as_u16(), 200);
     app.stop().await;
 }
 
@@ -202,32 +124,19 @@ async fn database_outage_gives_503_with_retry_after_then_recovers() {
         let down = Arc::new(AtomicBool::new(false));
         let d = down.clone();
         let wrap = move |inner: Arc<dyn Repository>| -> Arc<dyn Repository> {
-            Arc::new(SwitchableRepository {
-                inner,
-                down: d.clone(),
-            })
+            Arc::new(SwitchableRepository { inner, down: d.clone() })
         };
         let app = TestApp::start_with(db, |_| {}, Hooks::default(), Some(&wrap)).await;
         down.store(true, Ordering::SeqCst);
         let (ct, body) = encode_body(&sample(), SubmitEncoding::Urlencoded);
-        let r = app
-            .http
-            .post(app.url("/api/v2/cdr"))
-            .header("Content-Type", ct)
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+        let r =
+            app.http.post(app.url("/api/v2/cdr")).header("Content-Type", ct).body(body.clone()).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 503, "{db:?}");
         assert_eq!(r.headers().get("retry-after").unwrap(), "5");
         let h = app.http.get(app.url("/health")).send().await.unwrap();
         assert_eq!(h.status().as_u16(), 503);
         assert!(h.text().await.unwrap().contains("database unavailable"));
-        assert_eq!(
-            app.repo().queue_counts().await.unwrap(),
-            Default::default(),
-            "no row while down"
-        );
+        assert_eq!(app.repo().queue_counts().await.unwrap(), Default::default(), "no row while down");
         // FreeSWITCH retries; the database is back: stored exactly once.
         down.store(false, Ordering::SeqCst);
         assert_eq!(app.post_cdr(body, "", ct).await.0, 200);
@@ -242,8 +151,7 @@ async fn paging_and_pcap_are_streamed_to_disk_whole() {
     let app = TestApp::start(Db::Sqlite).await;
     let big: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     let uuid = "0e5f3c2a-1b2c-4d3e-8f9a-0b1c2d3e4f5a";
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
     let r = app
         .http
         .post(app.url(&format!("/api/v2/pcap?uuid={uuid}")))
@@ -269,17 +177,8 @@ async fn paging_and_pcap_are_streamed_to_disk_whole() {
     assert_eq!(r.status().as_u16(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
     assert!(v["path"].as_str().unwrap().ends_with(".json"));
-    assert_eq!(
-        files_under(&app.settings.request_handler.paging_base_dir).len(),
-        1
-    );
-    let bad = app
-        .http
-        .post(app.url("/api/v2/pcap?uuid=../../etc"))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(files_under(&app.settings.request_handler.paging_base_dir).len(), 1);
+    let bad = app.http.post(app.url("/api/v2/pcap?uuid=../../etc")).body("x").send().await.unwrap();
     assert_eq!(bad.status().as_u16(), 400);
     app.stop().await;
 }

@@ -28,11 +28,7 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn start_server(config: &Path) -> Server {
@@ -81,25 +77,13 @@ async fn kill_during_posting(db: Db) {
     .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let url = format!("{base}/api/v2/cdr");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
 
     let mut g = Generator::new(99, GenFormat::Xml);
-    let cdrs: Vec<(String, Vec<u8>)> = (0..N)
-        .map(|_| g.next_cdr())
-        .map(|c| (c.uuid, c.document.into_bytes()))
-        .collect();
-    let expected_tasks: usize = cdrs
-        .iter()
-        .map(|(_, doc)| {
-            normalize_document(doc, &NormalizeContext::default())
-                .unwrap()
-                .tasks
-                .len()
-        })
-        .sum();
+    let cdrs: Vec<(String, Vec<u8>)> =
+        (0..N).map(|_| g.next_cdr()).map(|c| (c.uuid, c.document.into_bytes())).collect();
+    let expected_tasks: usize =
+        cdrs.iter().map(|(_, doc)| normalize_document(doc, &NormalizeContext::default()).unwrap().tasks.len()).sum();
 
     let mut server = start_server(&config);
     wait_healthy(&http, &base).await;
@@ -123,13 +107,7 @@ async fn kill_during_posting(db: Db) {
                 let (http, url, acked) = (http.clone(), url.clone(), acked.clone());
                 async move {
                     let (ct, body) = encode_body(&doc, SubmitEncoding::Urlencoded);
-                    let status = match http
-                        .post(&url)
-                        .header("Content-Type", ct)
-                        .body(body)
-                        .send()
-                        .await
-                    {
+                    let status = match http.post(&url).header("Content-Type", ct).body(body).send().await {
                         Ok(r) => r.status().as_u16(),
                         Err(_) => 0,
                     };
@@ -145,11 +123,7 @@ async fn kill_during_posting(db: Db) {
     };
     killer.await.unwrap();
     let _ = server.0.wait();
-    let ok_before: HashSet<&String> = statuses
-        .iter()
-        .filter(|(_, s)| **s == 200)
-        .map(|(u, _)| u)
-        .collect();
+    let ok_before: HashSet<&String> = statuses.iter().filter(|(_, s)| **s == 200).map(|(u, _)| u).collect();
     assert!(
         ok_before.len() >= 600 && ok_before.len() < N,
         "{db:?}: the kill landed mid-stream ({} acked)",
@@ -161,13 +135,7 @@ async fn kill_during_posting(db: Db) {
     wait_healthy(&http, &base).await;
     for (uuid, doc) in cdrs.iter().filter(|(u, _)| !ok_before.contains(u)) {
         let (ct, body) = encode_body(doc, SubmitEncoding::Urlencoded);
-        let r = http
-            .post(&url)
-            .header("Content-Type", ct)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = http.post(&url).header("Content-Type", ct).body(body).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 200, "{uuid}");
     }
 
@@ -180,10 +148,7 @@ async fn kill_during_posting(db: Db) {
         if n as usize >= N && c.pending == 0 {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{db:?}: only {n} of {N} normalized, {c:?}"
-        );
+        assert!(Instant::now() < deadline, "{db:?}: only {n} of {N} normalized, {c:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let uuids = repo.normalized_uuids().await.unwrap();
@@ -191,33 +156,17 @@ async fn kill_during_posting(db: Db) {
     assert_eq!(uuids.len(), N, "{db:?}: one normalized row per CDR");
     assert_eq!(distinct.len(), N);
     for uuid in ok_before {
-        assert!(
-            distinct.contains(uuid::Uuid::parse_str(uuid).unwrap().as_bytes()),
-            "{uuid} got 200 but was lost"
-        );
+        assert!(distinct.contains(uuid::Uuid::parse_str(uuid).unwrap().as_bytes()), "{uuid} got 200 but was lost");
     }
     let c = repo.queue_counts().await.unwrap();
     assert_eq!((c.done, c.error), (N as u64, 0), "{db:?}");
-    assert_eq!(
-        repo.normalized_counts().await.unwrap().1 as usize,
-        expected_tasks,
-        "{db:?}: task rows"
-    );
+    assert_eq!(repo.normalized_counts().await.unwrap().1 as usize, expected_tasks, "{db:?}: task rows");
     let ncdr_files = files_under(&dir.path().join("ncdr"));
-    assert_eq!(
-        ncdr_files
-            .iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "xml"))
-            .count(),
-        N
-    );
+    assert_eq!(ncdr_files.iter().filter(|p| p.extension().is_some_and(|e| e == "xml")).count(), N);
 
     // Graceful stop: SIGTERM → exit 0.
     let pid = server.0.id();
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = server.0.try_wait().unwrap() {

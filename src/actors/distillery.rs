@@ -9,9 +9,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::queue_poller::QueuePollerMsg;
 use super::{now, DistillerConfig, Fault, Hooks};
-use crate::domain::normalize::{
-    normalize_document, NormalizeContext, NormalizeError, NormalizedCdr,
-};
+use crate::domain::normalize::{normalize_document, NormalizeContext, NormalizeError, NormalizedCdr};
 use crate::domain::outcome::{backoff_seconds, Outcome};
 use crate::storage::{BlobStore, StorageError};
 use crate::store::{CommitResult, NewNormalizedCdr, QueuedCdr, Repository};
@@ -26,10 +24,7 @@ pub struct DistilleryContext {
 }
 
 pub enum DistilleryMsg {
-    Distill {
-        job: QueuedCdr,
-        reply_to: ActorRef<QueuePollerMsg>,
-    },
+    Distill { job: QueuedCdr, reply_to: ActorRef<QueuePollerMsg> },
 }
 
 pub struct Distillery;
@@ -60,11 +55,7 @@ impl Actor for Distillery {
             None => {}
         }
         let outcome = distill(ctx, &job).await;
-        let _ = reply_to.send_message(QueuePollerMsg::JobDone {
-            distillery: myself.get_id(),
-            cdr_id: job.id,
-            outcome,
-        });
+        let _ = reply_to.send_message(QueuePollerMsg::JobDone { distillery: myself.get_id(), cdr_id: job.id, outcome });
         Ok(())
     }
 }
@@ -81,14 +72,8 @@ pub async fn distill(ctx: &DistilleryContext, job: &QueuedCdr) -> Outcome {
     let recorded = match &outcome {
         Outcome::PermanentFailure(why) => ctx.repo.mark_error(job.id, why, false, t).await,
         Outcome::RetriableFailure(why) => {
-            let wait = backoff_seconds(
-                job.retry,
-                ctx.config.retry_backoff_base,
-                ctx.config.retry_backoff_max,
-            );
-            ctx.repo
-                .schedule_retry(job.id, t + chrono::Duration::seconds(wait as i64), why, t)
-                .await
+            let wait = backoff_seconds(job.retry, ctx.config.retry_backoff_base, ctx.config.retry_backoff_max);
+            ctx.repo.schedule_retry(job.id, t + chrono::Duration::seconds(wait as i64), why, t).await
         }
         _ => Ok(()),
     };
@@ -106,24 +91,17 @@ pub async fn distill(ctx: &DistilleryContext, job: &QueuedCdr) -> Outcome {
 }
 
 async fn try_distill(ctx: &DistilleryContext, job: &QueuedCdr) -> Result<CommitResult, Outcome> {
-    let raw = ctx
-        .raw_store
-        .get(&job.path)
-        .await
-        .map_err(|e| storage_outcome("reading raw CDR", e))?;
+    let raw = ctx.raw_store.get(&job.path).await.map_err(|e| storage_outcome("reading raw CDR", e))?;
     let nctx = NormalizeContext {
         cdr_path: job.path.clone(),
         received_epoch: job.create_time,
         disabled_tasks: ctx.config.disabled_tasks.clone(),
     };
     // Parsing a large CDR is CPU work: keep it off the async worker threads.
-    let normalized: NormalizedCdr =
-        tokio::task::spawn_blocking(move || normalize_document(&raw, &nctx))
-            .await
-            .map_err(|e| Outcome::InternalFailure(format!("normalizer task failed: {e}")))?
-            .map_err(|e: NormalizeError| {
-                Outcome::PermanentFailure(format!("{e} (raw CDR {})", job.path))
-            })?;
+    let normalized: NormalizedCdr = tokio::task::spawn_blocking(move || normalize_document(&raw, &nctx))
+        .await
+        .map_err(|e| Outcome::InternalFailure(format!("normalizer task failed: {e}")))?
+        .map_err(|e: NormalizeError| Outcome::PermanentFailure(format!("{e} (raw CDR {})", job.path)))?;
     if normalized.uuid_bytes != job.uuid {
         return Err(Outcome::PermanentFailure(format!(
             "raw CDR {} holds call uuid {}, but cdr_queue.uuid is {}",

@@ -42,11 +42,7 @@ impl Actor for IntakeActor {
         args: IntakeArgs,
     ) -> Result<IntakeState, ActorProcessingErr> {
         join(&args.instance, Role::Intake, myself.get_cell());
-        Ok(IntakeState {
-            args,
-            pending: Vec::new(),
-            flush_scheduled: false,
-        })
+        Ok(IntakeState { args, pending: Vec::new(), flush_scheduled: false })
     }
 
     async fn handle(
@@ -73,11 +69,7 @@ impl Actor for IntakeActor {
         Ok(())
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<IntakeMsg>,
-        state: &mut IntakeState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<IntakeMsg>, state: &mut IntakeState) -> Result<(), ActorProcessingErr> {
         flush(state).await;
         Ok(())
     }

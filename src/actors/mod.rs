@@ -31,10 +31,7 @@ pub(crate) fn join(instance: &str, role: Role, cell: ActorCell) {
 
 /// The live members of a role in this instance (empty while one restarts).
 pub fn members<M>(instance: &str, role: Role) -> Vec<ActorRef<M>> {
-    pg::get_members(&group(instance, role))
-        .into_iter()
-        .map(ActorRef::from)
-        .collect()
+    pg::get_members(&group(instance, role)).into_iter().map(ActorRef::from).collect()
 }
 
 /// Faults a test can inject at the distillery boundary, per CDR.

@@ -27,7 +27,10 @@ pub enum QueuePollerMsg {
     /// A (re)started distillery joins the pool.
     DistilleryUp(ActorRef<DistilleryMsg>),
     /// A distillery died; its current CDR had an internal failure, its queued ones go back.
-    DistilleryDown { id: ActorId, reason: String },
+    DistilleryDown {
+        id: ActorId,
+        reason: String,
+    },
     /// Stop claiming, give back what has not started, reply when in-flight work is done.
     Drain(RpcReplyPort<()>),
 }
@@ -100,16 +103,8 @@ impl Actor for QueuePoller {
                 let interval = state.ctx.config.poll_interval;
                 myself.send_after(interval, || QueuePollerMsg::Tick);
             }
-            QueuePollerMsg::JobDone {
-                distillery,
-                cdr_id,
-                outcome,
-            } => {
-                if let Some(slot) = state
-                    .slots
-                    .iter_mut()
-                    .find(|s| s.actor.get_id() == distillery)
-                {
+            QueuePollerMsg::JobDone { distillery, cdr_id, outcome } => {
+                if let Some(slot) = state.slots.iter_mut().find(|s| s.actor.get_id() == distillery) {
                     slot.jobs.retain(|j| j.id != cdr_id);
                     slot.front_since = Instant::now();
                 }
@@ -159,23 +154,14 @@ impl Actor for QueuePoller {
 
 impl Slot {
     fn new(actor: ActorRef<DistilleryMsg>) -> Self {
-        Slot {
-            actor,
-            jobs: VecDeque::new(),
-            front_since: Instant::now(),
-            killed_for_hang: false,
-        }
+        Slot { actor, jobs: VecDeque::new(), front_since: Instant::now(), killed_for_hang: false }
     }
 }
 
 impl QueuePollerState {
     fn free_capacity(&self) -> usize {
         let prefetch = self.ctx.config.prefetch;
-        let room: usize = self
-            .slots
-            .iter()
-            .map(|s| prefetch.saturating_sub(s.jobs.len()))
-            .sum();
+        let room: usize = self.slots.iter().map(|s| prefetch.saturating_sub(s.jobs.len())).sum();
         room.saturating_sub(self.ready.len())
     }
 
@@ -188,8 +174,7 @@ impl QueuePollerState {
         if self.draining.is_none() && free > 0 && worth_it {
             let limit = free.min(self.ctx.config.max_batch) as u32;
             let t = now();
-            let lease = chrono::Duration::from_std(self.ctx.config.lease)
-                .unwrap_or(chrono::Duration::seconds(300));
+            let lease = chrono::Duration::from_std(self.ctx.config.lease).unwrap_or(chrono::Duration::seconds(300));
             match self.ctx.repo.claim_cdrs(t, t + lease, limit).await {
                 Ok(rows) => {
                     self.more_due = rows.len() as u32 == limit;
@@ -217,28 +202,21 @@ impl QueuePollerState {
             else {
                 break;
             };
-            let msg = DistilleryMsg::Distill {
-                job: job.clone(),
-                reply_to: myself.clone(),
-            };
+            let msg = DistilleryMsg::Distill { job: job.clone(), reply_to: myself.clone() };
             if slot.actor.send_message(msg).is_err() {
                 break; // it is dying; DistilleryDown will follow
             }
             if slot.jobs.is_empty() {
                 slot.front_since = Instant::now();
             }
-            slot.jobs
-                .push_back(self.ready.pop_front().expect("front exists"));
+            slot.jobs.push_back(self.ready.pop_front().expect("front exists"));
         }
     }
 
     fn kill_hung(&mut self) {
         let timeout = self.ctx.config.job_timeout;
         for slot in &mut self.slots {
-            if !slot.killed_for_hang
-                && !slot.jobs.is_empty()
-                && slot.front_since.elapsed() > timeout
-            {
+            if !slot.killed_for_hang && !slot.jobs.is_empty() && slot.front_since.elapsed() > timeout {
                 tracing::error!(cdr_id = slot.jobs[0].id, "distillery hung; killing it");
                 slot.killed_for_hang = true;
                 slot.actor.kill();
@@ -254,24 +232,14 @@ impl QueuePollerState {
         let count = *count;
         let t = now();
         let threshold = self.ctx.config.poison_threshold;
-        let outcome =
-            Outcome::InternalFailure(format!("{reason} (failure {count} of {threshold})"));
+        let outcome = Outcome::InternalFailure(format!("{reason} (failure {count} of {threshold})"));
         tracing::error!(cdr_id = job.id, path = %job.path, "{outcome}");
         let result = if count >= threshold {
             self.crashes.remove(&job.id);
-            let why =
-                format!("poison pill: brought down a distillery {count} times; last: {reason}");
+            let why = format!("poison pill: brought down a distillery {count} times; last: {reason}");
             self.ctx.repo.mark_error(job.id, &why, true, t).await
         } else {
-            self.ctx
-                .repo
-                .schedule_retry(
-                    job.id,
-                    t + chrono::Duration::seconds(1),
-                    &outcome.to_string(),
-                    t,
-                )
-                .await
+            self.ctx.repo.schedule_retry(job.id, t + chrono::Duration::seconds(1), &outcome.to_string(), t).await
         };
         if let Err(e) = result {
             tracing::error!(cdr_id = job.id, error = %e, "could not record internal failure; the lease will expire");

@@ -39,43 +39,28 @@ pub struct Generator {
 
 impl Generator {
     pub fn new(seed: u64, format: GenFormat) -> Self {
-        Self {
-            rng: StdRng::seed_from_u64(seed),
-            format,
-        }
+        Self { rng: StdRng::seed_from_u64(seed), format }
     }
 
     fn uuid(&mut self) -> String {
-        uuid::Builder::from_random_bytes(self.rng.random())
-            .into_uuid()
-            .to_string()
+        uuid::Builder::from_random_bytes(self.rng.random()).into_uuid().to_string()
     }
 
     fn e164(&mut self) -> String {
         let cc = ["44", "1", "49", "33", "61", "855"][self.rng.random_range(0..6)];
-        format!(
-            "+{cc}{}",
-            self.rng.random_range(1_000_000_000u64..9_999_999_999)
-        )
+        format!("+{cc}{}", self.rng.random_range(1_000_000_000u64..9_999_999_999))
     }
 
     pub fn next_cdr(&mut self) -> GeneratedCdr {
         let uuid = self.uuid();
         let other = self.uuid();
         let a_leg = self.rng.random_bool(0.8);
-        let (cause, q850, normal) = CAUSES[if self.rng.random_bool(0.7) {
-            0
-        } else {
-            self.rng.random_range(1..CAUSES.len())
-        }];
+        let (cause, q850, normal) =
+            CAUSES[if self.rng.random_bool(0.7) { 0 } else { self.rng.random_range(1..CAUSES.len()) }];
         let answered = normal && self.rng.random_bool(0.95);
         let start = 1_700_000_000 + self.rng.random_range(0..60 * 86_400i64);
         let ring = self.rng.random_range(1..30i64);
-        let talk = if answered {
-            self.rng.random_range(0..900i64)
-        } else {
-            0
-        };
+        let talk = if answered { self.rng.random_range(0..900i64) } else { 0 };
         let answer = if answered { start + ring } else { 0 };
         let end = start + ring + talk;
         let caller = self.e164();
@@ -88,10 +73,7 @@ impl Generator {
         let mut vars: Vec<(&str, String)> = vec![
             ("direction", direction.into()),
             ("uuid", uuid.clone()),
-            (
-                "session_id",
-                self.rng.random_range(1..1_000_000u32).to_string(),
-            ),
+            ("session_id", self.rng.random_range(1..1_000_000u32).to_string()),
             ("sip_from_user", caller.clone()),
             ("sip_from_uri", format!("{caller}@{host}")),
             ("sip_to_user", dest.clone()),
@@ -104,29 +86,16 @@ impl Generator {
             ("rmOrgID", org.to_string()),
             ("hangup_cause", cause.into()),
             ("hangup_cause_q850", q850.to_string()),
-            (
-                "endpoint_disposition",
-                if answered { "ANSWER" } else { "EARLY MEDIA" }.into(),
-            ),
+            ("endpoint_disposition", if answered { "ANSWER" } else { "EARLY MEDIA" }.into()),
             ("start_epoch", start.to_string()),
-            (
-                "start_uepoch",
-                format!("{start}{:06}", self.rng.random_range(0..1_000_000)),
-            ),
+            ("start_uepoch", format!("{start}{:06}", self.rng.random_range(0..1_000_000))),
             ("answer_epoch", answer.to_string()),
             ("end_epoch", end.to_string()),
             ("start_stamp", stamp(start)),
             ("end_stamp", stamp(end)),
             ("duration", (end - start).to_string()),
             ("billsec", talk.to_string()),
-            (
-                "answersec",
-                if answered {
-                    ring.to_string()
-                } else {
-                    "0".into()
-                },
-            ),
+            ("answersec", if answered { ring.to_string() } else { "0".into() }),
             ("RECORD_STEREO", "true".into()),
         ];
         if answered {
@@ -163,29 +132,16 @@ impl Generator {
                 recorded.then_some(rec_path.as_str()),
                 &host,
             ),
-            GenFormat::Json => json_doc(
-                &vars,
-                &times,
-                &caller,
-                &dest,
-                &uuid,
-                recorded.then_some(rec_path.as_str()),
-                &host,
-            ),
+            GenFormat::Json => {
+                json_doc(&vars, &times, &caller, &dest, &uuid, recorded.then_some(rec_path.as_str()), &host)
+            }
         };
-        GeneratedCdr {
-            uuid,
-            a_leg,
-            document,
-        }
+        GeneratedCdr { uuid, a_leg, document }
     }
 }
 
 fn stamp(epoch: i64) -> String {
-    chrono::DateTime::from_timestamp(epoch, 0)
-        .unwrap_or_default()
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
+    chrono::DateTime::from_timestamp(epoch, 0).unwrap_or_default().format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -201,7 +157,10 @@ fn xml_doc(
     host: &str,
 ) -> String {
     let mut x = String::with_capacity(6000);
-    let _ = writeln!(x, "<?xml version=\"1.0\"?>\n<cdr core-uuid=\"6d1e3c52-2a0b-4c8f-9a51-0c8e2f0b7a11\" switchname=\"{host}\">");
+    let _ = writeln!(
+        x,
+        "<?xml version=\"1.0\"?>\n<cdr core-uuid=\"6d1e3c52-2a0b-4c8f-9a51-0c8e2f0b7a11\" switchname=\"{host}\">"
+    );
     let dir = vars[0].1.as_str();
     let _ = writeln!(x, "  <channel_data>\n    <state>CS_REPORTING</state>\n    <direction>{dir}</direction>\n    <state_number>11</state_number>\n  </channel_data>");
     x.push_str("  <variables>\n");
@@ -210,13 +169,14 @@ fn xml_doc(
     }
     x.push_str("  </variables>\n  <app_log>\n");
     if let Some(r) = rec {
-        let _ = writeln!(
-            x,
-            "    <application app_name=\"record_session\" app_data=\"{}\"></application>",
-            xml_escape(r)
-        );
+        let _ =
+            writeln!(x, "    <application app_name=\"record_session\" app_data=\"{}\"></application>", xml_escape(r));
     }
-    let _ = writeln!(x, "    <application app_name=\"bridge\" app_data=\"sofia/gateway/carrier/{}\"></application>\n  </app_log>", xml_escape(dest));
+    let _ = writeln!(
+        x,
+        "    <application app_name=\"bridge\" app_data=\"sofia/gateway/carrier/{}\"></application>\n  </app_log>",
+        xml_escape(dest)
+    );
     let _ = writeln!(x, "  <callflow dialplan=\"XML\" unique-id=\"{uuid}\" profile_index=\"1\">\n    <extension name=\"outbound\" number=\"{}\"></extension>\n    <caller_profile>", xml_escape(dest));
     for (k, v) in [
         ("username", caller),
@@ -249,27 +209,13 @@ fn json_doc(
     rec: Option<&str>,
     host: &str,
 ) -> String {
-    let variables: serde_json::Map<String, serde_json::Value> = vars
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                serde_json::Value::String(fs_url_encode(v.as_bytes())),
-            )
-        })
-        .collect();
-    let times: serde_json::Map<String, serde_json::Value> = times
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string().into()))
-        .collect();
-    let mut apps = vec![
-        serde_json::json!({"app_name": "bridge", "app_data": format!("sofia/gateway/carrier/{dest}")}),
-    ];
+    let variables: serde_json::Map<String, serde_json::Value> =
+        vars.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(fs_url_encode(v.as_bytes())))).collect();
+    let times: serde_json::Map<String, serde_json::Value> =
+        times.iter().map(|(k, v)| (k.to_string(), v.to_string().into())).collect();
+    let mut apps = vec![serde_json::json!({"app_name": "bridge", "app_data": format!("sofia/gateway/carrier/{dest}")})];
     if let Some(r) = rec {
-        apps.insert(
-            0,
-            serde_json::json!({"app_name": "record_session", "app_data": r}),
-        );
+        apps.insert(0, serde_json::json!({"app_name": "record_session", "app_data": r}));
     }
     serde_json::json!({
         "core-uuid": "6d1e3c52-2a0b-4c8f-9a51-0c8e2f0b7a11",
@@ -302,12 +248,7 @@ mod tests {
                 let n = normalize_document(c.document.as_bytes(), &NormalizeContext::default())
                     .unwrap_or_else(|e| panic!("{format:?} {e}\n{}", c.document));
                 assert_eq!(n.uuid, c.uuid);
-                assert_eq!(
-                    n.leg == crate::domain::normalize::Leg::A,
-                    c.a_leg,
-                    "{}",
-                    c.document
-                );
+                assert_eq!(n.leg == crate::domain::normalize::Leg::A, c.a_leg, "{}", c.document);
             }
         }
     }

@@ -61,9 +61,7 @@ pub struct Item {
 pub fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     fn walk(p: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
         if p.is_dir() {
-            for e in std::fs::read_dir(p)
-                .with_context(|| format!("reading directory {}", p.display()))?
-            {
+            for e in std::fs::read_dir(p).with_context(|| format!("reading directory {}", p.display()))? {
                 let e = e?;
                 let path = e.path();
                 let is_cdr = path.extension().is_some_and(|x| x == "xml" || x == "json");
@@ -87,25 +85,19 @@ pub fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Posts every item; returns the count per answer ("200", "400", "error: …").
-pub async fn submit(
-    items: Vec<Item>,
-    opts: &SubmitOptions,
-) -> anyhow::Result<BTreeMap<String, usize>> {
+pub async fn submit(items: Vec<Item>, opts: &SubmitOptions) -> anyhow::Result<BTreeMap<String, usize>> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(opts.concurrency)
         .timeout(Duration::from_secs(120))
         .build()?;
-    let bar = if opts.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(items.len() as u64)
-    };
+    let bar =
+        if opts.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(items.len() as u64) };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} CDRs  {per_sec}  eta {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let started = Instant::now();
-    let results: Vec<(String, String, u128, u128)> = futures::stream::iter(items)
+    let results: Vec<Posted> = futures::stream::iter(items)
         .map(|item| {
             let client = client.clone();
             let bar = bar.clone();
@@ -121,16 +113,16 @@ pub async fn submit(
     bar.finish_and_clear();
     let elapsed = started.elapsed();
     let mut summary = BTreeMap::new();
-    for (_, status, _, _) in &results {
-        *summary.entry(status.clone()).or_insert(0) += 1;
+    for r in &results {
+        *summary.entry(r.status.clone()).or_insert(0) += 1;
     }
     if let Some(path) = &opts.timings {
         let mut f = std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         );
         writeln!(f, "uuid,start_ns,end_ns,status")?;
-        for (uuid, status, s, e) in &results {
-            writeln!(f, "{uuid},{s},{e},{status}")?;
+        for r in &results {
+            writeln!(f, "{},{},{},{}", r.uuid, r.start_ns, r.end_ns, r.status)?;
         }
     }
     if !opts.quiet {
@@ -143,65 +135,72 @@ pub async fn submit(
         for (status, n) in &summary {
             eprintln!("  {status}: {n}");
         }
+        let failed: Vec<&Posted> = results.iter().filter(|r| !r.status.starts_with('2')).collect();
+        for r in failed.iter().take(20) {
+            eprintln!("  failed {} ({}): {}", r.name, r.status, r.message);
+        }
+        if failed.len() > 20 {
+            eprintln!("  … and {} more failures", failed.len() - 20);
+        }
     }
     Ok(summary)
 }
 
 fn unix_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
-/// Returns `(uuid, status, start_ns, end_ns)`.
-async fn post_one(
-    client: &reqwest::Client,
-    opts: &SubmitOptions,
-    item: &Item,
-) -> (String, String, u128, u128) {
+/// The answer to one POST.
+struct Posted {
+    name: String,
+    uuid: String,
+    status: String,
+    /// The server's `error` text for a non-2xx.
+    message: String,
+    start_ns: u128,
+    end_ns: u128,
+}
+
+async fn post_one(client: &reqwest::Client, opts: &SubmitOptions, item: &Item) -> Posted {
     // The same rules as intake find the uuid and the leg for `?uuid=[a_]<uuid>`.
     let (query, uuid, format) = match submission::prepare(&item.document, None, "submit", 0) {
-        Ok(s) => (
-            format!("?uuid={}{}", if s.a_leg { "a_" } else { "" }, s.uuid),
-            s.uuid,
-            s.format,
-        ),
+        Ok(s) => (format!("?uuid={}{}", if s.a_leg { "a_" } else { "" }, s.uuid), s.uuid, s.format),
         Err(_) => {
-            let format = if item.document.trim_ascii_start().starts_with(b"{") {
-                CdrFormat::Json
-            } else {
-                CdrFormat::Xml
-            };
-            (String::new(), item.name.clone(), format)
+            let json = item.document.trim_ascii_start().starts_with(b"{");
+            (String::new(), item.name.clone(), if json { CdrFormat::Json } else { CdrFormat::Xml })
         }
     };
     let (content_type, body) = encode_body(&item.document, opts.encode.wire(format));
-    let mut req = client
-        .post(format!("{}{query}", opts.url))
-        .header("Content-Type", content_type)
-        .body(body);
+    let mut req = client.post(format!("{}{query}", opts.url)).header("Content-Type", content_type).body(body);
     if let Some(cred) = &opts.basic_auth {
         let (u, p) = cred.split_once(':').unwrap_or((cred.as_str(), ""));
         req = req.basic_auth(u, Some(p));
     }
     let start = unix_ns();
-    let status = match req.send().await {
+    let (status, message) = match req.send().await {
         Ok(resp) => {
-            let code = resp.status().as_u16().to_string();
-            let _ = resp.bytes().await;
-            code
+            let code = resp.status();
+            let body = resp.bytes().await.unwrap_or_default();
+            let message = if code.is_success() {
+                String::new()
+            } else {
+                serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect())
+            };
+            (code.as_u16().to_string(), message)
         }
-        Err(e) => format!(
-            "error: {}",
-            if e.is_connect() {
+        Err(e) => {
+            let kind = if e.is_connect() {
                 "connection failed"
             } else if e.is_timeout() {
                 "timed out"
             } else {
                 "request failed"
-            }
-        ),
+            };
+            (format!("error: {kind}"), e.to_string())
+        }
     };
-    (uuid, status, start, unix_ns())
+    Posted { name: item.name.clone(), uuid, status, message, start_ns: start, end_ns: unix_ns() }
 }

@@ -78,38 +78,22 @@ pub(crate) struct KeySpec {
 }
 
 const fn key(name: &'static str, kind: Kind, default: &'static str, help: &'static str) -> KeySpec {
-    KeySpec {
-        name,
-        kind,
-        default,
-        help,
-        usage: Usage::Used,
-    }
+    KeySpec { name, kind, default, help, usage: Usage::Used }
 }
 
 impl KeySpec {
     const fn accepted(self) -> Self {
-        KeySpec {
-            usage: Usage::Accepted,
-            ..self
-        }
+        KeySpec { usage: Usage::Accepted, ..self }
     }
     const fn raw_only(self) -> Self {
-        KeySpec {
-            usage: Usage::RawOnly,
-            ..self
-        }
+        KeySpec { usage: Usage::RawOnly, ..self }
     }
 
     /// Validates `value` for this key; `suffix` is the free part of a pattern key.
     /// The error is the "expected ..." text of a `ConfigError::Value`.
     pub(crate) fn check(&self, suffix: &str, value: &str) -> Result<Parsed, String> {
         if self.name.ends_with("<type>") && !TASK_TYPES.contains(&suffix) {
-            return Err(format!(
-                "a key {} with <type> one of {}",
-                self.name,
-                TASK_TYPES.join(", ")
-            ));
+            return Err(format!("a key {} with <type> one of {}", self.name, TASK_TYPES.join(", ")));
         }
         self.kind.parse(value)
     }
@@ -188,9 +172,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
 
 /// `(key, type, seed default, help)` for every key, for `cdrmunch config --keys`.
 pub fn describe_keys() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
-    KEYS.iter()
-        .map(|k| (k.name, k.kind.type_name(), k.default, k.help))
-        .collect()
+    KEYS.iter().map(|k| (k.name, k.kind.type_name(), k.default, k.help)).collect()
 }
 
 /// The registry row for a key as written in a config, with the free part of a
@@ -198,19 +180,14 @@ pub fn describe_keys() -> Vec<(&'static str, &'static str, &'static str, &'stati
 pub(crate) fn lookup(key: &str) -> Option<(&'static KeySpec, &str)> {
     KEYS.iter().find_map(|spec| match spec.prefix() {
         None => (spec.name == key).then_some((spec, "")),
-        Some(prefix) => key
-            .strip_prefix(prefix)
-            .filter(|rest| !rest.is_empty())
-            .map(|rest| (spec, rest)),
+        Some(prefix) => key.strip_prefix(prefix).filter(|rest| !rest.is_empty()).map(|rest| (spec, rest)),
     })
 }
 
 /// The registry row named exactly `name` (patterns by their `<...>` name).
 /// Only called with names from this crate's code, so absence is a bug.
 pub(crate) fn spec(name: &str) -> &'static KeySpec {
-    KEYS.iter()
-        .find(|k| k.name == name)
-        .unwrap_or_else(|| panic!("'{name}' is not in the key registry"))
+    KEYS.iter().find(|k| k.name == name).unwrap_or_else(|| panic!("'{name}' is not in the key registry"))
 }
 
 /// Fills the `{..._dir}` placeholders of a seed default.
@@ -268,21 +245,14 @@ impl Kind {
             }
         };
         match self {
-            K::Host => text(
-                !v.is_empty() && !v.contains(char::is_whitespace),
-                "a host name or IP address",
-            ),
-            K::Port => {
-                int(v, 0, u16::MAX.into()).map_err(|_| "a port number from 0 to 65535".into())
-            }
+            K::Host => text(!v.is_empty() && !v.contains(char::is_whitespace), "a host name or IP address"),
+            K::Port => int(v, 0, u16::MAX.into()).map_err(|_| "a port number from 0 to 65535".into()),
             K::Count => int(v, 1, u32::MAX.into()),
             K::Number => int(v, 0, u32::MAX.into()),
-            K::Level => {
-                int(v, 1, 6).map_err(|_| "a log level from 1 (critical) to 6 (debug)".into())
-            }
-            K::Bytes => bytes(v).map(Parsed::Int).ok_or_else(|| {
-                "a size in bytes >= 1, optionally with a K, M or G suffix (e.g. 16M)".into()
-            }),
+            K::Level => int(v, 1, 6).map_err(|_| "a log level from 1 (critical) to 6 (debug)".into()),
+            K::Bytes => bytes(v)
+                .map(Parsed::Int)
+                .ok_or_else(|| "a size in bytes >= 1, optionally with a K, M or G suffix (e.g. 16M)".into()),
             K::Bool => match v.to_ascii_lowercase().as_str() {
                 "true" | "yes" | "on" | "1" => Ok(Parsed::Bool(true)),
                 "false" | "no" | "off" | "0" => Ok(Parsed::Bool(false)),
@@ -299,24 +269,17 @@ impl Kind {
             K::Path => text(!v.is_empty(), "a path"),
             K::OptText | K::OptPath => Ok(Parsed::Opt((!v.is_empty()).then(|| v.to_string()))),
             K::DbUrl => text(
-                ["sqlite:", "mysql:", "mariadb:"]
-                    .iter()
-                    .any(|p| v.starts_with(p)),
+                ["sqlite:", "mysql:", "mariadb:"].iter().any(|p| v.starts_with(p)),
                 "a database URL starting with sqlite:, mysql: or mariadb:",
             ),
             K::Auth => match v.split_once(':') {
                 _ if v.is_empty() => Ok(Parsed::Auth(None)),
-                Some((user, password)) if !user.is_empty() => Ok(Parsed::Auth(Some(BasicAuth {
-                    user: user.into(),
-                    password: password.into(),
-                }))),
+                Some((user, password)) if !user.is_empty() => {
+                    Ok(Parsed::Auth(Some(BasicAuth { user: user.into(), password: password.into() })))
+                }
                 _ => Err("user:password with a non-empty user (or nothing, to disable)".into()),
             },
-            K::TaskList => list(
-                v,
-                |t| TASK_TYPES.contains(&t),
-                &format!("task types ({})", TASK_TYPES.join(", ")),
-            ),
+            K::TaskList => list(v, |t| TASK_TYPES.contains(&t), &format!("task types ({})", TASK_TYPES.join(", "))),
             K::NameList => list(v, |_| true, "names"),
             K::TypeList => list(v, |t| t == "s" || t == "d", "column types s or d"),
         }
@@ -331,11 +294,7 @@ fn int(v: &str, min: u64, max: u64) -> Result<Parsed, String> {
         Ok(n) => n > max,
         Err(_) => !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()),
     };
-    Err(if too_big {
-        format!("a whole number from {min} to {max}")
-    } else {
-        format!("a whole number >= {min}")
-    })
+    Err(if too_big { format!("a whole number from {min} to {max}") } else { format!("a whole number >= {min}") })
 }
 
 /// `16M` -> 16 MiB. Zero is refused: no size limit of nothing makes sense.
@@ -346,16 +305,8 @@ fn bytes(v: &str) -> Option<u64> {
         'g' | 'G' => 30,
         _ => 0,
     };
-    let digits = if shift == 0 {
-        v
-    } else {
-        v[..v.len() - 1].trim_end()
-    };
-    digits
-        .parse::<u64>()
-        .ok()?
-        .checked_mul(1 << shift)
-        .filter(|n| *n >= 1)
+    let digits = if shift == 0 { v } else { v[..v.len() - 1].trim_end() };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift).filter(|n| *n >= 1)
 }
 
 /// A comma list; empty value is an empty list, an empty item is an error
@@ -367,9 +318,7 @@ fn list(v: &str, ok: impl Fn(&str) -> bool, what: &str) -> Result<Parsed, String
     let items: Vec<String> = v.split(',').map(|s| s.trim().to_string()).collect();
     match items.iter().find(|s| s.is_empty() || !ok(s)) {
         None => Ok(Parsed::List(items)),
-        Some(bad) if bad.is_empty() => Err(format!(
-            "a comma-separated list of {what}; got an empty entry"
-        )),
+        Some(bad) if bad.is_empty() => Err(format!("a comma-separated list of {what}; got an empty entry")),
         Some(bad) => Err(format!("a comma-separated list of {what}; got '{bad}'")),
     }
 }

@@ -38,25 +38,13 @@ impl fmt::Display for Location {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("config error at {location}: {message}")]
     Syntax { location: Location, message: String },
     #[error("config error at {location}: @require = '{target}': {reason}")]
-    Require {
-        location: Location,
-        target: String,
-        reason: String,
-    },
+    Require { location: Location, target: String, reason: String },
     #[error("config error at {location}: {key} = '{value}': expected {expected}")]
-    Value {
-        location: Location,
-        key: String,
-        value: String,
-        expected: String,
-    },
+    Value { location: Location, key: String, value: String, expected: String },
 }
 
 impl ConfigError {
@@ -102,9 +90,7 @@ impl Dirs {
 
     fn from_vars(var: impl Fn(&str) -> Option<OsString>) -> Dirs {
         let dir = |name: &str, default: &str| {
-            var(name)
-                .filter(|v| !v.is_empty())
-                .map_or_else(|| PathBuf::from(default), PathBuf::from)
+            var(name).filter(|v| !v.is_empty()).map_or_else(|| PathBuf::from(default), PathBuf::from)
         };
         Dirs {
             config_dir: dir("CDRMUNCH_CONFIG_DIR", "/etc/cdrmunch"),
@@ -125,10 +111,7 @@ pub struct BasicAuth {
 
 impl fmt::Debug for BasicAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BasicAuth")
-            .field("user", &self.user)
-            .field("password", &"***")
-            .finish()
+        f.debug_struct("BasicAuth").field("user", &self.user).field("password", &"***").finish()
     }
 }
 
@@ -264,17 +247,10 @@ const EMBEDDED: &[(&str, &str)] = &[
 impl Settings {
     /// Settings from a config file: every key not set takes its seed default.
     /// Errors on the first bad value; unknown and unused keys become warnings.
-    pub fn from_raw(
-        raw: &RawConfig,
-        dirs: &Dirs,
-    ) -> Result<(Settings, Vec<ConfigWarning>), ConfigError> {
+    pub fn from_raw(raw: &RawConfig, dirs: &Dirs) -> Result<(Settings, Vec<ConfigWarning>), ConfigError> {
         let mut warnings = Vec::new();
-        let mut warn = |location: &Location, message: String| {
-            warnings.push(ConfigWarning {
-                location: location.clone(),
-                message,
-            })
-        };
+        let mut warn =
+            |location: &Location, message: String| warnings.push(ConfigWarning { location: location.clone(), message });
         for (key, at) in &raw.inactive {
             let base = key.split('@').next().unwrap_or(key);
             if keys::lookup(base).is_none() {
@@ -289,27 +265,19 @@ impl Settings {
                 warn(at, format!("unknown key '{key}' (ignored)"));
                 continue;
             };
-            spec.check(suffix, value)
-                .map_err(|expected| ConfigError::Value {
-                    location: at.clone(),
-                    key: key.clone(),
-                    value: value.clone(),
-                    expected,
-                })?;
+            spec.check(suffix, value).map_err(|expected| ConfigError::Value {
+                location: at.clone(),
+                key: key.clone(),
+                value: value.clone(),
+                expected,
+            })?;
             if spec.usage == Usage::Accepted {
-                warn(
-                    at,
-                    format!("key '{key}' is accepted for compatibility but not used (ignored)"),
-                );
+                warn(at, format!("key '{key}' is accepted for compatibility but not used (ignored)"));
             }
         }
         warnings.sort_by(|a, b| a.location.cmp(&b.location));
 
-        let set = raw
-            .entries
-            .iter()
-            .map(|(k, (v, _))| (k.clone(), v.clone()))
-            .collect();
+        let set = raw.entries.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect();
         let settings = Settings::build(set, dirs);
         check_billing_columns(&settings.billing_feeder, raw)?;
         Ok((settings, warnings))
@@ -324,10 +292,7 @@ impl Settings {
             log_dir: data_dir.join("log"),
             run_dir: data_dir.into(),
         };
-        let set = EMBEDDED
-            .iter()
-            .map(|(k, v)| (k.to_string(), keys::expand(v, &dirs)))
-            .collect();
+        let set = EMBEDDED.iter().map(|(k, v)| (k.to_string(), keys::expand(v, &dirs))).collect();
         Settings::build(set, &dirs)
     }
 
@@ -382,11 +347,7 @@ impl Settings {
                 field_types: v.get("billing-feeder.field_types"),
                 node_name_map: v.map("billing-feeder.node_name_map__<name>"),
             },
-            log: LogSettings {
-                level: v.get("log.level"),
-                facility: v.get("log.facility"),
-                file: v.get("log.file"),
-            },
+            log: LogSettings { level: v.get("log.level"), facility: v.get("log.facility"), file: v.get("log.file") },
             app: AppSettings {
                 pid_file: v.get("app.pid_file"),
                 run_as_user: v.get("app.run_as_user"),
@@ -432,30 +393,21 @@ struct Values<'a> {
 impl Values<'_> {
     fn get<T: FromParsed>(&self, key: &str) -> T {
         let spec = keys::spec(key);
-        let value = self
-            .set
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| keys::expand(spec.default, self.dirs));
+        let value = self.set.get(key).cloned().unwrap_or_else(|| keys::expand(spec.default, self.dirs));
         // Config values were checked by `from_raw` and seed defaults by the
         // tests, so failing here means the registry kind does not fit the field.
         spec.kind
             .parse(&value)
             .ok()
             .and_then(T::from_parsed)
-            .unwrap_or_else(|| {
-                panic!("config key '{key}' = '{value}' does not fit its typed field")
-            })
+            .unwrap_or_else(|| panic!("config key '{key}' = '{value}' does not fit its typed field"))
     }
 
     /// A pattern key's `suffix -> value` map: seed pairs, then the config's keys.
     fn map(&self, pattern: &str) -> BTreeMap<String, String> {
         let spec = keys::spec(pattern);
         let prefix = spec.prefix().expect("a pattern key");
-        let seed = spec
-            .default
-            .split(',')
-            .filter_map(|pair| pair.split_once('='));
+        let seed = spec.default.split(',').filter_map(|pair| pair.split_once('='));
         let seed = seed.map(|(k, v)| (k.to_string(), v.to_string()));
         let set = self.set.iter().filter_map(|(key, value)| {
             let suffix = key.strip_prefix(prefix).filter(|s| !s.is_empty())?;

@@ -20,15 +20,8 @@ pub struct RawConfig {
 impl RawConfig {
     /// Reads `path` and everything it requires. `env` selects `key@ENV` lines;
     /// `config_dir` is the fallback for relative `@require` paths.
-    pub fn load(
-        path: &Path,
-        env: Option<&str>,
-        config_dir: &Path,
-    ) -> Result<RawConfig, ConfigError> {
-        let text = fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.into(),
-            source,
-        })?;
+    pub fn load(path: &Path, env: Option<&str>, config_dir: &Path) -> Result<RawConfig, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
         Self::parse_str(&text, path, env, config_dir)
     }
 
@@ -52,17 +45,12 @@ impl RawConfig {
         loader.text(text, origin)?;
         let mut entries = loader.plain;
         entries.extend(loader.overrides);
-        Ok(RawConfig {
-            entries,
-            inactive: loader.inactive,
-        })
+        Ok(RawConfig { entries, inactive: loader.inactive })
     }
 
     /// The resolved value of `key` and the line it came from.
     pub fn get(&self, key: &str) -> Option<(&str, &Location)> {
-        self.entries
-            .get(key)
-            .map(|(value, at)| (value.as_str(), at))
+        self.entries.get(key).map(|(value, at)| (value.as_str(), at))
     }
 
     /// Every resolved key, sorted.
@@ -90,10 +78,7 @@ impl Loader<'_> {
         let id = canonical(origin);
         self.stack.push(id.clone());
         for (n, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
-            let at = Location {
-                file: origin.to_path_buf(),
-                line: n + 1,
-            };
+            let at = Location { file: origin.to_path_buf(), line: n + 1 };
             let line = strip_comment(line).trim();
             if line.is_empty() {
                 continue;
@@ -119,10 +104,7 @@ impl Loader<'_> {
                 } else {
                     format!("invalid key '{key}'")
                 };
-                return Err(ConfigError::Syntax {
-                    location: at,
-                    message,
-                });
+                return Err(ConfigError::Syntax { location: at, message });
             }
             let entry = (value.to_string(), at);
             match env {
@@ -142,41 +124,26 @@ impl Loader<'_> {
 
     /// Reads a required file in place, so lines after the `@require` override it.
     fn require(&mut self, target: &str, origin: &Path, at: Location) -> Result<(), ConfigError> {
-        let fail = |reason: String| ConfigError::Require {
-            location: at.clone(),
-            target: target.into(),
-            reason,
-        };
+        let fail = |reason: String| ConfigError::Require { location: at.clone(), target: target.into(), reason };
         if target.is_empty() {
             return Err(fail("expected a file path".into()));
         }
         // Joining an absolute target yields the target, so both cover it.
-        let mut candidates = vec![
-            origin.parent().unwrap_or(Path::new("")).join(target),
-            self.config_dir.join(target),
-        ];
+        let mut candidates = vec![origin.parent().unwrap_or(Path::new("")).join(target), self.config_dir.join(target)];
         candidates.dedup();
         let Some(path) = candidates.iter().find(|p| p.is_file()) else {
             let tried: Vec<_> = candidates.iter().map(|p| p.display().to_string()).collect();
-            return Err(fail(format!(
-                "file not found (looked for {})",
-                tried.join(" and ")
-            )));
+            return Err(fail(format!("file not found (looked for {})", tried.join(" and "))));
         };
         let id = canonical(path);
         if let Some(start) = self.stack.iter().position(|p| *p == id) {
-            let chain: Vec<_> = self.stack[start..]
-                .iter()
-                .chain([&id])
-                .map(|p| p.display().to_string())
-                .collect();
+            let chain: Vec<_> = self.stack[start..].iter().chain([&id]).map(|p| p.display().to_string()).collect();
             return Err(fail(format!("require cycle: {}", chain.join(" -> "))));
         }
         if self.done.contains(&id) {
             return Ok(());
         }
-        let text = fs::read_to_string(path)
-            .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+        let text = fs::read_to_string(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
         self.text(&text, path)
     }
 }

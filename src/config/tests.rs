@@ -9,12 +9,7 @@ fn parse(text: &str, env: Option<&str>) -> Result<RawConfig, ConfigError> {
 }
 
 fn test_dirs() -> Dirs {
-    Dirs {
-        config_dir: "/cfg".into(),
-        data_dir: "/d".into(),
-        log_dir: "/l".into(),
-        run_dir: "/r".into(),
-    }
+    Dirs { config_dir: "/cfg".into(), data_dir: "/d".into(), log_dir: "/l".into(), run_dir: "/r".into() }
 }
 
 fn settings(text: &str) -> Result<(Settings, Vec<ConfigWarning>), ConfigError> {
@@ -34,23 +29,13 @@ fn write(root: &Path, rel: &str, text: &str) -> PathBuf {
 
 #[test]
 fn env_override_wins_whatever_the_order() {
-    for text in [
-        "log.level@prod = 2\nlog.level = 6\n",
-        "log.level = 6\nlog.level@prod = 2\n",
-    ] {
+    for text in ["log.level@prod = 2\nlog.level = 6\n", "log.level = 6\nlog.level@prod = 2\n"] {
         let raw = parse(text, Some("prod")).unwrap();
         let (v, at) = raw.get("log.level").unwrap();
         assert_eq!(v, "2");
-        assert_eq!(
-            at.line,
-            text.lines().position(|l| l.contains("@prod")).unwrap() + 1
-        );
+        assert_eq!(at.line, text.lines().position(|l| l.contains("@prod")).unwrap() + 1);
         for env in [None, Some("dev")] {
-            assert_eq!(
-                value(&parse(text, env).unwrap(), "log.level"),
-                "6",
-                "env {env:?}"
-            );
+            assert_eq!(value(&parse(text, env).unwrap(), "log.level"), "6", "env {env:?}");
         }
     }
 }
@@ -60,10 +45,7 @@ fn later_plain_definition_wins_and_keeps_its_location() {
     let raw = parse("server.port = 1\nserver.port = 2\nmetrics.port = 3\n", None).unwrap();
     let (v, at) = raw.get("server.port").unwrap();
     assert_eq!((v, at.to_string()), ("2", format!("{ORIGIN}:2")));
-    assert_eq!(
-        raw.keys().collect::<Vec<_>>(),
-        ["metrics.port", "server.port"]
-    );
+    assert_eq!(raw.keys().collect::<Vec<_>>(), ["metrics.port", "server.port"]);
 }
 
 #[test]
@@ -86,11 +68,7 @@ fn inline_comments_need_whitespace_before_hash() {
 #[test]
 fn malformed_lines_are_errors_with_location() {
     for (text, line, want) in [
-        (
-            "server.port = 80\n\nthis is junk\n",
-            3,
-            "expected 'key = value', found 'this is junk'",
-        ),
+        ("server.port = 80\n\nthis is junk\n", 3, "expected 'key = value', found 'this is junk'"),
         ("server port = 80\n", 1, "invalid key 'server port'"),
         ("@include = x.conf\n", 1, "unknown directive '@include'"),
         ("log.level@ = 3\n", 1, "invalid key 'log.level@'"),
@@ -99,10 +77,7 @@ fn malformed_lines_are_errors_with_location() {
         assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
         assert_eq!(err.location().unwrap().line, line);
         let msg = err.to_string();
-        assert!(
-            msg.starts_with(&format!("config error at {ORIGIN}:{line}: ")) && msg.contains(want),
-            "{msg}"
-        );
+        assert!(msg.starts_with(&format!("config error at {ORIGIN}:{line}: ")) && msg.contains(want), "{msg}");
     }
 }
 
@@ -110,16 +85,8 @@ fn malformed_lines_are_errors_with_location() {
 fn require_resolves_next_to_includer_then_in_config_dir() {
     let tmp = TempDir::new().unwrap();
     let root = tmp.path();
-    let main = write(
-        root,
-        "app/main.conf",
-        "@require = conf.d/db.conf\n@require = shared.conf\nserver.port = 81\n",
-    );
-    write(
-        root,
-        "app/conf.d/db.conf",
-        "cdrdb.url = mysql://db/cdr\nserver.port = 1\n@require = more.conf\n",
-    );
+    let main = write(root, "app/main.conf", "@require = conf.d/db.conf\n@require = shared.conf\nserver.port = 81\n");
+    write(root, "app/conf.d/db.conf", "cdrdb.url = mysql://db/cdr\nserver.port = 1\n@require = more.conf\n");
     write(root, "app/conf.d/more.conf", "cdrdb.max_connections = 7\n");
     write(root, "etc/shared.conf", "metrics.port = 9999\n");
     // Same relative path under config_dir: the includer's directory wins.
@@ -128,16 +95,10 @@ fn require_resolves_next_to_includer_then_in_config_dir() {
     let raw = RawConfig::load(&main, None, &root.join("etc")).unwrap();
     let (url, at) = raw.get("cdrdb.url").unwrap();
     assert_eq!(url, "mysql://db/cdr");
-    assert_eq!(
-        (at.file.clone(), at.line),
-        (root.join("app/conf.d/db.conf"), 1)
-    );
+    assert_eq!((at.file.clone(), at.line), (root.join("app/conf.d/db.conf"), 1));
     assert_eq!(value(&raw, "cdrdb.max_connections"), "7");
     assert_eq!(value(&raw, "metrics.port"), "9999");
-    assert_eq!(
-        raw.get("metrics.port").unwrap().1.file,
-        root.join("etc/shared.conf")
-    );
+    assert_eq!(raw.get("metrics.port").unwrap().1.file, root.join("etc/shared.conf"));
     // The includer's line after the @require overrides the included value.
     assert_eq!(value(&raw, "server.port"), "81");
 }
@@ -145,11 +106,7 @@ fn require_resolves_next_to_includer_then_in_config_dir() {
 #[test]
 fn env_override_in_included_file_beats_later_plain_line() {
     let tmp = TempDir::new().unwrap();
-    let main = write(
-        tmp.path(),
-        "main.conf",
-        "@require = env.conf\nlog.level = 6\n",
-    );
+    let main = write(tmp.path(), "main.conf", "@require = env.conf\nlog.level = 6\n");
     write(tmp.path(), "env.conf", "log.level@prod = 2\n");
     let raw = RawConfig::load(&main, Some("prod"), tmp.path()).unwrap();
     assert_eq!(value(&raw, "log.level"), "2");
@@ -158,11 +115,7 @@ fn env_override_in_included_file_beats_later_plain_line() {
 #[test]
 fn same_file_required_twice_is_read_once() {
     let tmp = TempDir::new().unwrap();
-    let main = write(
-        tmp.path(),
-        "main.conf",
-        "@require = a.conf\nserver.port = 2\n@require = sub/../a.conf\n",
-    );
+    let main = write(tmp.path(), "main.conf", "@require = a.conf\nserver.port = 2\n@require = sub/../a.conf\n");
     write(tmp.path(), "a.conf", "server.port = 1\n");
     fs::create_dir(tmp.path().join("sub")).unwrap();
     // Read twice, the second read would set the port back to 1.
@@ -179,63 +132,33 @@ fn require_cycle_is_an_error_at_the_closing_require() {
     let msg = err.to_string();
     assert!(matches!(err, ConfigError::Require { .. }), "{msg}");
     assert!(
-        msg.starts_with(&format!(
-            "config error at {}:3: @require = 'a.conf': require cycle: ",
-            b.display()
-        )),
+        msg.starts_with(&format!("config error at {}:3: @require = 'a.conf': require cycle: ", b.display())),
         "{msg}"
     );
     let [a, b] = [&a, &b].map(|p| fs::canonicalize(p).unwrap().display().to_string());
     assert!(msg.ends_with(&format!("{a} -> {b} -> {a}")), "{msg}");
 
     let own = write(tmp.path(), "self.conf", "@require = self.conf\n");
-    assert!(RawConfig::load(&own, None, tmp.path())
-        .unwrap_err()
-        .to_string()
-        .contains("require cycle"));
+    assert!(RawConfig::load(&own, None, tmp.path()).unwrap_err().to_string().contains("require cycle"));
 }
 
 #[test]
 fn missing_require_names_the_includer_line() {
     let tmp = TempDir::new().unwrap();
-    let main = write(
-        tmp.path(),
-        "main.conf",
-        "server.port = 1\n@require = conf.d/nope.conf\n",
-    );
+    let main = write(tmp.path(), "main.conf", "server.port = 1\n@require = conf.d/nope.conf\n");
     let err = RawConfig::load(&main, None, &tmp.path().join("etc")).unwrap_err();
     let msg = err.to_string();
+    assert!(msg.starts_with(&format!("config error at {}:2: @require = 'conf.d/nope.conf'", main.display())), "{msg}");
     assert!(
-        msg.starts_with(&format!(
-            "config error at {}:2: @require = 'conf.d/nope.conf'",
-            main.display()
-        )),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("file not found")
-            && msg.contains(
-                &tmp.path()
-                    .join("etc/conf.d/nope.conf")
-                    .display()
-                    .to_string()
-            )
+        msg.contains("file not found") && msg.contains(&tmp.path().join("etc/conf.d/nope.conf").display().to_string())
     );
 }
 
 #[test]
 fn missing_top_level_file_is_an_io_error() {
-    let err = RawConfig::load(
-        Path::new("/nonexistent/cdrmunch.conf"),
-        None,
-        Path::new("/"),
-    )
-    .unwrap_err();
+    let err = RawConfig::load(Path::new("/nonexistent/cdrmunch.conf"), None, Path::new("/")).unwrap_err();
     assert!(matches!(err, ConfigError::Io { .. }));
-    assert!(
-        err.to_string().contains("/nonexistent/cdrmunch.conf"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("/nonexistent/cdrmunch.conf"), "{err}");
 }
 
 #[test]
@@ -263,75 +186,23 @@ fn bad_values_name_location_key_value_and_expectation() {
         ("server.address", "", "a host name or IP address"),
         ("server.port", "80x", "a port number from 0 to 65535"),
         ("metrics.port", "70000", "a port number from 0 to 65535"),
-        (
-            "distiller.number_of_distilleries",
-            "0",
-            "a whole number >= 1",
-        ),
+        ("distiller.number_of_distilleries", "0", "a whole number >= 1"),
         ("distiller.prefetch", "-1", "a whole number >= 1"),
-        (
-            "cdrdb.max_connections",
-            "99999999999999999999",
-            "a whole number from 1 to 4294967295",
-        ),
-        (
-            "server.max_content_length",
-            "2T",
-            "optionally with a K, M or G suffix",
-        ),
+        ("cdrdb.max_connections", "99999999999999999999", "a whole number from 1 to 4294967295"),
+        ("server.max_content_length", "2T", "optionally with a K, M or G suffix"),
         ("request_handler.max_cdr_size", "0", "a size in bytes >= 1"),
-        (
-            "request_handler.cdr_queue_enabled",
-            "maybe",
-            "true or false",
-        ),
-        (
-            "cdr_queue_poll_interval_seconds",
-            "0",
-            "a number of seconds > 0",
-        ),
-        (
-            "tasksd.poll_interval_seconds",
-            "inf",
-            "a number of seconds > 0",
-        ),
+        ("request_handler.cdr_queue_enabled", "maybe", "true or false"),
+        ("cdr_queue_poll_interval_seconds", "0", "a number of seconds > 0"),
+        ("tasksd.poll_interval_seconds", "inf", "a number of seconds > 0"),
         ("cdr_base_dir", "", "a path"),
-        (
-            "cdrdb.url",
-            "postgres://db/cdr",
-            "starting with sqlite:, mysql: or mariadb:",
-        ),
-        (
-            "billingdb.url",
-            "billing.db",
-            "starting with sqlite:, mysql: or mariadb:",
-        ),
-        (
-            "server.basic_auth",
-            "nocolon",
-            "user:password with a non-empty user",
-        ),
-        (
-            "server.basic_auth",
-            ":secret",
-            "user:password with a non-empty user",
-        ),
-        (
-            "log.level",
-            "7",
-            "a log level from 1 (critical) to 6 (debug)",
-        ),
-        (
-            "billing-feeder.field_types",
-            "s,x",
-            "list of column types s or d; got 'x'",
-        ),
+        ("cdrdb.url", "postgres://db/cdr", "starting with sqlite:, mysql: or mariadb:"),
+        ("billingdb.url", "billing.db", "starting with sqlite:, mysql: or mariadb:"),
+        ("server.basic_auth", "nocolon", "user:password with a non-empty user"),
+        ("server.basic_auth", ":secret", "user:password with a non-empty user"),
+        ("log.level", "7", "a log level from 1 (critical) to 6 (debug)"),
+        ("billing-feeder.field_types", "s,x", "list of column types s or d; got 'x'"),
         ("billing-feeder.field_names", "a,,b", "got an empty entry"),
-        (
-            "tasksd.handler.nope",
-            "builtin",
-            "a key tasksd.handler.<type> with <type> one of",
-        ),
+        ("tasksd.handler.nope", "builtin", "a key tasksd.handler.<type> with <type> one of"),
         ("tasksd.handler.billing", "", "a non-empty value"),
         ("task-executor.workers", "many", "a whole number >= 1"),
         ("task-executor.exponential_backoff", "sure", "true or false"),
@@ -340,12 +211,7 @@ fn bad_values_name_location_key_value_and_expectation() {
         let err = settings(&format!("# header\n{key} = {bad}\n")).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, ConfigError::Value { .. }), "{msg}");
-        assert!(
-            msg.starts_with(&format!(
-                "config error at {ORIGIN}:2: {key} = '{bad}': expected "
-            )),
-            "{msg}"
-        );
+        assert!(msg.starts_with(&format!("config error at {ORIGIN}:2: {key} = '{bad}': expected ")), "{msg}");
         assert!(msg.contains(want), "{msg}");
     }
 }
@@ -392,47 +258,27 @@ fn good_values_convert() {
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(s.server.max_content_length, 2 << 30);
     assert_eq!(s.request_handler.max_cdr_size, 512 << 10);
-    assert!(
-        !s.request_handler.cdr_queue_enabled && s.metrics.enabled && !s.tasksd.exponential_backoff
-    );
+    assert!(!s.request_handler.cdr_queue_enabled && s.metrics.enabled && !s.tasksd.exponential_backoff);
     assert_eq!(s.distiller.poll_interval, Duration::from_millis(500));
     let auth = s.server.basic_auth.unwrap();
-    assert_eq!(
-        (auth.user.as_str(), auth.password.as_str()),
-        ("admin", "pa:ss#1")
-    );
+    assert_eq!((auth.user.as_str(), auth.password.as_str()), ("admin", "pa:ss#1"));
     assert!(!format!("{auth:?}").contains("pa:ss"));
     assert_eq!(s.log.facility.as_deref(), Some("local0"));
     assert_eq!(s.log.file, Some(PathBuf::from("/var/log/cdrmunch.log")));
     assert_eq!(s.app.pid_file, None);
     assert_eq!(s.app.run_as_user.as_deref(), Some("cdr"));
-    assert_eq!(
-        (s.server.port, s.distiller.retry_backoff_max_seconds),
-        (0, 0)
-    );
+    assert_eq!((s.server.port, s.distiller.retry_backoff_max_seconds), (0, 0));
 }
 
 #[test]
 fn disabled_tasks_must_be_known_task_types() {
     let (s, _) = settings("disabled_tasks = billing, emailer ,CDR2SFAPI\n").unwrap();
-    assert_eq!(
-        s.distiller.disabled_tasks,
-        ["billing", "emailer", "CDR2SFAPI"]
-    );
-    assert!(settings("disabled_tasks =\n")
-        .unwrap()
-        .0
-        .distiller
-        .disabled_tasks
-        .is_empty());
+    assert_eq!(s.distiller.disabled_tasks, ["billing", "emailer", "CDR2SFAPI"]);
+    assert!(settings("disabled_tasks =\n").unwrap().0.distiller.disabled_tasks.is_empty());
 
-    let msg = settings("disabled_tasks = billing,Emailer\n")
-        .unwrap_err()
-        .to_string();
+    let msg = settings("disabled_tasks = billing,Emailer\n").unwrap_err().to_string();
     assert!(
-        msg.starts_with(&format!(
-            "config error at {ORIGIN}:1: disabled_tasks = 'billing,Emailer': expected "
-        )),
+        msg.starts_with(&format!("config error at {ORIGIN}:1: disabled_tasks = 'billing,Emailer': expected ")),
         "{msg}"
     );
     assert!(msg.contains("got 'Emailer'"), "{msg}");
@@ -441,9 +287,8 @@ fn disabled_tasks_must_be_known_task_types() {
 
 #[test]
 fn billing_field_counts_must_match() {
-    let msg = settings("billing-feeder.field_names = a,b,c\nbilling-feeder.field_types = s,d\n")
-        .unwrap_err()
-        .to_string();
+    let msg =
+        settings("billing-feeder.field_names = a,b,c\nbilling-feeder.field_types = s,d\n").unwrap_err().to_string();
     assert_eq!(
         msg,
         format!(
@@ -452,16 +297,10 @@ fn billing_field_counts_must_match() {
         )
     );
     // Only names set: checked against the seed types, blamed on the names.
-    let msg = settings("billing-feeder.field_names = a,b\n")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        msg.contains(":1: billing-feeder.field_names = 'a,b': expected 22 entries"),
-        "{msg}"
-    );
+    let msg = settings("billing-feeder.field_names = a,b\n").unwrap_err().to_string();
+    assert!(msg.contains(":1: billing-feeder.field_names = 'a,b': expected 22 entries"), "{msg}");
 
-    let (s, _) =
-        settings("billing-feeder.field_names = a, b\nbilling-feeder.field_types = s,d\n").unwrap();
+    let (s, _) = settings("billing-feeder.field_names = a, b\nbilling-feeder.field_types = s,d\n").unwrap();
     assert_eq!(
         (s.billing_feeder.field_names, s.billing_feeder.field_types),
         (vec!["a".into(), "b".into()], vec!["s".into(), "d".into()])
@@ -476,26 +315,10 @@ fn pattern_keys_fill_maps() {
     )
     .unwrap();
     assert!(warnings.is_empty());
-    let map: Vec<_> = s
-        .billing_feeder
-        .node_name_map
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let map: Vec<_> = s.billing_feeder.node_name_map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     assert_eq!(map, [("billsec", "quantity"), ("duration", "seconds")]);
-    let handlers: Vec<_> = s
-        .tasksd
-        .handlers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    assert_eq!(
-        handlers,
-        [
-            ("billing", "builtin:billing"),
-            ("emailer", "/usr/lib/cdrmunch/mail")
-        ]
-    );
+    let handlers: Vec<_> = s.tasksd.handlers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(handlers, [("billing", "builtin:billing"), ("emailer", "/usr/lib/cdrmunch/mail")]);
 
     let (s, _) = settings("billing-feeder.node_name_map__billsec = units\n").unwrap();
     assert_eq!(s.billing_feeder.node_name_map["billsec"], "units");
@@ -507,12 +330,7 @@ fn absent_keys_take_seed_defaults() {
     assert!(warnings.is_empty() && s.raw.is_empty());
     let sv = &s.server;
     assert_eq!(
-        (
-            sv.address.as_str(),
-            sv.port,
-            sv.max_content_length,
-            &sv.basic_auth
-        ),
+        (sv.address.as_str(), sv.port, sv.max_content_length, &sv.basic_auth),
         ("0.0.0.0", 80, 2147483648, &None)
     );
     let rh = &s.request_handler;
@@ -522,124 +340,53 @@ fn absent_keys_take_seed_defaults() {
     assert_eq!(rh.pcap_base_dir, Path::new("/data/PBX_Archive/PCAP"));
     assert_eq!((rh.max_cdr_size, rh.group_commit_max), (16 << 20, 500));
     let d = &s.distiller;
-    assert_eq!(
-        (
-            d.number_of_distilleries,
-            d.poll_interval,
-            d.poll_max_batch_size
-        ),
-        (10, Duration::from_secs(1), 1000)
-    );
+    assert_eq!((d.number_of_distilleries, d.poll_interval, d.poll_max_batch_size), (10, Duration::from_secs(1), 1000));
     assert_eq!(d.cdr_base_dir, Path::new("/data/PBX_Archive/CDR"));
     assert_eq!(d.normalized_cdr_base_dir, Path::new("/data/CDRMunch/ncdr"));
     assert!(d.disabled_tasks.is_empty());
     assert_eq!(
-        (
-            d.lease_seconds,
-            d.job_timeout_seconds,
-            d.retry_backoff_seconds,
-            d.retry_backoff_max_seconds
-        ),
+        (d.lease_seconds, d.job_timeout_seconds, d.retry_backoff_seconds, d.retry_backoff_max_seconds),
         (300, 60, 10, 3600)
     );
     assert_eq!((d.poison_threshold, d.prefetch), (3, 2));
     let db = &s.database;
     assert_eq!(
-        (
-            db.cdrdb_url.as_str(),
-            db.cdrdb_max_connections,
-            db.billingdb_url.as_str()
-        ),
+        (db.cdrdb_url.as_str(), db.cdrdb_max_connections, db.billingdb_url.as_str()),
         ("sqlite:///d/cdrmunch.db", 10, "sqlite:///d/billing.db")
     );
     let t = &s.tasksd;
-    assert_eq!(
-        (t.executor_threads, t.poll_interval, t.poll_batch_size),
-        (2, Duration::from_secs(1), 100)
-    );
-    assert_eq!(
-        (
-            t.max_retries,
-            t.retry_backoff_seconds,
-            t.exponential_backoff
-        ),
-        (5, 60, true)
-    );
+    assert_eq!((t.executor_threads, t.poll_interval, t.poll_batch_size), (2, Duration::from_secs(1), 100));
+    assert_eq!((t.max_retries, t.retry_backoff_seconds, t.exponential_backoff), (5, 60, true));
     assert!(t.handlers.is_empty());
     let bf = &s.billing_feeder;
     assert_eq!((bf.field_names.len(), bf.field_types.len()), (22, 22));
-    assert_eq!(
-        (bf.field_names[0].as_str(), bf.field_names[21].as_str()),
-        ("uuid", "billingEventType")
-    );
-    assert_eq!(
-        (bf.field_names[1].as_str(), bf.field_types[1].as_str()),
-        ("quantity", "d")
-    );
-    assert_eq!(
-        bf.node_name_map.get("billsec").map(String::as_str),
-        Some("quantity")
-    );
-    assert_eq!(
-        (s.log.level, &s.log.facility, &s.log.file),
-        (4, &None, &None)
-    );
+    assert_eq!((bf.field_names[0].as_str(), bf.field_names[21].as_str()), ("uuid", "billingEventType"));
+    assert_eq!((bf.field_names[1].as_str(), bf.field_types[1].as_str()), ("quantity", "d"));
+    assert_eq!(bf.node_name_map.get("billsec").map(String::as_str), Some("quantity"));
+    assert_eq!((s.log.level, &s.log.facility, &s.log.file), (4, &None, &None));
     assert_eq!(s.app.pid_file, Some(PathBuf::from("/r/cdrmunch.pid")));
     assert_eq!((&s.app.run_as_user, &s.app.run_as_group), (&None, &None));
-    assert_eq!(
-        (
-            s.metrics.enabled,
-            s.metrics.address.as_str(),
-            s.metrics.port
-        ),
-        (true, "127.0.0.1", 9090)
-    );
+    assert_eq!((s.metrics.enabled, s.metrics.address.as_str(), s.metrics.port), (true, "127.0.0.1", 9090));
 }
 
 #[test]
 fn embedded_default_keeps_everything_under_data_dir() {
     let s = Settings::embedded_default(Path::new("./data"));
-    assert_eq!(
-        (s.server.address.as_str(), s.server.port),
-        ("127.0.0.1", 8080)
-    );
+    assert_eq!((s.server.address.as_str(), s.server.port), ("127.0.0.1", 8080));
     assert_eq!(s.database.cdrdb_url, "sqlite://./data/cdrmunch.db");
     assert_eq!(s.database.billingdb_url, "sqlite://./data/billing.db");
     assert_eq!(s.distiller.cdr_base_dir, Path::new("./data/cdr"));
     assert_eq!(s.request_handler.cdr_base_dir, Path::new("./data/cdr"));
-    assert_eq!(
-        s.request_handler.paging_base_dir,
-        Path::new("./data/paging")
-    );
+    assert_eq!(s.request_handler.paging_base_dir, Path::new("./data/paging"));
     assert_eq!(s.request_handler.pcap_base_dir, Path::new("./data/pcap"));
-    assert_eq!(
-        s.distiller.normalized_cdr_base_dir,
-        Path::new("./data/ncdr")
-    );
-    assert_eq!(
-        (
-            s.log.level,
-            &s.app.pid_file,
-            s.distiller.number_of_distilleries
-        ),
-        (4, &None, 4)
-    );
+    assert_eq!(s.distiller.normalized_cdr_base_dir, Path::new("./data/ncdr"));
+    assert_eq!((s.log.level, &s.app.pid_file, s.distiller.number_of_distilleries), (4, &None, 4));
     // Everything else is the seed default.
-    assert_eq!(
-        (
-            s.request_handler.max_cdr_size,
-            s.distiller.lease_seconds,
-            s.metrics.port
-        ),
-        (16 << 20, 300, 9090)
-    );
+    assert_eq!((s.request_handler.max_cdr_size, s.distiller.lease_seconds, s.metrics.port), (16 << 20, 300, 9090));
     assert_eq!(s.raw.get("server.port").map(String::as_str), Some("8080"));
 
     let s = Settings::embedded_default(Path::new("/var/lib/cdrmunch/"));
-    assert_eq!(
-        s.database.cdrdb_url,
-        "sqlite:///var/lib/cdrmunch/cdrmunch.db"
-    );
+    assert_eq!(s.database.cdrdb_url, "sqlite:///var/lib/cdrmunch/cdrmunch.db");
 }
 
 #[test]
@@ -649,20 +396,11 @@ fn registry_is_consistent() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), keys.len(), "duplicate key in registry");
-    for spec in keys::KEYS
-        .iter()
-        .filter(|k| k.prefix().is_none() && !k.default.is_empty())
-    {
+    for spec in keys::KEYS.iter().filter(|k| k.prefix().is_none() && !k.default.is_empty()) {
         let default = keys::expand(spec.default, &test_dirs());
-        assert!(
-            spec.kind.parse(&default).is_ok(),
-            "seed default of {} does not parse: {default}",
-            spec.name
-        );
+        assert!(spec.kind.parse(&default).is_ok(), "seed default of {} does not parse: {default}", spec.name);
     }
-    assert!(keys
-        .iter()
-        .all(|(_, ty, _, help)| !ty.is_empty() && !help.is_empty()));
+    assert!(keys.iter().all(|(_, ty, _, help)| !ty.is_empty() && !help.is_empty()));
 }
 
 #[test]

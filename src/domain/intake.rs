@@ -6,9 +6,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use base64::alphabet::STANDARD;
-use base64::engine::general_purpose::{
-    GeneralPurpose, GeneralPurposeConfig, STANDARD as B64_STANDARD,
-};
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD as B64_STANDARD};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 
@@ -56,17 +54,12 @@ pub enum IntakeError {
     EmptyBody,
     #[error("form field cdr= is empty")]
     EmptyCdrField,
-    #[error(
-        "body is neither XML, JSON nor a cdr= form (first byte 0x{byte:02X} at offset {offset})"
-    )]
+    #[error("body is neither XML, JSON nor a cdr= form (first byte 0x{byte:02X} at offset {offset})")]
     UnknownBody { byte: u8, offset: u64 },
     #[error("cdr= value is neither XML, JSON, percent-encoded nor base64: {detail}")]
     UndecodableCdr { detail: String },
     #[error("{encoding} decodes to something that is neither XML nor JSON ({what})")]
-    NotADocument {
-        encoding: BodyEncoding,
-        what: String,
-    },
+    NotADocument { encoding: BodyEncoding, what: String },
 }
 
 /// Extracts the CDR document from a POST body.
@@ -82,12 +75,7 @@ pub fn decode_body(body: &[u8]) -> Result<DecodedBody<'_>, IntakeError> {
         Some(b'<') => (BodyEncoding::BareXml, Cow::Borrowed(rest)),
         Some(b'{') => (BodyEncoding::BareJson, Cow::Borrowed(rest)),
         Some(_) if rest.starts_with(b"cdr=") => decode_form_value(&rest[4..])?,
-        Some(&byte) => {
-            return Err(IntakeError::UnknownBody {
-                byte,
-                offset: start as u64,
-            })
-        }
+        Some(&byte) => return Err(IntakeError::UnknownBody { byte, offset: start as u64 }),
     };
     Ok(DecodedBody { encoding, document })
 }
@@ -106,9 +94,7 @@ fn decode_form_value(value: &[u8]) -> Result<(BodyEncoding, Cow<'_, [u8]>), Inta
         Some(b'<' | b'{') => Ok((encoding, Cow::Owned(document))),
         first => Err(IntakeError::NotADocument {
             encoding,
-            what: first.map_or("nothing but whitespace".into(), |b| {
-                format!("first byte 0x{b:02X}")
-            }),
+            what: first.map_or("nothing but whitespace".into(), |b| format!("first byte 0x{b:02X}")),
         }),
     }
 }
@@ -179,10 +165,7 @@ fn escape_stray_string_bytes(doc: &[u8]) -> Vec<u8> {
                 out.extend_from_slice(b"\\\"");
             }
         } else if b == b'\\' {
-            if matches!(
-                doc.get(i + 1),
-                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' | b'u')
-            ) {
+            if matches!(doc.get(i + 1), Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' | b'u')) {
                 escaped = true;
                 out.push(b);
             } else {
@@ -223,9 +206,7 @@ fn base64_decode(value: &[u8]) -> Result<Vec<u8>, IntakeError> {
         let unescaped = value.contains(&b'%').then(|| percent_decode_bytes(value));
         unescaped
             .and_then(|v| attempt(&v).ok())
-            .ok_or_else(|| IntakeError::UndecodableCdr {
-                detail: format!("{first} (value starts {})", preview(value)),
-            })
+            .ok_or_else(|| IntakeError::UndecodableCdr { detail: format!("{first} (value starts {})", preview(value)) })
     })
 }
 
@@ -235,12 +216,7 @@ fn percent_decode_bytes(v: &[u8]) -> Vec<u8> {
 
 /// The first bytes of a value, escaped for an error message.
 fn preview(value: &[u8]) -> String {
-    let head: String = value
-        .iter()
-        .take(24)
-        .flat_map(|&b| std::ascii::escape_default(b))
-        .map(char::from)
-        .collect();
+    let head: String = value.iter().take(24).flat_map(|&b| std::ascii::escape_default(b)).map(char::from).collect();
     format!("\"{head}{}\"", if value.len() > 24 { "..." } else { "" })
 }
 
@@ -264,14 +240,10 @@ pub fn encode_body(document: &[u8], enc: SubmitEncoding) -> (&'static str, Vec<u
     let form = |value: &[u8]| [&b"cdr="[..], value].concat();
     match enc {
         SubmitEncoding::Raw => ("application/x-www-form-plaintext", form(document)),
-        SubmitEncoding::Urlencoded => (
-            "application/x-www-form-urlencoded",
-            form(fs_url_encode(document).as_bytes()),
-        ),
-        SubmitEncoding::Base64 => (
-            "application/x-www-form-base64-encoded",
-            form(B64_STANDARD.encode(document).as_bytes()),
-        ),
+        SubmitEncoding::Urlencoded => ("application/x-www-form-urlencoded", form(fs_url_encode(document).as_bytes())),
+        SubmitEncoding::Base64 => {
+            ("application/x-www-form-base64-encoded", form(B64_STANDARD.encode(document).as_bytes()))
+        }
         SubmitEncoding::TextXml => ("text/xml", document.to_vec()),
         SubmitEncoding::Json => ("application/json", document.to_vec()),
     }
@@ -289,19 +261,14 @@ pub struct UuidParam {
 pub fn parse_uuid_param(query: Option<&str>) -> Option<UuidParam> {
     let query = query?;
     let query = query.strip_prefix('?').unwrap_or(query);
-    let raw = query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("uuid="))?;
+    let raw = query.split('&').find_map(|pair| pair.strip_prefix("uuid="))?;
     let value = percent_decode(raw);
     let value = value.trim();
     let (a_leg_prefix, uuid) = match value.strip_prefix("a_") {
         Some(rest) => (true, rest),
         None => (false, value),
     };
-    (!uuid.is_empty()).then(|| UuidParam {
-        a_leg_prefix,
-        uuid: uuid.to_owned(),
-    })
+    (!uuid.is_empty()).then(|| UuidParam { a_leg_prefix, uuid: uuid.to_owned() })
 }
 
 /// The 16 bytes of a FreeSWITCH uuid (hyphenated 8-4-4-4-12 hex, any case); `None` otherwise.
@@ -359,24 +326,12 @@ mod tests {
     fn content_types_match_the_modules() {
         let ct = |e| encode_body(b"<cdr/>", e).0;
         assert_eq!(ct(SubmitEncoding::Raw), "application/x-www-form-plaintext");
-        assert_eq!(
-            ct(SubmitEncoding::Urlencoded),
-            "application/x-www-form-urlencoded"
-        );
-        assert_eq!(
-            ct(SubmitEncoding::Base64),
-            "application/x-www-form-base64-encoded"
-        );
+        assert_eq!(ct(SubmitEncoding::Urlencoded), "application/x-www-form-urlencoded");
+        assert_eq!(ct(SubmitEncoding::Base64), "application/x-www-form-base64-encoded");
         assert_eq!(ct(SubmitEncoding::TextXml), "text/xml");
         assert_eq!(ct(SubmitEncoding::Json), "application/json");
-        assert_eq!(
-            encode_body(b"<a b=\"1\"/>", SubmitEncoding::Urlencoded).1,
-            b"cdr=%3Ca%20b%3D%221%22/%3E"
-        );
-        assert_eq!(
-            encode_body(b"<cdr/>", SubmitEncoding::Base64).1,
-            b"cdr=PGNkci8+"
-        );
+        assert_eq!(encode_body(b"<a b=\"1\"/>", SubmitEncoding::Urlencoded).1, b"cdr=%3Ca%20b%3D%221%22/%3E");
+        assert_eq!(encode_body(b"<cdr/>", SubmitEncoding::Base64).1, b"cdr=PGNkci8+");
     }
 
     #[test]
@@ -384,67 +339,43 @@ mod tests {
         let xml = b"<cdr><variables><a>x+y</a></variables><app_log><application app_name=\"set\" app_data=\"q=1&amp;r=2 +480\"/></app_log></cdr>";
         let body = [&b"cdr="[..], xml].concat();
         let got = decode_body(&body).unwrap();
-        assert_eq!(
-            (got.encoding, &*got.document),
-            (BodyEncoding::FormRaw, &xml[..])
-        );
+        assert_eq!((got.encoding, &*got.document), (BodyEncoding::FormRaw, &xml[..]));
         let cdr = parse(&got.document).unwrap();
         assert_eq!(cdr.app_log[0].app_data, "q=1&r=2 +480");
         assert_eq!(cdr.var("a"), Some("x+y"));
 
         let json = br#"{"variables":{"a":"b&c=d+e"}}"#;
-        let got = decode_body(&[&b"cdr="[..], json].concat())
-            .unwrap()
-            .document
-            .into_owned();
+        let got = decode_body(&[&b"cdr="[..], json].concat()).unwrap().document.into_owned();
         assert_eq!(got, json);
     }
 
     #[test]
     fn bare_bodies_skip_bom_and_whitespace() {
         let got = decode_body(b"\xEF\xBB\xBF \r\n<cdr/>").unwrap();
-        assert_eq!(
-            (got.encoding, &*got.document),
-            (BodyEncoding::BareXml, &b"<cdr/>"[..])
-        );
+        assert_eq!((got.encoding, &*got.document), (BodyEncoding::BareXml, &b"<cdr/>"[..]));
         let got = decode_body(b"\n{\"a\":1}").unwrap();
-        assert_eq!(
-            (got.encoding, &*got.document),
-            (BodyEncoding::BareJson, &b"{\"a\":1}"[..])
-        );
+        assert_eq!((got.encoding, &*got.document), (BodyEncoding::BareJson, &b"{\"a\":1}"[..]));
     }
 
     #[test]
     fn urlencoded_forms_treat_plus_as_space() {
-        let got = decode_body(
-            b"cdr=%3Ccdr%3E%3Cvariables%3E%3Cv%3Ea+b%252B%3C%2Fv%3E%3C%2Fvariables%3E%3C%2Fcdr%3E",
-        )
-        .unwrap();
+        let got = decode_body(b"cdr=%3Ccdr%3E%3Cvariables%3E%3Cv%3Ea+b%252B%3C%2Fv%3E%3C%2Fvariables%3E%3C%2Fcdr%3E")
+            .unwrap();
         assert_eq!(got.encoding, BodyEncoding::FormUrlencoded);
-        assert_eq!(
-            &*got.document,
-            b"<cdr><variables><v>a b%2B</v></variables></cdr>"
-        );
+        assert_eq!(&*got.document, b"<cdr><variables><v>a b%2B</v></variables></cdr>");
         assert_eq!(parse(&got.document).unwrap().var("v"), Some("a b+"));
     }
 
     #[test]
     fn base64_variants() {
-        let b64 =
-            |s: &str| decode_body(s.as_bytes()).map(|d| (d.encoding, d.document.into_owned()));
+        let b64 = |s: &str| decode_body(s.as_bytes()).map(|d| (d.encoding, d.document.into_owned()));
         let expect = Ok((BodyEncoding::FormBase64, b"<cdr/>".to_vec()));
         assert_eq!(b64("cdr=PGNkci8+"), expect);
         assert_eq!(b64("cdr=PGNk\r\nci8+\n"), expect);
-        assert_eq!(
-            b64("cdr=PGNkci8 "),
-            Ok((BodyEncoding::FormBase64, b"<cdr/".to_vec()))
-        ); // missing padding
+        assert_eq!(b64("cdr=PGNkci8 "), Ok((BodyEncoding::FormBase64, b"<cdr/".to_vec()))); // missing padding
         assert_eq!(b64("cdr=PGNkci8%2B"), expect);
         // '+' turned into ' ' by a form decoder upstream
-        assert_eq!(
-            b64("cdr=PHg  Ps8L3g+"),
-            Ok((BodyEncoding::FormBase64, b"<x>\xf8\xfb</x>".to_vec()))
-        );
+        assert_eq!(b64("cdr=PHg  Ps8L3g+"), Ok((BodyEncoding::FormBase64, b"<x>\xf8\xfb</x>".to_vec())));
         assert_eq!(b64("cdr=PGNkci8+").unwrap().1, b"<cdr/>");
     }
 
@@ -455,25 +386,24 @@ mod tests {
         assert_eq!(err(b" \r\n"), "body is empty");
         assert_eq!(err(b"cdr="), "form field cdr= is empty");
         assert_eq!(err(b"cdr=  \n"), "form field cdr= is empty");
-        assert_eq!(
-            err(b"ABC"),
-            "body is neither XML, JSON nor a cdr= form (first byte 0x41 at offset 0)"
-        );
+        assert_eq!(err(b"ABC"), "body is neither XML, JSON nor a cdr= form (first byte 0x41 at offset 0)");
         assert_eq!(
             err(b"uuid=x&cdr=<cdr/>"),
             "body is neither XML, JSON nor a cdr= form (first byte 0x75 at offset 0)"
         );
         let e = err(b"cdr=!!not base64!!");
         assert!(
-            e.starts_with("cdr= value is neither XML, JSON, percent-encoded nor base64: ")
-                && e.contains("!!not"),
+            e.starts_with("cdr= value is neither XML, JSON, percent-encoded nor base64: ") && e.contains("!!not"),
             "{e}"
         );
         assert_eq!(
             err(b"cdr=aGVsbG8="),
             "base64 cdr= form decodes to something that is neither XML nor JSON (first byte 0x68)"
         );
-        assert_eq!(err(b"cdr=%20%20"), "percent-encoded cdr= form decodes to something that is neither XML nor JSON (nothing but whitespace)");
+        assert_eq!(
+            err(b"cdr=%20%20"),
+            "percent-encoded cdr= form decodes to something that is neither XML nor JSON (nothing but whitespace)"
+        );
     }
 
     /// `switch_url_encode` as mod_json_cdr calls it: like `fs_url_encode` but an existing `%XX`
@@ -483,10 +413,9 @@ mod tests {
         let mut i = 0;
         while i < doc.len() {
             let keep = doc[i] == b'%'
-                && doc.get(i + 1..i + 3).is_some_and(|h| {
-                    h.iter()
-                        .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c))
-                });
+                && doc
+                    .get(i + 1..i + 3)
+                    .is_some_and(|h| h.iter().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c)));
             if keep {
                 out.push(b'%');
             } else {
@@ -521,22 +450,9 @@ mod tests {
     #[test]
     fn uuid_query_parameter() {
         let p = parse_uuid_param(Some("uuid=a_6a7ccd66-6d2f-46c4-abd9-07cf37fc161e")).unwrap();
-        assert_eq!(
-            p,
-            UuidParam {
-                a_leg_prefix: true,
-                uuid: "6a7ccd66-6d2f-46c4-abd9-07cf37fc161e".into()
-            }
-        );
-        let p =
-            parse_uuid_param(Some("?x=1&uuid=2605af5c%2Df1e8-47a5-a9ce-833f051c40c5&y")).unwrap();
-        assert_eq!(
-            p,
-            UuidParam {
-                a_leg_prefix: false,
-                uuid: "2605af5c-f1e8-47a5-a9ce-833f051c40c5".into()
-            }
-        );
+        assert_eq!(p, UuidParam { a_leg_prefix: true, uuid: "6a7ccd66-6d2f-46c4-abd9-07cf37fc161e".into() });
+        let p = parse_uuid_param(Some("?x=1&uuid=2605af5c%2Df1e8-47a5-a9ce-833f051c40c5&y")).unwrap();
+        assert_eq!(p, UuidParam { a_leg_prefix: false, uuid: "2605af5c-f1e8-47a5-a9ce-833f051c40c5".into() });
         assert_eq!(parse_uuid_param(None), None);
         assert_eq!(parse_uuid_param(Some("x=1")), None);
         assert_eq!(parse_uuid_param(Some("uuid=")), None);
@@ -547,16 +463,10 @@ mod tests {
     #[test]
     fn canonical_uuids() {
         let a = canonical_uuid("6a7ccd66-6d2f-46c4-abd9-07cf37fc161e").unwrap();
-        assert_eq!(
-            canonical_uuid(" 6A7CCD66-6D2F-46C4-ABD9-07CF37FC161E "),
-            Some(a)
-        );
+        assert_eq!(canonical_uuid(" 6A7CCD66-6D2F-46C4-ABD9-07CF37FC161E "), Some(a));
         assert_eq!(a[0], 0x6a);
         assert_eq!(canonical_uuid("6a7ccd666d2f46c4abd907cf37fc161e"), None);
-        assert_eq!(
-            canonical_uuid("{6a7ccd66-6d2f-46c4-abd9-07cf37fc161e}"),
-            None
-        );
+        assert_eq!(canonical_uuid("{6a7ccd66-6d2f-46c4-abd9-07cf37fc161e}"), None);
         assert_eq!(canonical_uuid("6a7ccd66-6d2f-46c4-abd9-07cf37fc161g"), None);
         assert_eq!(canonical_uuid(""), None);
         let cdr = parse(&corpus_file("xml", "zhouhailin_a_6a7ccd66_inbound.cdr.xml")).unwrap();

@@ -25,8 +25,7 @@ pub(crate) fn corpus_dir() -> std::path::PathBuf {
 #[cfg(test)]
 pub(crate) fn corpus_file(sub: &str, name: &str) -> Vec<u8> {
     let path = corpus_dir().join(sub).join(name);
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("corpus file {} unreadable: {e}", path.display()))
+    std::fs::read(&path).unwrap_or_else(|e| panic!("corpus file {} unreadable: {e}", path.display()))
 }
 
 /// All `(name, bytes)` of one corpus subdirectory (`xml` or `json`), sorted by name.
@@ -35,12 +34,7 @@ pub(crate) fn corpus_files(sub: &str) -> Vec<(String, Vec<u8>)> {
     let dir = corpus_dir().join(sub);
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("corpus dir {} unreadable: {e}", dir.display()))
-        .map(|e| {
-            e.expect("dir entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
+        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
     assert!(!names.is_empty(), "corpus dir {} is empty", dir.display());

@@ -52,33 +52,19 @@ pub enum NormalizeError {
 }
 
 /// Parses and normalizes a raw CDR document (XML or JSON).
-pub fn normalize_document(
-    doc: &[u8],
-    ctx: &NormalizeContext,
-) -> Result<NormalizedCdr, NormalizeError> {
+pub fn normalize_document(doc: &[u8], ctx: &NormalizeContext) -> Result<NormalizedCdr, NormalizeError> {
     normalize(&cdr::parse(doc)?, ctx)
 }
 
 pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, NormalizeError> {
-    let uuid = raw
-        .uuid()
-        .ok_or(NormalizeError::NoUuid)?
-        .to_ascii_lowercase();
+    let uuid = raw.uuid().ok_or(NormalizeError::NoUuid)?.to_ascii_lowercase();
     let uuid_bytes = canonical_uuid(&uuid).ok_or_else(|| NormalizeError::BadUuid(uuid.clone()))?;
     let t = Timing::of(raw);
     let leg = leg_of(raw);
     let newest = raw.newest_callflow();
-    let profile = |f: &str| {
-        newest
-            .and_then(|c| c.profile.get(f))
-            .filter(|v| !v.is_empty())
-    };
-    let caller = profile("caller_id_number")
-        .or_else(|| raw.var("caller_id_number"))
-        .unwrap_or("");
-    let destination = profile("destination_number")
-        .or_else(|| raw.var("destination_number"))
-        .unwrap_or("");
+    let profile = |f: &str| newest.and_then(|c| c.profile.get(f)).filter(|v| !v.is_empty());
+    let caller = profile("caller_id_number").or_else(|| raw.var("caller_id_number")).unwrap_or("");
+    let destination = profile("destination_number").or_else(|| raw.var("destination_number")).unwrap_or("");
     let direction = raw.direction().map(str::to_string).unwrap_or_else(|| {
         // No direction recorded (2007 files, edited fixtures): a leg FreeSWITCH originated
         // carries an originator profile.
@@ -97,16 +83,10 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
     };
     let end_or_start = if t.end > 0 { t.end } else { start_or_received };
     let recording_path = recording_path(raw);
-    let other_leg = [
-        "originating_leg_uuid",
-        "originator",
-        "bridge_uuid",
-        "signal_bond",
-        "last_bridge_to",
-    ]
-    .iter()
-    .find_map(|k| raw.var(k).filter(|v| !v.is_empty() && *v != uuid))
-    .map(str::to_string);
+    let other_leg = ["originating_leg_uuid", "originator", "bridge_uuid", "signal_bond", "last_bridge_to"]
+        .iter()
+        .find_map(|k| raw.var(k).filter(|v| !v.is_empty() && *v != uuid))
+        .map(str::to_string);
 
     let mut data: Vec<(&'static str, String)> = vec![
         ("uuid", uuid.clone()),
@@ -121,29 +101,18 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
         ("end_epoch", t.end.to_string()),
         ("duration", t.duration.to_string()),
         ("billsec", t.billsec.to_string()),
-        (
-            "hangup_cause",
-            raw.var("hangup_cause").unwrap_or("").to_string(),
-        ),
+        ("hangup_cause", raw.var("hangup_cause").unwrap_or("").to_string()),
     ];
     let optional = [
         ("sip_call_id", raw.var("sip_call_id").map(str::to_string)),
         ("other_leg_uuid", other_leg),
         ("switchname", raw.switchname.clone()),
         ("recording_path", recording_path.clone()),
-        (
-            "cdr_path",
-            Some(ctx.cdr_path.clone()).filter(|p| !p.is_empty()),
-        ),
+        ("cdr_path", Some(ctx.cdr_path.clone()).filter(|p| !p.is_empty())),
     ];
     data.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
 
-    let facts = CallFacts {
-        a_leg: leg == Leg::A,
-        answered: t.answer > 0,
-        billsec: t.billsec,
-        recording_path,
-    };
+    let facts = CallFacts { a_leg: leg == Leg::A, answered: t.answer > 0, billsec: t.billsec, recording_path };
     Ok(NormalizedCdr {
         uuid,
         uuid_bytes,
@@ -172,54 +141,23 @@ impl Timing {
     /// profile's creation, answer = the first answer, end = the last hangup.
     fn of(raw: &RawCdr) -> Timing {
         let var = |k: &str| raw.var(k).and_then(|v| v.trim().parse::<i64>().ok());
-        let times = |name: &'static str| {
-            raw.callflows
-                .iter()
-                .filter_map(move |c| c.time(name))
-                .filter(|&us| us > 0)
-        };
+        let times = |name: &'static str| raw.callflows.iter().filter_map(move |c| c.time(name)).filter(|&us| us > 0);
         let secs = |us: i64| us / 1_000_000;
-        let start = var("start_epoch")
-            .filter(|&v| v > 0)
-            .or_else(|| times("created_time").min().map(secs))
-            .unwrap_or(0);
-        let answer = var("answer_epoch")
-            .or_else(|| times("answered_time").min().map(secs))
-            .unwrap_or(0);
-        let end = var("end_epoch")
-            .filter(|&v| v > 0)
-            .or_else(|| times("hangup_time").max().map(secs))
-            .unwrap_or(0);
-        let duration = var("duration").unwrap_or(if end >= start && start > 0 {
-            end - start
-        } else {
-            0
-        });
-        let billsec = var("billsec").unwrap_or(if answer > 0 && end >= answer {
-            end - answer
-        } else {
-            0
-        });
-        Timing {
-            start,
-            answer,
-            end,
-            duration,
-            billsec,
-        }
+        let start =
+            var("start_epoch").filter(|&v| v > 0).or_else(|| times("created_time").min().map(secs)).unwrap_or(0);
+        let answer = var("answer_epoch").or_else(|| times("answered_time").min().map(secs)).unwrap_or(0);
+        let end = var("end_epoch").filter(|&v| v > 0).or_else(|| times("hangup_time").max().map(secs)).unwrap_or(0);
+        let duration = var("duration").unwrap_or(if end >= start && start > 0 { end - start } else { 0 });
+        let billsec = var("billsec").unwrap_or(if answer > 0 && end >= answer { end - answer } else { 0 });
+        Timing { start, answer, end, duration, billsec }
     }
 }
 
 /// B-leg markers (FORMAT.md §5): an originator caller profile or the variables that
 /// FreeSWITCH sets on legs it originated for a bridge.
 pub fn leg_of(raw: &RawCdr) -> Leg {
-    let has_originator = raw
-        .callflows
-        .iter()
-        .any(|c| !c.profile.originator.is_empty());
-    let var_marker = ["originator", "originating_leg_uuid"]
-        .iter()
-        .any(|k| raw.var(k).is_some_and(|v| !v.is_empty()));
+    let has_originator = raw.callflows.iter().any(|c| !c.profile.originator.is_empty());
+    let var_marker = ["originator", "originating_leg_uuid"].iter().any(|k| raw.var(k).is_some_and(|v| !v.is_empty()));
     if has_originator || var_marker {
         Leg::B
     } else {
@@ -235,10 +173,7 @@ fn recording_path(raw: &RawCdr) -> Option<String> {
     }
     let recorded = ["record_seconds", "record_ms", "record_samples"]
         .iter()
-        .any(|k| {
-            raw.var(k)
-                .is_some_and(|v| v.trim().parse::<f64>().is_ok_and(|n| n > 0.0))
-        });
+        .any(|k| raw.var(k).is_some_and(|v| v.trim().parse::<f64>().is_ok_and(|n| n > 0.0)));
     if !recorded {
         return None;
     }
@@ -260,13 +195,7 @@ pub fn table_suffix(epoch: i64) -> i64 {
 
 pub fn hour_dir(epoch: i64) -> String {
     let d = utc(epoch);
-    format!(
-        "{:04}{:02}{:02}T{:02}00",
-        d.year(),
-        d.month(),
-        d.day(),
-        d.hour()
-    )
+    format!("{:04}{:02}{:02}T{:02}00", d.year(), d.month(), d.day(), d.hour())
 }
 
 impl NormalizedCdr {
@@ -301,11 +230,7 @@ impl NormalizedCdr {
 
     /// `(task_type, node_index)` for the `tasks` rows: node_index is the position among `<task>` nodes.
     pub fn task_rows(&self) -> Vec<(String, u32)> {
-        self.tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.task_type.as_str().to_string(), i as u32))
-            .collect()
+        self.tasks.iter().enumerate().map(|(i, t)| (t.task_type.as_str().to_string(), i as u32)).collect()
     }
 }
 
@@ -331,8 +256,7 @@ mod tests {
     use super::*;
 
     fn xml(vars: &str, callflow: &str) -> Vec<u8> {
-        format!("<?xml version=\"1.0\"?>\n<cdr><variables>{vars}</variables>{callflow}</cdr>")
-            .into_bytes()
+        format!("<?xml version=\"1.0\"?>\n<cdr><variables>{vars}</variables>{callflow}</cdr>").into_bytes()
     }
 
     #[test]
@@ -351,28 +275,14 @@ mod tests {
         assert_eq!(n.hour_dir, "20231114T2200");
         assert_eq!(n.org_id, 42);
         // profile fields are not percent-encoded: "%2B" stays as written there
-        let get = |k: &str| {
-            n.data
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |k: &str| n.data.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("caller_id_number"), Some("%2B441234"));
         assert_eq!(get("destination_number"), Some("+442071234567"));
         assert_eq!(get("billsec"), Some("60"));
-        assert_eq!(
-            n.task_rows(),
-            vec![("billing".to_string(), 0), ("calllog".to_string(), 1)]
-        );
+        assert_eq!(n.task_rows(), vec![("billing".to_string(), 0), ("calllog".to_string(), 1)]);
         let x = n.to_xml();
-        assert!(
-            x.contains("<uuid record=\"true\">0d2e4c6a-1111-2222-3333-444455556666</uuid>"),
-            "{x}"
-        );
-        assert!(
-            x.contains("<task type=\"billing\">\n      <quantity>60</quantity>"),
-            "{x}"
-        );
+        assert!(x.contains("<uuid record=\"true\">0d2e4c6a-1111-2222-3333-444455556666</uuid>"), "{x}");
+        assert!(x.contains("<task type=\"billing\">\n      <quantity>60</quantity>"), "{x}");
     }
 
     #[test]
@@ -384,13 +294,7 @@ mod tests {
              <hangup_time>1181000071000000</hangup_time></times></callflow>",
         );
         let n = normalize_document(&doc, &NormalizeContext::default()).unwrap();
-        let get = |k: &str| {
-            n.data
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.clone())
-                .unwrap()
-        };
+        let get = |k: &str| n.data.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()).unwrap();
         assert_eq!(get("start_epoch"), "1181000000");
         assert_eq!(get("answer_epoch"), "1181000002");
         assert_eq!(get("billsec"), "69");
@@ -400,15 +304,9 @@ mod tests {
     #[test]
     fn missing_or_bad_uuid_is_a_permanent_error() {
         let none = xml("<hangup_cause>X</hangup_cause>", "");
-        assert_eq!(
-            normalize_document(&none, &Default::default()).unwrap_err(),
-            NormalizeError::NoUuid
-        );
+        assert_eq!(normalize_document(&none, &Default::default()).unwrap_err(), NormalizeError::NoUuid);
         let bad = xml("<uuid>not-a-uuid</uuid>", "");
-        assert!(matches!(
-            normalize_document(&bad, &Default::default()),
-            Err(NormalizeError::BadUuid(_))
-        ));
+        assert!(matches!(normalize_document(&bad, &Default::default()), Err(NormalizeError::BadUuid(_))));
     }
 
     #[test]

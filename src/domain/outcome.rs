@@ -33,9 +33,7 @@ impl Outcome {
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Outcome::PermanentFailure(d)
-            | Outcome::RetriableFailure(d)
-            | Outcome::InternalFailure(d) => {
+            Outcome::PermanentFailure(d) | Outcome::RetriableFailure(d) | Outcome::InternalFailure(d) => {
                 write!(f, "{}: {d}", self.label())
             }
             _ => f.write_str(self.label()),
@@ -46,8 +44,7 @@ impl fmt::Display for Outcome {
 /// Exponential backoff: `base * 2^retry`, capped at `max` (seconds). `retry` is the number
 /// of failures so far, so the first retry waits `base`.
 pub fn backoff_seconds(retry: u32, base: u64, max: u64) -> u64 {
-    base.saturating_mul(1u64.checked_shl(retry.min(63)).unwrap_or(u64::MAX))
-        .min(max)
+    base.saturating_mul(1u64.checked_shl(retry.min(63)).unwrap_or(u64::MAX)).min(max)
 }
 
 #[cfg(test)]
@@ -66,9 +63,6 @@ mod tests {
     #[test]
     fn labels_are_the_seed_names() {
         assert_eq!(Outcome::SuccessfulDuplicate.label(), "successful_duplicate");
-        assert_eq!(
-            Outcome::PermanentFailure("x".into()).to_string(),
-            "permanent_failure: x"
-        );
+        assert_eq!(Outcome::PermanentFailure("x".into()).to_string(), "permanent_failure: x");
     }
 }

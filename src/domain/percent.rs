@@ -61,27 +61,15 @@ mod tests {
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(percent_decode("x%FFy"), "x\u{FFFD}y");
-        assert_eq!(
-            percent_decode("sofia/internal/1000%40192.168.6.32"),
-            "sofia/internal/1000@192.168.6.32"
-        );
+        assert_eq!(percent_decode("sofia/internal/1000%40192.168.6.32"), "sofia/internal/1000@192.168.6.32");
     }
 
     #[test]
     fn encodes_like_freeswitch() {
-        assert_eq!(
-            fs_url_encode(b"\"Mikey\" <1160>"),
-            "%22Mikey%22%20%3C1160%3E"
-        );
-        assert_eq!(
-            fs_url_encode(b"2009-05-21 10:53:46"),
-            "2009-05-21%2010%3A53%3A46"
-        );
+        assert_eq!(fs_url_encode(b"\"Mikey\" <1160>"), "%22Mikey%22%20%3C1160%3E");
+        assert_eq!(fs_url_encode(b"2009-05-21 10:53:46"), "2009-05-21%2010%3A53%3A46");
         assert_eq!(fs_url_encode(b"a!$'()*,-./_~Z9"), "a!$'()*,-./_~Z9");
-        assert_eq!(
-            fs_url_encode(b"#%&+:;<=>?@[\\]^`{|}"),
-            "%23%25%26%2B%3A%3B%3C%3D%3E%3F%40%5B%5C%5D%5E%60%7B%7C%7D"
-        );
+        assert_eq!(fs_url_encode(b"#%&+:;<=>?@[\\]^`{|}"), "%23%25%26%2B%3A%3B%3C%3D%3E%3F%40%5B%5C%5D%5E%60%7B%7C%7D");
         assert_eq!(fs_url_encode(b"\r\n\t\x7f\xc3\xa9"), "%0D%0A%09%7F%C3%A9");
         for b in 0u8..=255 {
             let literal = fs_url_encode(&[b]).len() == 1;

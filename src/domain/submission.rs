@@ -28,9 +28,7 @@ pub enum SubmissionError {
     Body(String),
     #[error("not a well-formed CDR: {0}")]
     Parse(String),
-    #[error(
-        "CDR has no call uuid (no ?uuid= parameter, no <variables><uuid>, no caller_profile uuid)"
-    )]
+    #[error("CDR has no call uuid (no ?uuid= parameter, no <variables><uuid>, no caller_profile uuid)")]
     NoUuid,
     #[error("call uuid '{0}' is not a UUID")]
     BadUuid(String),
@@ -54,10 +52,7 @@ pub fn prepare(
     let body_uuid = raw.uuid().map(str::to_ascii_lowercase);
     let uuid = match (&param, body_uuid) {
         (Some(p), Some(b)) if !p.uuid.eq_ignore_ascii_case(&b) => {
-            return Err(SubmissionError::UuidMismatch {
-                query: p.uuid.clone(),
-                body: b,
-            })
+            return Err(SubmissionError::UuidMismatch { query: p.uuid.clone(), body: b })
         }
         (_, Some(b)) => b,
         (Some(p), None) => p.uuid.to_ascii_lowercase(),
@@ -65,12 +60,7 @@ pub fn prepare(
     };
     let uuid_bytes = canonical_uuid(&uuid).ok_or_else(|| SubmissionError::BadUuid(uuid.clone()))?;
     let a_leg = param.as_ref().map(|p| p.a_leg_prefix).unwrap_or(false) || leg_of(&raw) == Leg::A;
-    let host = sanitize_host(
-        raw.switchname
-            .as_deref()
-            .or_else(|| raw.var("hostname"))
-            .unwrap_or(peer),
-    );
+    let host = sanitize_host(raw.switchname.as_deref().or_else(|| raw.var("hostname")).unwrap_or(peer));
     let call_epoch = call_epoch(&raw).unwrap_or(received_epoch);
     let ext = match raw.format {
         CdrFormat::Xml => "xml",
@@ -84,32 +74,14 @@ pub fn prepare(
         day % 100,
         if a_leg { "a_" } else { "" }
     );
-    Ok(Submission {
-        document,
-        encoding,
-        format: raw.format,
-        uuid,
-        uuid_bytes,
-        a_leg,
-        host,
-        key,
-        call_epoch,
-    })
+    Ok(Submission { document, encoding, format: raw.format, uuid, uuid_bytes, a_leg, host, key, call_epoch })
 }
 
 /// When the call started: `start_epoch`, else the earliest `<times><created_time>`.
 fn call_epoch(raw: &RawCdr) -> Option<i64> {
-    raw.var("start_epoch")
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .filter(|&v| v > 0)
-        .or_else(|| {
-            raw.callflows
-                .iter()
-                .filter_map(|c| c.time("created_time"))
-                .filter(|&t| t > 0)
-                .min()
-                .map(|us| us / 1_000_000)
-        })
+    raw.var("start_epoch").and_then(|v| v.trim().parse::<i64>().ok()).filter(|&v| v > 0).or_else(|| {
+        raw.callflows.iter().filter_map(|c| c.time("created_time")).filter(|&t| t > 0).min().map(|us| us / 1_000_000)
+    })
 }
 
 /// A host name safe as one path component.
@@ -117,13 +89,7 @@ fn sanitize_host(h: &str) -> String {
     let s: String = h
         .trim()
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
         .collect();
     let s = s.trim_matches('.').to_string();
     if s.is_empty() {
@@ -137,56 +103,29 @@ fn sanitize_host(h: &str) -> String {
 mod tests {
     use super::*;
 
-    const DOC: &str =
-        "<cdr switchname=\"fs1\"><variables><uuid>6A7CCD66-0000-4000-8000-000000000001</uuid>\
+    const DOC: &str = "<cdr switchname=\"fs1\"><variables><uuid>6A7CCD66-0000-4000-8000-000000000001</uuid>\
         <start_epoch>1700000000</start_epoch></variables></cdr>";
 
     #[test]
     fn names_by_host_date_leg_and_uuid() {
-        let s = prepare(
-            DOC.as_bytes(),
-            Some("uuid=a_6a7ccd66-0000-4000-8000-000000000001"),
-            "10.0.0.1",
-            0,
-        )
-        .unwrap();
-        assert_eq!(
-            s.key,
-            "fs1/2023-11-14/a_6a7ccd66-0000-4000-8000-000000000001.cdr.xml"
-        );
+        let s = prepare(DOC.as_bytes(), Some("uuid=a_6a7ccd66-0000-4000-8000-000000000001"), "10.0.0.1", 0).unwrap();
+        assert_eq!(s.key, "fs1/2023-11-14/a_6a7ccd66-0000-4000-8000-000000000001.cdr.xml");
         assert!(s.a_leg);
     }
 
     #[test]
     fn query_uuid_must_agree_with_the_body() {
-        let err = prepare(
-            DOC.as_bytes(),
-            Some("uuid=6a7ccd66-0000-4000-8000-000000000002"),
-            "h",
-            0,
-        )
-        .unwrap_err();
+        let err = prepare(DOC.as_bytes(), Some("uuid=6a7ccd66-0000-4000-8000-000000000002"), "h", 0).unwrap_err();
         assert!(matches!(err, SubmissionError::UuidMismatch { .. }), "{err}");
     }
 
     #[test]
     fn uuid_from_query_when_the_body_has_none_and_host_falls_back_to_peer() {
         let doc = "<cdr><variables><hangup_cause>X</hangup_cause></variables></cdr>";
-        let s = prepare(
-            doc.as_bytes(),
-            Some("uuid=6a7ccd66-0000-4000-8000-000000000003"),
-            "127.0.0.1",
-            86_400,
-        )
-        .unwrap();
-        assert_eq!(
-            s.key,
-            "127.0.0.1/1970-01-02/a_6a7ccd66-0000-4000-8000-000000000003.cdr.xml"
-        );
-        assert_eq!(
-            prepare(doc.as_bytes(), None, "h", 0).unwrap_err(),
-            SubmissionError::NoUuid
-        );
+        let s =
+            prepare(doc.as_bytes(), Some("uuid=6a7ccd66-0000-4000-8000-000000000003"), "127.0.0.1", 86_400).unwrap();
+        assert_eq!(s.key, "127.0.0.1/1970-01-02/a_6a7ccd66-0000-4000-8000-000000000003.cdr.xml");
+        assert_eq!(prepare(doc.as_bytes(), None, "h", 0).unwrap_err(), SubmissionError::NoUuid);
     }
 
     #[test]

@@ -55,13 +55,10 @@ impl fmt::Display for TaskType {
 impl FromStr for TaskType {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        TaskType::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| {
-                let valid: Vec<_> = TaskType::ALL.iter().map(|t| t.as_str()).collect();
-                format!("unknown task type '{s}' (valid: {})", valid.join(", "))
-            })
+        TaskType::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
+            let valid: Vec<_> = TaskType::ALL.iter().map(|t| t.as_str()).collect();
+            format!("unknown task type '{s}' (valid: {})", valid.join(", "))
+        })
     }
 }
 
@@ -96,10 +93,7 @@ pub fn derive_tasks(facts: &CallFacts, disabled: &[TaskType]) -> Vec<TaskNode> {
         });
     }
     if facts.a_leg {
-        nodes.push(TaskNode {
-            task_type: TaskType::Calllog,
-            params: vec![],
-        });
+        nodes.push(TaskNode { task_type: TaskType::Calllog, params: vec![] });
     }
     if let Some(path) = &facts.recording_path {
         nodes.push(TaskNode {
@@ -129,42 +123,15 @@ mod tests {
 
     #[test]
     fn rules_follow_leg_answer_and_disabled() {
-        let answered_a = CallFacts {
-            a_leg: true,
-            answered: true,
-            billsec: 30,
-            recording_path: None,
-        };
+        let answered_a = CallFacts { a_leg: true, answered: true, billsec: 30, recording_path: None };
         let types = |n: Vec<TaskNode>| n.into_iter().map(|t| t.task_type).collect::<Vec<_>>();
-        assert_eq!(
-            types(derive_tasks(&answered_a, &[])),
-            [TaskType::Billing, TaskType::Calllog]
-        );
-        assert_eq!(
-            types(derive_tasks(&answered_a, &[TaskType::Billing])),
-            [TaskType::Calllog]
-        );
-        let zero = CallFacts {
-            billsec: 0,
-            ..answered_a.clone()
-        };
+        assert_eq!(types(derive_tasks(&answered_a, &[])), [TaskType::Billing, TaskType::Calllog]);
+        assert_eq!(types(derive_tasks(&answered_a, &[TaskType::Billing])), [TaskType::Calllog]);
+        let zero = CallFacts { billsec: 0, ..answered_a.clone() };
         assert_eq!(types(derive_tasks(&zero, &[])), [TaskType::Calllog]);
-        let b_leg = CallFacts {
-            a_leg: false,
-            ..answered_a.clone()
-        };
+        let b_leg = CallFacts { a_leg: false, ..answered_a.clone() };
         assert!(derive_tasks(&b_leg, &[]).is_empty());
-        let rec = CallFacts {
-            recording_path: Some("/r/x.wav".into()),
-            ..answered_a
-        };
-        assert_eq!(
-            types(derive_tasks(&rec, &[])),
-            [
-                TaskType::Billing,
-                TaskType::Calllog,
-                TaskType::RecordingDelivery
-            ]
-        );
+        let rec = CallFacts { recording_path: Some("/r/x.wav".into()), ..answered_a };
+        assert_eq!(types(derive_tasks(&rec, &[])), [TaskType::Billing, TaskType::Calllog, TaskType::RecordingDelivery]);
     }
 }

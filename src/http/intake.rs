@@ -32,12 +32,11 @@ pub async fn post_cdr(
     let received = chrono::Utc::now().timestamp();
     let query = uri.query().map(str::to_string);
     let peer_ip = peer.ip().to_string();
-    let sub: Submission = tokio::task::spawn_blocking(move || {
-        submission::prepare(&bytes, query.as_deref(), &peer_ip, received)
-    })
-    .await
-    .map_err(|e| ApiError::unavailable(format!("intake worker failed: {e}")))?
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let sub: Submission =
+        tokio::task::spawn_blocking(move || submission::prepare(&bytes, query.as_deref(), &peer_ip, received))
+            .await
+            .map_err(|e| ApiError::unavailable(format!("intake worker failed: {e}")))?
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let path = st
         .raw_store
         .put(&sub.key, &sub.document)
@@ -62,20 +61,12 @@ async fn enqueue(st: &HttpState, row: NewQueuedCdr) -> Result<(), ApiError> {
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::unavailable("intake is restarting"))?;
-    match intake
-        .call(
-            |reply| IntakeMsg::Submit(row, reply),
-            Some(st.cfg.commit_timeout),
-        )
-        .await
-    {
+    match intake.call(|reply| IntakeMsg::Submit(row, reply), Some(st.cfg.commit_timeout)).await {
         Ok(ractor::rpc::CallResult::Success(Ok(()))) => Ok(()),
-        Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(ApiError::unavailable(format!(
-            "could not queue the CDR: {e}"
-        ))),
-        Ok(ractor::rpc::CallResult::Timeout) => {
-            Err(ApiError::unavailable("queueing the CDR timed out"))
+        Ok(ractor::rpc::CallResult::Success(Err(e))) => {
+            Err(ApiError::unavailable(format!("could not queue the CDR: {e}")))
         }
+        Ok(ractor::rpc::CallResult::Timeout) => Err(ApiError::unavailable("queueing the CDR timed out")),
         _ => Err(ApiError::unavailable("intake is restarting")),
     }
 }
@@ -88,8 +79,7 @@ async fn read_limited(headers: &HeaderMap, body: Body, limit: u64) -> Result<Byt
     let mut buf = Vec::new();
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::bad_request(format!("reading the body failed: {e}")))?;
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the body failed: {e}")))?;
         if (buf.len() + chunk.len()) as u64 > limit {
             return Err(ApiError::too_large(limit));
         }
@@ -99,12 +89,7 @@ async fn read_limited(headers: &HeaderMap, body: Body, limit: u64) -> Result<Byt
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 pub async fn post_paging(
@@ -113,23 +98,12 @@ pub async fn post_paging(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let ext = match headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    {
+    let ext = match headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
         Some(ct) if ct.contains("json") => "json",
         Some(ct) if ct.contains("xml") => "xml",
         _ => "dat",
     };
-    store_stream(
-        &st.cfg.paging_dir,
-        ext,
-        &uri,
-        &headers,
-        body,
-        st.cfg.max_content_length,
-    )
-    .await
+    store_stream(&st.cfg.paging_dir, ext, &uri, &headers, body, st.cfg.max_content_length).await
 }
 
 pub async fn post_pcap(
@@ -138,15 +112,7 @@ pub async fn post_pcap(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    store_stream(
-        &st.cfg.pcap_dir,
-        "pcap",
-        &uri,
-        &headers,
-        body,
-        st.cfg.max_content_length,
-    )
-    .await
+    store_stream(&st.cfg.pcap_dir, "pcap", &uri, &headers, body, st.cfg.max_content_length).await
 }
 
 /// Streams a body to `{dir}/{YYYY-MM-DD}/{uuid}.{ext}` chunk by chunk (a 2 GB PCAP never sits
@@ -165,12 +131,7 @@ async fn store_stream(
     }
     let name = match parse_uuid_param(uri.query()) {
         Some(p) if canonical_uuid(&p.uuid).is_some() => p.uuid.to_ascii_lowercase(),
-        Some(p) => {
-            return Err(ApiError::bad_request(format!(
-                "uuid '{}' is not a UUID",
-                p.uuid
-            )))
-        }
+        Some(p) => return Err(ApiError::bad_request(format!("uuid '{}' is not a UUID", p.uuid))),
         None => uuid::Uuid::new_v4().to_string(),
     };
     let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
@@ -188,8 +149,7 @@ async fn store_stream(
         let mut written: u64 = 0;
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk
-                .map_err(|e| ApiError::bad_request(format!("reading the body failed: {e}")))?;
+            let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the body failed: {e}")))?;
             written += chunk.len() as u64;
             if written > limit {
                 return Err(ApiError::too_large(limit));
@@ -207,11 +167,10 @@ async fn store_stream(
     }
     .await;
     match result {
-        Ok(bytes) => Ok((
-            StatusCode::OK,
-            Json(serde_json::json!({ "path": path.display().to_string(), "bytes": bytes })),
-        )
-            .into_response()),
+        Ok(bytes) => {
+            Ok((StatusCode::OK, Json(serde_json::json!({ "path": path.display().to_string(), "bytes": bytes })))
+                .into_response())
+        }
         Err(e) => {
             let _ = tokio::fs::remove_file(&tmp).await;
             Err(e)

@@ -65,10 +65,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
+        Self { status, message: message.into() }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -77,10 +74,7 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }
     pub fn too_large(limit: u64) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body exceeds the limit of {limit} bytes"),
-        )
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, format!("body exceeds the limit of {limit} bytes"))
     }
 }
 
@@ -89,26 +83,18 @@ impl IntoResponse for ApiError {
         let body = Json(serde_json::json!({ "error": self.message }));
         let mut resp = (self.status, body).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Basic realm=\"cdrmunch\""),
-            );
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"cdrmunch\""));
         }
         resp
     }
 }
 
 /// `server.basic_auth = user:pass` guards the API (mod_xml_cdr's `cred=`); health stays open.
-async fn basic_auth(
-    State(st): State<Arc<HttpState>>,
-    headers: HeaderMap,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn basic_auth(State(st): State<Arc<HttpState>>, headers: HeaderMap, req: Request, next: Next) -> Response {
     let Some((user, pass)) = &st.cfg.basic_auth else {
         return next.run(req).await;
     };
@@ -116,24 +102,13 @@ async fn basic_auth(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .ok()
-        })
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
         .and_then(|b| String::from_utf8(b).ok());
     let expected = format!("{user}:{pass}");
-    if given
-        .as_deref()
-        .is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes()))
-    {
+    if given.as_deref().is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
         next.run(req).await
     } else {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong HTTP Basic credentials",
-        )
-        .into_response()
+        ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong HTTP Basic credentials").into_response()
     }
 }
 
@@ -163,7 +138,5 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -45,9 +45,7 @@ impl BlobStore for LocalStore {
     }
 
     async fn get(&self, location: &str) -> Result<Vec<u8>, StorageError> {
-        tokio::fs::read(location)
-            .await
-            .map_err(|e| StorageError::io(location, e))
+        tokio::fs::read(location).await.map_err(|e| StorageError::io(location, e))
     }
 
     fn location_of(&self, key: &str) -> Result<String, StorageError> {
@@ -92,20 +90,13 @@ pub fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
     std::fs::File::open(dir)?.sync_all()
 }
 
 /// A unique temp name beside `path`, so the final rename stays within one filesystem.
 pub(crate) fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()))
 }
 
@@ -140,10 +131,8 @@ mod tests {
         store.put("host/2024-01-01/x.xml", b"two!").await.unwrap();
         assert_eq!(store.get(&loc).await.unwrap(), b"two!");
         // no temp files left behind
-        let names: Vec<_> = std::fs::read_dir(dir.path().join("a/host/2024-01-01"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> =
+            std::fs::read_dir(dir.path().join("a/host/2024-01-01")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1);
     }
 
@@ -152,10 +141,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());
         for bad in ["../etc/passwd", "/abs", "", "a/../../b"] {
-            assert!(
-                matches!(store.put(bad, b"x").await, Err(StorageError::BadKey(_))),
-                "{bad}"
-            );
+            assert!(matches!(store.put(bad, b"x").await, Err(StorageError::BadKey(_))), "{bad}");
         }
         let missing = dir.path().join("nope.xml").display().to_string();
         let err = store.get(&missing).await.unwrap_err();

@@ -33,10 +33,7 @@ impl StorageError {
         if source.kind() == std::io::ErrorKind::NotFound {
             StorageError::NotFound(location.into())
         } else {
-            StorageError::Io {
-                location: location.into(),
-                source,
-            }
+            StorageError::Io { location: location.into(), source }
         }
     }
 }

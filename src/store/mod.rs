@@ -150,13 +150,7 @@ pub trait Repository: Send + Sync + 'static {
     ) -> StoreResult<()>;
 
     /// Permanent failure or poison pill: `done='error'` plus the description.
-    async fn mark_error(
-        &self,
-        cdr_id: u64,
-        description: &str,
-        critical: bool,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()>;
+    async fn mark_error(&self, cdr_id: u64, description: &str, critical: bool, now: DateTime<Utc>) -> StoreResult<()>;
 
     /// Gives claimed rows back (shutdown): due immediately for whoever polls next.
     async fn release_claims(&self, ids: &[u64]) -> StoreResult<()>;
@@ -174,14 +168,10 @@ pub trait Repository: Send + Sync + 'static {
 /// Opens the repository named by a `cdrdb.url`.
 pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Repository>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(
-            SqliteRepository::connect(url, max_connections).await?,
-        ))
+        Ok(Arc::new(SqliteRepository::connect(url, max_connections).await?))
     } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
         let url = url.replacen("mariadb:", "mysql:", 1);
-        Ok(Arc::new(
-            MysqlRepository::connect(&url, max_connections).await?,
-        ))
+        Ok(Arc::new(MysqlRepository::connect(&url, max_connections).await?))
     } else {
         Err(StoreError::BadUrl(url.to_string()))
     }

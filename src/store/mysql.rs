@@ -22,30 +22,21 @@ const ER_BAD_DB: u16 = 1049;
 impl MysqlRepository {
     /// Connects, creating the database named in the URL when it does not exist yet.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
-        let opts =
-            MySqlConnectOptions::from_str(url).map_err(|_| StoreError::BadUrl(url.to_string()))?;
-        let pool_opts = || {
-            MySqlPoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(Duration::from_secs(10))
-        };
+        let opts = MySqlConnectOptions::from_str(url).map_err(|_| StoreError::BadUrl(url.to_string()))?;
+        let pool_opts =
+            || MySqlPoolOptions::new().max_connections(max_connections).acquire_timeout(Duration::from_secs(10));
         match pool_opts().connect_with(opts.clone()).await {
             Ok(pool) => Ok(Self { pool }),
             Err(sqlx::Error::Database(e))
-                if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                    .is_some_and(|m| m.number() == ER_BAD_DB) =>
+                if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|m| m.number() == ER_BAD_DB) =>
             {
                 let db = opts.get_database().unwrap_or_default().replace('`', "``");
                 let mut conn = opts.clone().database("").connect().await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4"
-                )))
-                .execute(&mut conn)
-                .await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4")))
+                    .execute(&mut conn)
+                    .await?;
                 conn.close().await?;
-                Ok(Self {
-                    pool: pool_opts().connect_with(opts).await?,
-                })
+                Ok(Self { pool: pool_opts().connect_with(opts).await? })
             }
             Err(e) => Err(e.into()),
         }
@@ -76,9 +67,8 @@ impl Repository for MysqlRepository {
         let mut tx = self.pool.begin().await?;
         let mut inserted = 0;
         for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
-            let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-                "INSERT INTO cdr_queue (uuid, freeswitch_host, path, create_time) ",
-            );
+            let mut qb: QueryBuilder<MySql> =
+                QueryBuilder::new("INSERT INTO cdr_queue (uuid, freeswitch_host, path, create_time) ");
             qb.push_values(chunk, |mut b, r| {
                 b.push_bind(r.uuid.to_vec())
                     .push_bind(r.freeswitch_host.clone())
@@ -121,8 +111,7 @@ impl Repository for MysqlRepository {
             })
             .collect();
         if !claimed.is_empty() {
-            let mut qb: QueryBuilder<MySql> =
-                QueryBuilder::new("UPDATE cdr_queue SET next_attempt = ");
+            let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE cdr_queue SET next_attempt = ");
             qb.push_bind(sql_time(lease_until)).push(" WHERE id IN (");
             let mut sep = qb.separated(", ");
             for c in &claimed {
@@ -161,8 +150,8 @@ impl Repository for MysqlRepository {
                 if !cdr.tasks.is_empty() {
                     let t = sql_time(now);
                     let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-                    "INSERT INTO tasks (id_normalized_cdrs, task_type, create_time, next_attempt, node_index) ",
-                );
+                        "INSERT INTO tasks (id_normalized_cdrs, task_type, create_time, next_attempt, node_index) ",
+                    );
                     qb.push_values(&cdr.tasks, |mut b, (ty, idx)| {
                         b.push_bind(normalized_id)
                             .push_bind(ty.clone())
@@ -176,10 +165,7 @@ impl Repository for MysqlRepository {
             }
         };
         // After a duplicate the transaction is still usable: only that INSERT failed.
-        sqlx::query("UPDATE cdr_queue SET done = 'y' WHERE id = ?")
-            .bind(cdr_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("UPDATE cdr_queue SET done = 'y' WHERE id = ?").bind(cdr_id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(result)
     }
@@ -192,30 +178,19 @@ impl Repository for MysqlRepository {
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE cdr_queue SET retry = retry + 1, next_attempt = ? WHERE id = ? AND done = 'n'",
-        )
-        .bind(sql_time(next_attempt))
-        .bind(cdr_id)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("UPDATE cdr_queue SET retry = retry + 1, next_attempt = ? WHERE id = ? AND done = 'n'")
+            .bind(sql_time(next_attempt))
+            .bind(cdr_id)
+            .execute(&mut *tx)
+            .await?;
         upsert_error(&mut tx, cdr_id, description, false, now).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn mark_error(
-        &self,
-        cdr_id: u64,
-        description: &str,
-        critical: bool,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()> {
+    async fn mark_error(&self, cdr_id: u64, description: &str, critical: bool, now: DateTime<Utc>) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE cdr_queue SET done = 'error' WHERE id = ?")
-            .bind(cdr_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("UPDATE cdr_queue SET done = 'error' WHERE id = ?").bind(cdr_id).execute(&mut *tx).await?;
         upsert_error(&mut tx, cdr_id, description, critical, now).await?;
         tx.commit().await?;
         Ok(())
@@ -223,9 +198,8 @@ impl Repository for MysqlRepository {
 
     async fn release_claims(&self, ids: &[u64]) -> StoreResult<()> {
         for chunk in ids.chunks(MAX_ROWS_PER_INSERT) {
-            let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-                "UPDATE cdr_queue SET next_attempt = NULL WHERE done = 'n' AND id IN (",
-            );
+            let mut qb: QueryBuilder<MySql> =
+                QueryBuilder::new("UPDATE cdr_queue SET next_attempt = NULL WHERE done = 'n' AND id IN (");
             let mut sep = qb.separated(", ");
             for id in chunk {
                 sep.push_bind(*id);
@@ -240,10 +214,7 @@ impl Repository for MysqlRepository {
         let rows = sqlx::query("SELECT CAST(done AS CHAR), COUNT(*) FROM cdr_queue GROUP BY done")
             .fetch_all(&self.pool)
             .await?;
-        Ok(counts_from(
-            rows.iter()
-                .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))),
-        ))
+        Ok(counts_from(rows.iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))))
     }
 
     async fn queue_errors(&self) -> StoreResult<Vec<QueueError>> {
@@ -267,22 +238,15 @@ impl Repository for MysqlRepository {
     }
 
     async fn normalized_counts(&self) -> StoreResult<(u64, u64)> {
-        let r = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM normalized_cdrs), (SELECT COUNT(*) FROM tasks)",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let r = sqlx::query("SELECT (SELECT COUNT(*) FROM normalized_cdrs), (SELECT COUNT(*) FROM tasks)")
+            .fetch_one(&self.pool)
+            .await?;
         Ok((r.get::<i64, _>(0) as u64, r.get::<i64, _>(1) as u64))
     }
 
     async fn normalized_uuids(&self) -> StoreResult<Vec<[u8; 16]>> {
-        let rows = sqlx::query("SELECT uuid FROM normalized_cdrs")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| uuid_bytes(&r.get::<Vec<u8>, _>(0)))
-            .collect())
+        let rows = sqlx::query("SELECT uuid FROM normalized_cdrs").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(|r| uuid_bytes(&r.get::<Vec<u8>, _>(0))).collect())
     }
 
     async fn tasks_for(&self, uuid: [u8; 16]) -> StoreResult<Vec<(String, u32)>> {
@@ -293,10 +257,7 @@ impl Repository for MysqlRepository {
         .bind(uuid.to_vec())
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get(0), r.get::<i64, _>(1) as u32))
-            .collect())
+        Ok(rows.iter().map(|r| (r.get(0), r.get::<i64, _>(1) as u32)).collect())
     }
 }
 

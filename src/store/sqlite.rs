@@ -26,8 +26,7 @@ impl SqliteRepository {
             .foreign_keys(true);
         if let Some(parent) = opts.get_filename().parent() {
             if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+                std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
             }
         }
         let pool = SqlitePoolOptions::new()
@@ -63,9 +62,8 @@ impl Repository for SqliteRepository {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut inserted = 0;
         for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT OR IGNORE INTO cdr_queue (uuid, freeswitch_host, path, create_time) ",
-            );
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT OR IGNORE INTO cdr_queue (uuid, freeswitch_host, path, create_time) ");
             qb.push_values(chunk, |mut b, r| {
                 b.push_bind(r.uuid.to_vec())
                     .push_bind(r.freeswitch_host.clone())
@@ -138,8 +136,8 @@ impl Repository for SqliteRepository {
                 if !cdr.tasks.is_empty() {
                     let t = sql_time(now);
                     let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                    "INSERT INTO tasks (id_normalized_cdrs, task_type, create_time, next_attempt, node_index) ",
-                );
+                        "INSERT INTO tasks (id_normalized_cdrs, task_type, create_time, next_attempt, node_index) ",
+                    );
                     qb.push_values(&cdr.tasks, |mut b, (ty, idx)| {
                         b.push_bind(normalized_id as i64)
                             .push_bind(ty.clone())
@@ -153,10 +151,7 @@ impl Repository for SqliteRepository {
             }
         };
         // After a duplicate the transaction is still usable: only that INSERT failed.
-        sqlx::query("UPDATE cdr_queue SET done = 'y' WHERE id = ?")
-            .bind(cdr_id as i64)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("UPDATE cdr_queue SET done = 'y' WHERE id = ?").bind(cdr_id as i64).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(result)
     }
@@ -169,30 +164,19 @@ impl Repository for SqliteRepository {
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "UPDATE cdr_queue SET retry = retry + 1, next_attempt = ? WHERE id = ? AND done = 'n'",
-        )
-        .bind(sql_time(next_attempt))
-        .bind(cdr_id as i64)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("UPDATE cdr_queue SET retry = retry + 1, next_attempt = ? WHERE id = ? AND done = 'n'")
+            .bind(sql_time(next_attempt))
+            .bind(cdr_id as i64)
+            .execute(&mut *tx)
+            .await?;
         upsert_error(&mut tx, cdr_id, description, false, now).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn mark_error(
-        &self,
-        cdr_id: u64,
-        description: &str,
-        critical: bool,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()> {
+    async fn mark_error(&self, cdr_id: u64, description: &str, critical: bool, now: DateTime<Utc>) -> StoreResult<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("UPDATE cdr_queue SET done = 'error' WHERE id = ?")
-            .bind(cdr_id as i64)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("UPDATE cdr_queue SET done = 'error' WHERE id = ?").bind(cdr_id as i64).execute(&mut *tx).await?;
         upsert_error(&mut tx, cdr_id, description, critical, now).await?;
         tx.commit().await?;
         Ok(())
@@ -200,9 +184,8 @@ impl Repository for SqliteRepository {
 
     async fn release_claims(&self, ids: &[u64]) -> StoreResult<()> {
         for chunk in ids.chunks(MAX_ROWS_PER_INSERT) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "UPDATE cdr_queue SET next_attempt = NULL WHERE done = 'n' AND id IN (",
-            );
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("UPDATE cdr_queue SET next_attempt = NULL WHERE done = 'n' AND id IN (");
             let mut sep = qb.separated(", ");
             for id in chunk {
                 sep.push_bind(*id as i64);
@@ -214,13 +197,8 @@ impl Repository for SqliteRepository {
     }
 
     async fn queue_counts(&self) -> StoreResult<QueueCounts> {
-        let rows = sqlx::query("SELECT done, COUNT(*) FROM cdr_queue GROUP BY done")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(counts_from(
-            rows.iter()
-                .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))),
-        ))
+        let rows = sqlx::query("SELECT done, COUNT(*) FROM cdr_queue GROUP BY done").fetch_all(&self.pool).await?;
+        Ok(counts_from(rows.iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))))
     }
 
     async fn queue_errors(&self) -> StoreResult<Vec<QueueError>> {
@@ -243,22 +221,15 @@ impl Repository for SqliteRepository {
     }
 
     async fn normalized_counts(&self) -> StoreResult<(u64, u64)> {
-        let r = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM normalized_cdrs), (SELECT COUNT(*) FROM tasks)",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let r = sqlx::query("SELECT (SELECT COUNT(*) FROM normalized_cdrs), (SELECT COUNT(*) FROM tasks)")
+            .fetch_one(&self.pool)
+            .await?;
         Ok((r.get::<i64, _>(0) as u64, r.get::<i64, _>(1) as u64))
     }
 
     async fn normalized_uuids(&self) -> StoreResult<Vec<[u8; 16]>> {
-        let rows = sqlx::query("SELECT uuid FROM normalized_cdrs")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| uuid_bytes(&r.get::<Vec<u8>, _>(0)))
-            .collect())
+        let rows = sqlx::query("SELECT uuid FROM normalized_cdrs").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(|r| uuid_bytes(&r.get::<Vec<u8>, _>(0))).collect())
     }
 
     async fn tasks_for(&self, uuid: [u8; 16]) -> StoreResult<Vec<(String, u32)>> {
@@ -269,10 +240,7 @@ impl Repository for SqliteRepository {
         .bind(uuid.to_vec())
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get(0), r.get::<i64, _>(1) as u32))
-            .collect())
+        Ok(rows.iter().map(|r| (r.get(0), r.get::<i64, _>(1) as u32)).collect())
     }
 }
 

@@ -49,13 +49,7 @@ impl Actor for DistillerSupervisor {
             distilleries.push(spawn_distillery(&args, myself.get_cell()).await?);
         }
         let tracker = RestartTracker::new(args.policy);
-        let mut state = DistillerSupervisorState {
-            args,
-            poller: None,
-            distilleries,
-            tracker,
-            shutting_down: false,
-        };
+        let mut state = DistillerSupervisorState { args, poller: None, distilleries, tracker, shutting_down: false };
         state.poller = Some(spawn_poller(&state, myself.get_cell()).await?);
         Ok(state)
     }
@@ -103,9 +97,7 @@ impl Actor for DistillerSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         let (cell, reason) = match evt {
             SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "stopped".into()))
-            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason.unwrap_or_else(|| "stopped".into())),
             _ => return Ok(()),
         };
         if state.shutting_down {

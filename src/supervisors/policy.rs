@@ -46,20 +46,13 @@ pub struct RestartTracker {
 
 impl RestartTracker {
     pub fn new(policy: RestartPolicy) -> Self {
-        Self {
-            policy,
-            recent: VecDeque::new(),
-        }
+        Self { policy, recent: VecDeque::new() }
     }
 
     /// Records a failure at `now` and says what to do. The delay doubles with each failure
     /// still inside the window, so an isolated crash restarts almost at once.
     pub fn on_failure(&mut self, now: Instant) -> Decision {
-        while self
-            .recent
-            .front()
-            .is_some_and(|&t| now.duration_since(t) > self.policy.window)
-        {
+        while self.recent.front().is_some_and(|&t| now.duration_since(t) > self.policy.window) {
             self.recent.pop_front();
         }
         if self.recent.len() >= self.policy.max_restarts {
@@ -87,22 +80,10 @@ mod tests {
     fn backs_off_then_escalates_within_the_window() {
         let mut t = RestartTracker::new(P);
         let t0 = Instant::now();
-        assert_eq!(
-            t.on_failure(t0),
-            Decision::RestartAfter(Duration::from_millis(100))
-        );
-        assert_eq!(
-            t.on_failure(t0),
-            Decision::RestartAfter(Duration::from_millis(200))
-        );
-        assert_eq!(
-            t.on_failure(t0),
-            Decision::RestartAfter(Duration::from_millis(300))
-        );
-        assert_eq!(
-            t.on_failure(t0 + Duration::from_secs(1)),
-            Decision::Escalate
-        );
+        assert_eq!(t.on_failure(t0), Decision::RestartAfter(Duration::from_millis(100)));
+        assert_eq!(t.on_failure(t0), Decision::RestartAfter(Duration::from_millis(200)));
+        assert_eq!(t.on_failure(t0), Decision::RestartAfter(Duration::from_millis(300)));
+        assert_eq!(t.on_failure(t0 + Duration::from_secs(1)), Decision::Escalate);
     }
 
     #[test]
@@ -113,9 +94,6 @@ mod tests {
             t.on_failure(t0);
         }
         let later = t0 + Duration::from_secs(11);
-        assert_eq!(
-            t.on_failure(later),
-            Decision::RestartAfter(Duration::from_millis(100))
-        );
+        assert_eq!(t.on_failure(later), Decision::RestartAfter(Duration::from_millis(100)));
     }
 }

@@ -43,11 +43,7 @@ impl Actor for RootSupervisor {
     type State = RootState;
     type Arguments = RootArgs;
 
-    async fn pre_start(
-        &self,
-        myself: ActorRef<RootMsg>,
-        args: RootArgs,
-    ) -> Result<RootState, ActorProcessingErr> {
+    async fn pre_start(&self, myself: ActorRef<RootMsg>, args: RootArgs) -> Result<RootState, ActorProcessingErr> {
         let mut state = RootState {
             args,
             intake: None,
@@ -67,30 +63,20 @@ impl Actor for RootSupervisor {
         state: &mut RootState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RootMsg::RestartIntake if !state.shutting_down => {
-                state.intake = Some(spawn_intake(state, &myself).await?)
-            }
+            RootMsg::RestartIntake if !state.shutting_down => state.intake = Some(spawn_intake(state, &myself).await?),
             RootMsg::RestartDistiller if !state.shutting_down => {
                 state.distiller = spawn_distiller(state, &myself).await?
             }
             RootMsg::Shutdown(drain, reply) => {
                 state.shutting_down = true;
                 if let Some(d) = &state.distiller {
-                    let _ = d
-                        .call(
-                            |r| DistillerSupervisorMsg::Drain(drain, r),
-                            Some(drain + Duration::from_secs(5)),
-                        )
-                        .await;
-                    let _ = d
-                        .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
-                        .await;
+                    let _ =
+                        d.call(|r| DistillerSupervisorMsg::Drain(drain, r), Some(drain + Duration::from_secs(5))).await;
+                    let _ = d.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5))).await;
                 }
                 if let Some(i) = &state.intake {
                     // post_stop commits anything still pending before the actor goes.
-                    let _ = i
-                        .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(10)))
-                        .await;
+                    let _ = i.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(10))).await;
                 }
                 let _ = reply.send(());
                 myself.stop(Some("shutdown".into()));
@@ -108,9 +94,7 @@ impl Actor for RootSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         let (cell, reason) = match evt {
             SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "stopped".into()))
-            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason.unwrap_or_else(|| "stopped".into())),
             _ => return Ok(()),
         };
         if state.shutting_down {
@@ -152,11 +136,7 @@ async fn spawn_intake(
         instance: state.args.instance.clone(),
         max_batch: state.args.intake_batch,
     };
-    Ok(
-        Actor::spawn_linked(None, IntakeActor, args, myself.get_cell())
-            .await?
-            .0,
-    )
+    Ok(Actor::spawn_linked(None, IntakeActor, args, myself.get_cell()).await?.0)
 }
 
 async fn spawn_distiller(
@@ -171,9 +151,5 @@ async fn spawn_distiller(
         instance: state.args.instance.clone(),
         policy: RestartPolicy::WORKERS,
     };
-    Ok(Some(
-        Actor::spawn_linked(None, DistillerSupervisor, args, myself.get_cell())
-            .await?
-            .0,
-    ))
+    Ok(Some(Actor::spawn_linked(None, DistillerSupervisor, args, myself.get_cell()).await?.0))
 }

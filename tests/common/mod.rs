@@ -36,8 +36,7 @@ pub fn corpus_files() -> Vec<PathBuf> {
     let mut out = Vec::new();
     for sub in ["xml", "json"] {
         let dir = corpus_dir().join(sub);
-        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
-        {
+        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display())) {
             out.push(e.unwrap().path());
         }
     }
@@ -47,8 +46,7 @@ pub fn corpus_files() -> Vec<PathBuf> {
 }
 
 pub fn mysql_server_url() -> String {
-    std::env::var("CDRMUNCH_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+    std::env::var("CDRMUNCH_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
 }
 
 /// A database for one test; MariaDB ones are dropped when this goes out of scope.
@@ -61,18 +59,12 @@ pub struct TestDb {
 impl TestDb {
     pub fn new(db: Db, dir: &Path) -> TestDb {
         match db {
-            Db::Sqlite => TestDb {
-                url: format!("sqlite://{}/cdrmunch.db", dir.display()),
-                mysql_name: None,
-                _dir: None,
-            },
+            Db::Sqlite => {
+                TestDb { url: format!("sqlite://{}/cdrmunch.db", dir.display()), mysql_name: None, _dir: None }
+            }
             Db::Mysql => {
                 let name = format!("cdrmunch_t_{}", uuid::Uuid::new_v4().simple());
-                TestDb {
-                    url: format!("{}/{name}", mysql_server_url()),
-                    mysql_name: Some(name),
-                    _dir: None,
-                }
+                TestDb { url: format!("{}/{name}", mysql_server_url()), mysql_name: Some(name), _dir: None }
             }
         }
     }
@@ -86,18 +78,13 @@ impl Drop for TestDb {
         let server = mysql_server_url();
         // Drop runs outside any runtime guarantee: use a small runtime on its own thread.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
                 use sqlx::Connection;
                 if let Ok(mut c) = sqlx::MySqlConnection::connect(&server).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS `{name}`"
-                    )))
-                    .execute(&mut c)
-                    .await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{name}`")))
+                        .execute(&mut c)
+                        .await;
                 }
             })
         })
@@ -140,23 +127,15 @@ impl TestApp {
         let tdb = TestDb::new(db, dir.path());
         let mut settings = test_settings(dir.path(), &tdb.url);
         tweak(&mut settings);
-        let repo = cdrmunch::app::open_repository(&settings)
-            .await
-            .unwrap_or_else(|e| panic!("{db:?} database at {} not usable ({e}); run scripts/test.sh, which starts MariaDB", tdb.url));
+        let repo = cdrmunch::app::open_repository(&settings).await.unwrap_or_else(|e| {
+            panic!("{db:?} database at {} not usable ({e}); run scripts/test.sh, which starts MariaDB", tdb.url)
+        });
         let repo = match wrap {
             Some(w) => w(repo),
             None => repo,
         };
-        let app = App::start_with_repository(&settings, hooks, repo)
-            .await
-            .expect("app starts");
-        TestApp {
-            app: Some(app),
-            settings,
-            dir,
-            db: tdb,
-            http: reqwest::Client::new(),
-        }
+        let app = App::start_with_repository(&settings, hooks, repo).await.expect("app starts");
+        TestApp { app: Some(app), settings, dir, db: tdb, http: reqwest::Client::new() }
     }
 
     pub fn app(&self) -> &App {
@@ -194,10 +173,7 @@ impl TestApp {
             if c.pending == 0 && n >= normalized {
                 return c;
             }
-            assert!(
-                Instant::now() < deadline,
-                "not settled in {timeout:?}: {c:?}, normalized {n} of {normalized}"
-            );
+            assert!(Instant::now() < deadline, "not settled in {timeout:?}: {c:?}, normalized {n} of {normalized}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -276,23 +252,11 @@ impl Repository for SwitchableRepository {
         self.check()?;
         self.inner.commit_normalized(cdr_id, cdr, now).await
     }
-    async fn schedule_retry(
-        &self,
-        cdr_id: u64,
-        next: DateTime<Utc>,
-        d: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()> {
+    async fn schedule_retry(&self, cdr_id: u64, next: DateTime<Utc>, d: &str, now: DateTime<Utc>) -> StoreResult<()> {
         self.check()?;
         self.inner.schedule_retry(cdr_id, next, d, now).await
     }
-    async fn mark_error(
-        &self,
-        cdr_id: u64,
-        d: &str,
-        critical: bool,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()> {
+    async fn mark_error(&self, cdr_id: u64, d: &str, critical: bool, now: DateTime<Utc>) -> StoreResult<()> {
         self.check()?;
         self.inner.mark_error(cdr_id, d, critical, now).await
     }

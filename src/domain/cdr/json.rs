@@ -8,9 +8,7 @@ use std::ops::Range;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::{
-    line_col, Application, Callflow, CdrFormat, Extension, ParseError, Profile, RawCdr, BOM,
-};
+use super::{line_col, Application, Callflow, CdrFormat, Extension, ParseError, Profile, RawCdr, BOM};
 use crate::domain::percent::{fs_escapes, percent_decode};
 
 /// JSON value keeping object members in document order, duplicates included.
@@ -108,10 +106,7 @@ impl J {
     }
 
     fn get(&self, key: &str) -> Option<&J> {
-        self.members()
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
+        self.members().iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
     fn str_of(&self, key: &str) -> String {
@@ -153,16 +148,9 @@ fn non_finite_tokens(doc: &[u8]) -> Vec<Range<usize>> {
             in_string = true;
         } else if b.is_ascii_alphabetic() || b == b'-' || b == b'+' {
             let word_start = i + usize::from(!b.is_ascii_alphabetic());
-            let end = word_start
-                + doc[word_start..]
-                    .iter()
-                    .take_while(|c| c.is_ascii_alphanumeric())
-                    .count();
+            let end = word_start + doc[word_start..].iter().take_while(|c| c.is_ascii_alphanumeric()).count();
             let word = &doc[word_start..end];
-            if [&b"nan"[..], b"inf", b"infinity"]
-                .iter()
-                .any(|w| word.eq_ignore_ascii_case(w))
-            {
+            if [&b"nan"[..], b"inf", b"infinity"].iter().any(|w| word.eq_ignore_ascii_case(w)) {
                 spans.push(i..end);
             }
             i = end.max(i + 1);
@@ -215,37 +203,22 @@ pub(super) fn parse(doc: &[u8]) -> Result<RawCdr, ParseError> {
     let body = &doc[base..];
     let spans = non_finite_tokens(body);
     let text = replace_tokens(body, &spans);
-    let root: J =
-        serde_json::from_slice(&text).map_err(|e| json_error(doc, base, &text, &spans, &e))?;
+    let root: J = serde_json::from_slice(&text).map_err(|e| json_error(doc, base, &text, &spans, &e))?;
     // `parse` only routes documents starting with '{' here, so `root` is an object.
     Ok(to_cdr(&root))
 }
 
-fn json_error(
-    doc: &[u8],
-    base: usize,
-    text: &[u8],
-    spans: &[Range<usize>],
-    e: &serde_json::Error,
-) -> ParseError {
+fn json_error(doc: &[u8], base: usize, text: &[u8], spans: &[Range<usize>], e: &serde_json::Error) -> ParseError {
     // serde_json positions are 1-based lines and byte columns in the lenient text.
-    let line_start: usize = text
-        .split_inclusive(|&b| b == b'\n')
-        .take(e.line().saturating_sub(1))
-        .map(<[u8]>::len)
-        .sum();
+    let line_start: usize =
+        text.split_inclusive(|&b| b == b'\n').take(e.line().saturating_sub(1)).map(<[u8]>::len).sum();
     let lenient = (line_start + e.column().saturating_sub(1)).min(text.len());
     let offset = base + original_offset(spans, lenient);
     let (line, column) = line_col(doc, offset);
     let full = e.to_string();
     let suffix = format!(" at line {} column {}", e.line(), e.column());
     let message = full.strip_suffix(&suffix).unwrap_or(&full).to_owned();
-    ParseError::Json {
-        offset: offset as u64,
-        line,
-        column,
-        message,
-    }
+    ParseError::Json { offset: offset as u64, line, column, message }
 }
 
 fn to_cdr(root: &J) -> RawCdr {
@@ -254,18 +227,12 @@ fn to_cdr(root: &J) -> RawCdr {
         match key.as_str() {
             "core-uuid" => cdr.core_uuid = value.scalar(),
             "switchname" => cdr.switchname = value.scalar(),
-            "channel_data" => cdr.channel_data.extend(
-                value
-                    .members()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.text().trim().to_owned())),
-            ),
+            "channel_data" => {
+                cdr.channel_data.extend(value.members().iter().map(|(k, v)| (k.clone(), v.text().trim().to_owned())))
+            }
             "variables" => cdr.variables.extend(variables(value.members())),
             "app_log" => {
-                let apps = value
-                    .get("applications")
-                    .map(J::objects)
-                    .unwrap_or_default();
+                let apps = value.get("applications").map(J::objects).unwrap_or_default();
                 cdr.app_log.extend(apps.into_iter().map(|a| Application {
                     app_name: a.str_of("app_name"),
                     app_data: a.str_of("app_data"),
@@ -273,9 +240,7 @@ fn to_cdr(root: &J) -> RawCdr {
                 }));
             }
             // Every occurrence counts: old mod_json_cdr repeated the key instead of using an array.
-            "callflow" => cdr
-                .callflows
-                .extend(value.objects().into_iter().map(callflow)),
+            "callflow" => cdr.callflows.extend(value.objects().into_iter().map(callflow)),
             _ => {}
         }
     }
@@ -332,17 +297,9 @@ fn callflow(j: &J) -> Callflow {
     for (key, value) in j.members() {
         match key.as_str() {
             "caller_profile" => cf.profile = profile(value),
-            "times" => cf.times.extend(
-                value
-                    .members()
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.int()?))),
-            ),
+            "times" => cf.times.extend(value.members().iter().filter_map(|(k, v)| Some((k.clone(), v.int()?)))),
             "extension" => {
-                cf.extension = Some(Extension {
-                    name: value.str_of("name"),
-                    number: value.str_of("number"),
-                })
+                cf.extension = Some(Extension { name: value.str_of("name"), number: value.str_of("number") })
             }
             _ => cf.attrs.extend(value.scalar().map(|s| (key.clone(), s))),
         }
@@ -378,13 +335,9 @@ mod tests {
 
     #[test]
     fn non_finite_tokens_become_null_outside_strings_only() {
-        let doc =
-            br#"{"a":nan,"b":-nan,"c":[inf,-Infinity,NaN],"d":"nan","e":"x\"nan","f":1e5,"g":-1}"#;
+        let doc = br#"{"a":nan,"b":-nan,"c":[inf,-Infinity,NaN],"d":"nan","e":"x\"nan","f":1e5,"g":-1}"#;
         let fixed = lenient_json(doc);
-        assert_eq!(
-            &*fixed,
-            &br#"{"a":null,"b":null,"c":[null,null,null],"d":"nan","e":"x\"nan","f":1e5,"g":-1}"#[..]
-        );
+        assert_eq!(&*fixed, &br#"{"a":null,"b":null,"c":[null,null,null],"d":"nan","e":"x\"nan","f":1e5,"g":-1}"#[..]);
         assert!(matches!(lenient_json(b"{\"a\":true}"), Cow::Borrowed(_)));
     }
 
@@ -392,22 +345,10 @@ mod tests {
     fn errors_point_into_the_original_document() {
         let doc = b"{\"m\":nan,\n \"x\": ,\n}";
         let e = parse(doc).unwrap_err();
-        let ParseError::Json {
-            line,
-            column,
-            offset,
-            ..
-        } = &e
-        else {
-            panic!("{e:?}")
-        };
+        let ParseError::Json { line, column, offset, .. } = &e else { panic!("{e:?}") };
         assert_eq!((*line, *column), (2, 7));
         assert_eq!(doc[*offset as usize], b',');
-        assert!(
-            e.to_string()
-                .starts_with("JSON invalid at line 2 column 7 (byte 16): expected value"),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("JSON invalid at line 2 column 7 (byte 16): expected value"), "{e}");
         let e = parse(b"{\"a\":\"b\"").unwrap_err();
         assert!(e.to_string().contains("EOF"), "{e}");
     }
@@ -425,13 +366,10 @@ mod tests {
 
     #[test]
     fn repeated_callflow_keys_are_all_kept_in_order() {
-        let doc = br#"{"callflow":{"profile_index":"2","caller_profile":{"uuid":"u"}},"callflow":{"profile_index":"1"}}"#;
+        let doc =
+            br#"{"callflow":{"profile_index":"2","caller_profile":{"uuid":"u"}},"callflow":{"profile_index":"1"}}"#;
         let cdr = parse(doc).unwrap();
-        let idx: Vec<_> = cdr
-            .callflows
-            .iter()
-            .map(|c| c.attr("profile_index").unwrap())
-            .collect();
+        let idx: Vec<_> = cdr.callflows.iter().map(|c| c.attr("profile_index").unwrap()).collect();
         assert_eq!(idx, ["2", "1"]);
         assert_eq!(cdr.uuid(), Some("u"));
     }
@@ -444,9 +382,7 @@ mod tests {
         assert!(!looks_encoded(["a%40b", "50% off"].into_iter()));
         assert!(!looks_encoded(["a%40b", "two words"].into_iter()));
 
-        let enc =
-            parse(br#"{"variables":{"a":"x%40y","b":"ARRAY%3A%3A1%7C%3A2","n":5,"o":{"k":[1]}}}"#)
-                .unwrap();
+        let enc = parse(br#"{"variables":{"a":"x%40y","b":"ARRAY%3A%3A1%7C%3A2","n":5,"o":{"k":[1]}}}"#).unwrap();
         assert_eq!(enc.var("a"), Some("x@y"));
         assert_eq!(enc.var("b"), Some("ARRAY::1|:2"));
         assert_eq!(enc.var("n"), Some("5"));

@@ -8,10 +8,7 @@ use quick_xml::escape::resolve_xml_entity;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::{Reader, XmlVersion};
 
-use super::{
-    line_col, Application, Callflow, CdrFormat, Extension, HoldRecord, ParseError, Profile, RawCdr,
-    BOM,
-};
+use super::{line_col, Application, Callflow, CdrFormat, Extension, HoldRecord, ParseError, Profile, RawCdr, BOM};
 use crate::domain::percent::percent_decode;
 
 /// Real CDRs nest 6 deep; the cap keeps hostile input from exhausting the stack (the tree is
@@ -28,10 +25,7 @@ struct Node {
 
 impl Node {
     fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     fn child(&self, name: &str) -> Option<&Node> {
@@ -60,18 +54,10 @@ pub(super) fn parse(doc: &[u8]) -> Result<RawCdr, ParseError> {
     let root = read_tree(&text, &to_doc).map_err(|Problem(at, message)| {
         let offset = to_doc(at);
         let (line, column) = line_col(doc, offset);
-        ParseError::Xml {
-            offset: offset as u64,
-            line,
-            column,
-            message,
-        }
+        ParseError::Xml { offset: offset as u64, line, column, message }
     })?;
     if root.name != "cdr" {
-        return Err(ParseError::XmlRoot {
-            found: root.name,
-            offset: to_doc(root.offset) as u64,
-        });
+        return Err(ParseError::XmlRoot { found: root.name, offset: to_doc(root.offset) as u64 });
     }
     Ok(to_cdr(&root))
 }
@@ -110,17 +96,13 @@ fn read_tree(text: &str, to_doc: &dyn Fn(usize) -> usize) -> Result<Node, Proble
     let mut root: Option<Node> = None;
     loop {
         let at = reader.buffer_position() as usize;
-        let event = reader
-            .read_event()
-            .map_err(|e| Problem(reader.error_position() as usize, describe(e)))?;
+        let event = reader.read_event().map_err(|e| Problem(reader.error_position() as usize, describe(e)))?;
         let (start, empty) = match event {
             Event::Start(s) => (s, false),
             Event::Empty(s) => (s, true),
             Event::End(_) => {
                 // quick-xml has already matched the name against the open element.
-                let node = open
-                    .pop()
-                    .ok_or_else(|| Problem(at, "end tag without start tag".into()))?;
+                let node = open.pop().ok_or_else(|| Problem(at, "end tag without start tag".into()))?;
                 close(node, &mut open, &mut root);
                 continue;
             }
@@ -134,9 +116,7 @@ fn read_tree(text: &str, to_doc: &dyn Fn(usize) -> usize) -> Result<Node, Proble
             }
             Event::GeneralRef(r) => {
                 let resolved = if r.is_char_ref() {
-                    r.resolve_char_ref()
-                        .map_err(|e| Problem(at, e.to_string()))?
-                        .map(String::from)
+                    r.resolve_char_ref().map_err(|e| Problem(at, e.to_string()))?.map(String::from)
                 } else {
                     resolve_xml_entity(&r).map(str::to_owned)
                 };
@@ -164,10 +144,7 @@ fn read_tree(text: &str, to_doc: &dyn Fn(usize) -> usize) -> Result<Node, Proble
             return Err(Problem(at, "content after the root element".into()));
         }
         if open.len() >= MAX_DEPTH {
-            return Err(Problem(
-                at,
-                format!("elements nested deeper than {MAX_DEPTH} levels"),
-            ));
+            return Err(Problem(at, format!("elements nested deeper than {MAX_DEPTH} levels")));
         }
         let node = open_node(&start, at)?;
         if empty {
@@ -182,18 +159,10 @@ fn open_node(start: &BytesStart, at: usize) -> Result<Node, Problem> {
     let mut attrs = Vec::new();
     for attr in start.attributes() {
         let attr = attr.map_err(|e| Problem(at, e.to_string()))?;
-        let value = attr
-            .normalized_value(XmlVersion::Implicit1_0)
-            .map_err(|e| Problem(at, describe(e)))?;
+        let value = attr.normalized_value(XmlVersion::Implicit1_0).map_err(|e| Problem(at, describe(e)))?;
         attrs.push((attr.key.as_ref().to_owned(), value.into_owned()));
     }
-    Ok(Node {
-        name: start.name().as_ref().to_owned(),
-        attrs,
-        text: String::new(),
-        children: Vec::new(),
-        offset: at,
-    })
+    Ok(Node { name: start.name().as_ref().to_owned(), attrs, text: String::new(), children: Vec::new(), offset: at })
 }
 
 fn close(node: Node, open: &mut [Node], root: &mut Option<Node>) {
@@ -233,33 +202,21 @@ fn to_cdr(root: &Node) -> RawCdr {
     cdr.switchname = root.attr("switchname").map(str::to_owned);
     for section in &root.children {
         match section.name.as_str() {
-            "channel_data" => cdr.channel_data.extend(
-                section
-                    .children
-                    .iter()
-                    .map(|c| (c.name.clone(), c.trimmed())),
-            ),
-            "variables" => cdr.variables.extend(
-                section
-                    .children
-                    .iter()
-                    .map(|c| (c.name.clone(), percent_decode(c.text.trim()))),
-            ),
-            "app_log" => cdr
-                .app_log
-                .extend(section.named("application").map(|a| Application {
-                    app_name: a.attr("app_name").unwrap_or_default().to_owned(),
-                    app_data: a.attr("app_data").unwrap_or_default().to_owned(),
-                    app_stamp: a.attr("app_stamp").and_then(|s| s.trim().parse().ok()),
-                })),
+            "channel_data" => cdr.channel_data.extend(section.children.iter().map(|c| (c.name.clone(), c.trimmed()))),
+            "variables" => {
+                cdr.variables.extend(section.children.iter().map(|c| (c.name.clone(), percent_decode(c.text.trim()))))
+            }
+            "app_log" => cdr.app_log.extend(section.named("application").map(|a| Application {
+                app_name: a.attr("app_name").unwrap_or_default().to_owned(),
+                app_data: a.attr("app_data").unwrap_or_default().to_owned(),
+                app_stamp: a.attr("app_stamp").and_then(|s| s.trim().parse().ok()),
+            })),
             "callflow" => cdr.callflows.push(callflow(section)),
-            "hold-record" => cdr
-                .hold_records
-                .extend(section.named("hold").map(|h| HoldRecord {
-                    on: h.attr("on").and_then(|s| s.trim().parse().ok()),
-                    off: h.attr("off").and_then(|s| s.trim().parse().ok()),
-                    bridged_to: h.attr("bridged-to").map(str::to_owned),
-                })),
+            "hold-record" => cdr.hold_records.extend(section.named("hold").map(|h| HoldRecord {
+                on: h.attr("on").and_then(|s| s.trim().parse().ok()),
+                off: h.attr("off").and_then(|s| s.trim().parse().ok()),
+                bridged_to: h.attr("bridged-to").map(str::to_owned),
+            })),
             _ => {}
         }
     }
@@ -269,18 +226,10 @@ fn to_cdr(root: &Node) -> RawCdr {
 fn callflow(node: &Node) -> Callflow {
     Callflow {
         attrs: node.attrs.clone(),
-        profile: node
-            .child("caller_profile")
-            .map(profile)
-            .unwrap_or_default(),
+        profile: node.child("caller_profile").map(profile).unwrap_or_default(),
         times: node
             .child("times")
-            .map(|t| {
-                t.children
-                    .iter()
-                    .filter_map(|c| Some((c.name.clone(), c.text.trim().parse().ok()?)))
-                    .collect()
-            })
+            .map(|t| t.children.iter().filter_map(|c| Some((c.name.clone(), c.text.trim().parse().ok()?))).collect())
             .unwrap_or_default(),
         extension: node.child("extension").map(|e| Extension {
             name: e.attr("name").unwrap_or_default().to_owned(),
@@ -318,22 +267,15 @@ mod tests {
 
     #[test]
     fn variable_names_may_contain_colons() {
-        let cdr = parse(
-            b"<cdr><variables><nolocal:req_uuid>a%40b</nolocal:req_uuid><x:y:z/></variables></cdr>",
-        )
-        .unwrap();
-        assert_eq!(
-            cdr.variables,
-            vec![
-                ("nolocal:req_uuid".into(), "a@b".into()),
-                ("x:y:z".into(), "".into())
-            ]
-        );
+        let cdr =
+            parse(b"<cdr><variables><nolocal:req_uuid>a%40b</nolocal:req_uuid><x:y:z/></variables></cdr>").unwrap();
+        assert_eq!(cdr.variables, vec![("nolocal:req_uuid".into(), "a@b".into()), ("x:y:z".into(), "".into())]);
     }
 
     #[test]
     fn entities_are_decoded_and_unknown_ones_rejected() {
-        let doc = br#"<cdr><app_log><application app_name="python" app_data="{&quot;a&quot;: 1} &amp; &#x41;"/></app_log>
+        let doc =
+            br#"<cdr><app_log><application app_name="python" app_data="{&quot;a&quot;: 1} &amp; &#x41;"/></app_log>
             <variables><v>&lt;%3C&#66;&gt;</v></variables></cdr>"#;
         let cdr = parse(doc).unwrap();
         assert_eq!(cdr.app_log[0].app_data, r#"{"a": 1} & A"#);
@@ -349,10 +291,7 @@ mod tests {
     fn unclosed_element_at_eof_is_an_error() {
         let doc = b"<?xml version=\"1.0\"?>\n<cdr>\n  <variables>\n    <uuid>x</uuid>\n";
         let (msg, offset) = xml_err(doc);
-        assert!(
-            msg.contains("<variables>") && msg.contains("missing end tag"),
-            "{msg}"
-        );
+        assert!(msg.contains("<variables>") && msg.contains("missing end tag"), "{msg}");
         assert_eq!(offset, doc.len() as u64);
         let (msg, _) = xml_err(b"<cdr><variables><uuid>x");
         assert!(msg.contains("<uuid>"), "{msg}");
@@ -362,10 +301,7 @@ mod tests {
     fn mismatched_tags_name_both_elements() {
         let doc = b"<cdr>\n<variables>\n<caller_id>\"1001\" <1001></caller_id></variables></cdr>";
         let (msg, offset) = xml_err(doc);
-        assert!(
-            msg.contains("</caller_id>") && msg.contains("<1001>"),
-            "{msg}"
-        );
+        assert!(msg.contains("</caller_id>") && msg.contains("<1001>"), "{msg}");
         assert!(msg.contains("line 3"), "{msg}");
         assert_eq!(&doc[offset as usize..offset as usize + 12], b"</caller_id>");
     }
@@ -388,10 +324,7 @@ mod tests {
         let doc = b"<cdr><variables><a>x\xFFy%FFz</a></variables><callflow><caller_profile><caller_id_name>Jos\xE9</caller_id_name></caller_profile></callflow></cdr>";
         let cdr = parse(doc).unwrap();
         assert_eq!(cdr.var("a"), Some("x\u{FFFD}y\u{FFFD}z"));
-        assert_eq!(
-            cdr.callflows[0].profile.get("caller_id_name"),
-            Some("Jos\u{FFFD}")
-        );
+        assert_eq!(cdr.callflows[0].profile.get("caller_id_name"), Some("Jos\u{FFFD}"));
     }
 
     #[test]
@@ -407,10 +340,7 @@ mod tests {
     #[test]
     fn text_is_trimmed_and_bom_accepted() {
         let cdr = parse(b"\xEF\xBB\xBF<cdr><channel_data><direction>inbound\n\t</direction></channel_data><variables><direction> outbound </direction></variables></cdr>").unwrap();
-        assert_eq!(
-            cdr.channel_data,
-            vec![("direction".into(), "inbound".into())]
-        );
+        assert_eq!(cdr.channel_data, vec![("direction".into(), "inbound".into())]);
         assert_eq!(cdr.direction(), Some("inbound"));
         assert_eq!(cdr.var("direction"), Some("outbound"));
     }
@@ -427,15 +357,9 @@ mod tests {
         assert_eq!(cdr.hold_records[0].bridged_to.as_deref(), Some("9c1a"));
         assert_eq!(cdr.hold_records[1].off, None);
         let cf = &cdr.callflows[0];
-        assert_eq!(
-            cf.times,
-            vec![("created_time".into(), 10), ("hangup_time".into(), 20)]
-        );
+        assert_eq!(cf.times, vec![("created_time".into(), 10), ("hangup_time".into(), 20)]);
         assert_eq!(cf.attr("profile_index"), Some("2"));
-        assert_eq!(
-            cf.extension.as_ref().map(|e| e.number.as_str()),
-            Some("1002")
-        );
+        assert_eq!(cf.extension.as_ref().map(|e| e.number.as_str()), Some("1002"));
         assert_eq!(cf.profile.originator[0].get("uuid"), Some("b"));
         assert_eq!(cdr.uuid(), Some("a"));
     }
