@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""End-to-end bench: starts `cdrmunch serve` (release build), posts K generated CDRs from C
+concurrent clients with `cdrmunch submit --generate`, waits until every CDR is normalized,
+and prints CDR/s, POST->normalized latency p50/p99 and the server's peak RSS.
+
+POST->normalized latency is taken per CDR from the POST's start (recorded by submit) to the
+mtime of its normalized XML file, which is written just before the commit.
+
+Usage: benches/e2e.sh [--count K] [--concurrency C] [--db sqlite|mysql|both] [--distilleries N]
+"""
+import argparse, csv, glob, os, socket, subprocess, sys, tempfile, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "cdrmunch")
+
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+
+def count_normalized(db_url, tmp):
+    if db_url.startswith("sqlite://"):
+        import sqlite3
+        con = sqlite3.connect(db_url[len("sqlite://"):], timeout=30)
+        try:
+            return con.execute("SELECT COUNT(*) FROM normalized_cdrs").fetchone()[0]
+        finally:
+            con.close()
+    # mysql://user[:pass]@host:port/db
+    rest = db_url[len("mysql://"):]
+    cred, hostpart = rest.rsplit("@", 1)
+    user, _, pw = cred.partition(":")
+    hostport, db = hostpart.split("/", 1)
+    host, _, port = hostport.partition(":")
+    args = ["mariadb", "--protocol=TCP", "-h", host, "-P", port or "3306", "-u", user, "-N", "-B", "-e",
+            f"SELECT COUNT(*) FROM `{db}`.normalized_cdrs"]
+    if pw:
+        args.insert(1, f"-p{pw}")
+    return int(subprocess.check_output(args).strip())
+
+
+def drop_mysql(db_url):
+    rest = db_url[len("mysql://"):]
+    cred, hostpart = rest.rsplit("@", 1)
+    user, _, pw = cred.partition(":")
+    hostport, db = hostpart.split("/", 1)
+    host, _, port = hostport.partition(":")
+    args = ["mariadb", "--protocol=TCP", "-h", host, "-P", port or "3306", "-u", user, "-e", f"DROP DATABASE IF EXISTS `{db}`"]
+    if pw:
+        args.insert(1, f"-p{pw}")
+    subprocess.call(args)
+
+
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(sorted_vals, p):
+    if not sorted_vals:
+        return float("nan")
+    k = min(len(sorted_vals) - 1, max(0, int(round(p / 100.0 * (len(sorted_vals) - 1)))))
+    return sorted_vals[k]
+
+
+def run(db, count, concurrency, distilleries):
+    tmp = tempfile.mkdtemp(prefix="cdrmunch-bench-")
+    port = free_port()
+    if db == "sqlite":
+        db_url = f"sqlite://{tmp}/cdrmunch.db"
+    else:
+        base = os.environ.get("CDRMUNCH_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306")
+        db_url = f"{base}/cdrmunch_bench_{os.getpid()}"
+    conf = os.path.join(tmp, "bench.conf")
+    with open(conf, "w") as f:
+        f.write(f"""server.address = 127.0.0.1
+server.port = {port}
+cdrdb.url = {db_url}
+cdrdb.max_connections = 20
+request_handler.cdr_base_dir = {tmp}/cdr
+request_handler.paging_base_dir = {tmp}/paging
+request_handler.pcap_base_dir = {tmp}/pcap
+cdr_base_dir = {tmp}/cdr
+normalized_cdr_base_dir = {tmp}/ncdr
+distiller.number_of_distilleries = {distilleries}
+log.level = 3
+""")
+    server = subprocess.Popen([BIN, "serve", "--config", conf], stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "serve.log"), "w"))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if urllib.request.urlopen(url + "/health", timeout=1).status == 200:
+                    break
+            except Exception:
+                time.sleep(0.05)
+        timings = os.path.join(tmp, "timings.csv")
+        t0 = time.time()
+        subprocess.check_call([BIN, "submit", "--url", url + "/api/v2/cdr", "--generate", str(count), "--concurrency",
+                               str(concurrency), "--seed", "7", "--timings", timings, "--quiet"])
+        t_posted = time.time()
+        deadline = time.time() + 600
+        while count_normalized(db_url, tmp) < count:
+            if time.time() > deadline:
+                raise SystemExit(f"timed out: {count_normalized(db_url, tmp)} of {count} normalized")
+            time.sleep(0.05)
+        t_done = time.time()
+        rss = peak_rss_kib(server.pid)
+        cpu = cpu_seconds(server.pid)
+        # latency from the normalized files' mtimes
+        mtimes = {}
+        for p in glob.glob(os.path.join(tmp, "ncdr", "*", "*.xml")):
+            mtimes[os.path.basename(p)[:-4]] = os.stat(p).st_mtime_ns
+        lat, post_lat, first_start = [], [], None
+        with open(timings) as f:
+            for row in csv.DictReader(f):
+                s, e = int(row["start_ns"]), int(row["end_ns"])
+                first_start = s if first_start is None else min(first_start, s)
+                post_lat.append((e - s) / 1e6)
+                if row["uuid"] in mtimes:
+                    lat.append((mtimes[row["uuid"]] - s) / 1e6)
+        lat.sort(); post_lat.sort()
+        last = max(mtimes.values()) if mtimes else 0
+        e2e_secs = (last - first_start) / 1e9 if mtimes else (t_done - t0)
+        print(f"{db:6} K={count} C={concurrency} distilleries={distilleries}: "
+              f"{count / e2e_secs:,.0f} CDR/s end to end ({e2e_secs:.2f}s); intake {count / (t_posted - t0):,.0f} POST/s; "
+              f"POST->normalized p50 {pct(lat, 50):.1f} ms p99 {pct(lat, 99):.1f} ms; "
+              f"POST answer p50 {pct(post_lat, 50):.1f} ms p99 {pct(post_lat, 99):.1f} ms; "
+              f"server CPU {cpu:.1f}s ({cpu * 1e6 / count:.0f} us/CDR); peak RSS {rss / 1024:.1f} MiB", flush=True)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        if db != "sqlite":
+            drop_mysql(db_url)
+        subprocess.call(["rm", "-rf", tmp])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--count", type=int, default=20000)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--distilleries", type=int, default=10)
+    ap.add_argument("--db", choices=["sqlite", "mysql", "both"], default="both")
+    a = ap.parse_args()
+    for db in (["sqlite", "mysql"] if a.db == "both" else [a.db]):
+        run(db, a.count, a.concurrency, a.distilleries)
+
+
+if __name__ == "__main__":
+    main()
