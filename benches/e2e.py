@@ -6,7 +6,7 @@ and prints CDR/s, POST->normalized latency p50/p99 and the server's peak RSS.
 POST->normalized latency is taken per CDR from the POST's start (recorded by submit) to the
 mtime of its normalized XML file, which is written just before the commit.
 
-Usage: benches/e2e.sh [--count K] [--concurrency C] [--db sqlite|mysql|both] [--distilleries N]
+Usage: benches/e2e.sh [--count K] [--concurrency C] [--db sqlite|mysql|both] [--distilleries N] [--data-dir DIR]
 """
 import argparse, csv, glob, os, socket, subprocess, sys, tempfile, time, urllib.request
 
@@ -72,8 +72,8 @@ def pct(sorted_vals, p):
     return sorted_vals[k]
 
 
-def run(db, count, concurrency, distilleries):
-    tmp = tempfile.mkdtemp(prefix="cdrmunch-bench-")
+def run(db, count, concurrency, distilleries, data_dir):
+    tmp = tempfile.mkdtemp(prefix="cdrmunch-bench-", dir=data_dir)
     port = free_port()
     if db == "sqlite":
         db_url = f"sqlite://{tmp}/cdrmunch.db"
@@ -131,7 +131,7 @@ log.level = 3
         lat.sort(); post_lat.sort()
         last = max(mtimes.values()) if mtimes else 0
         e2e_secs = (last - first_start) / 1e9 if mtimes else (t_done - t0)
-        print(f"{db:6} K={count} C={concurrency} distilleries={distilleries}: "
+        print(f"{db:6} on {data_dir or tempfile.gettempdir()} K={count} C={concurrency} distilleries={distilleries}: "
               f"{count / e2e_secs:,.0f} CDR/s end to end ({e2e_secs:.2f}s); intake {count / (t_posted - t0):,.0f} POST/s; "
               f"POST->normalized p50 {pct(lat, 50):.1f} ms p99 {pct(lat, 99):.1f} ms; "
               f"POST answer p50 {pct(post_lat, 50):.1f} ms p99 {pct(post_lat, 99):.1f} ms; "
@@ -153,9 +153,11 @@ def main():
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--distilleries", type=int, default=10)
     ap.add_argument("--db", choices=["sqlite", "mysql", "both"], default="both")
+    ap.add_argument("--data-dir", default=None,
+                    help="where raw/normalized CDRs and the SQLite file go (e.g. /dev/shm to measure without the disk)")
     a = ap.parse_args()
     for db in (["sqlite", "mysql"] if a.db == "both" else [a.db]):
-        run(db, a.count, a.concurrency, a.distilleries)
+        run(db, a.count, a.concurrency, a.distilleries, a.data_dir)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,7 @@ impl App {
         let instance = uuid::Uuid::new_v4().simple().to_string();
 
         let ctx = Arc::new(DistilleryContext {
+            instance: instance.clone(),
             repo: repo.clone(),
             raw_store: raw_store.clone(),
             ncdr_store,
@@ -93,6 +94,7 @@ impl App {
         });
         let root_args = RootArgs {
             repo: repo.clone(),
+            raw_store: raw_store.clone(),
             instance: instance.clone(),
             intake_batch: rh.group_commit_max,
             distillery: Some(ctx),

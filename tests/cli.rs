@@ -8,7 +8,11 @@ use std::time::Duration;
 use common::*;
 
 fn cdrmunch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cdrmunch")).args(args).env_remove("CDRMUNCH_CONFIG").output().expect("run cdrmunch")
+    Command::new(env!("CARGO_BIN_EXE_cdrmunch"))
+        .args(args)
+        .env_remove("CDRMUNCH_CONFIG")
+        .output()
+        .expect("run cdrmunch")
 }
 
 fn text(b: &[u8]) -> String {
@@ -46,7 +50,10 @@ fn a_bad_config_value_stops_startup_with_file_line_and_expectation() {
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(err.contains(&format!("{}:3", conf.display())), "{err}");
-    assert!(err.contains("cdr_queue_poll_max_batch_size") && err.contains("'lots'") && err.contains("expected"), "{err}");
+    assert!(
+        err.contains("cdr_queue_poll_max_batch_size") && err.contains("'lots'") && err.contains("expected"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -59,7 +66,10 @@ fn shipped_sample_configs_load_cleanly_in_dev_and_prod() {
     assert!(out.contains("server.port = 8080") && out.contains("cdrdb.url = sqlite://"), "{out}");
     let prod = cdrmunch(&["config", "--config", conf, "--env", "prod"]);
     let out = text(&prod.stdout);
-    assert!(out.contains("server.port = 80\n") && out.contains("normalized_cdr_base_dir = /data/CDRMunch/ncdr"), "{out}");
+    assert!(
+        out.contains("server.port = 80\n") && out.contains("normalized_cdr_base_dir = /data/CDRMunch/ncdr"),
+        "{out}"
+    );
     assert!(out.contains("# database: mysql://cdrmunch:***@127.0.0.1:3306/CDR"), "password redacted: {out}");
     let keys = text(&cdrmunch(&["config", "--keys"]).stdout);
     assert!(keys.contains("distiller.number_of_distilleries") && keys.contains("default: 10"), "{keys}");
@@ -83,14 +93,18 @@ async fn submit_posts_files_and_names_the_ones_refused() {
     assert!(out.status.success());
     let url2 = url.clone();
     let g = gen_dir.clone();
-    let out = tokio::task::spawn_blocking(move || cdrmunch(&["submit", "--url", &url2, "--quiet", "--encode", "base64", g.to_str().unwrap()]))
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        cdrmunch(&["submit", "--url", &url2, "--quiet", "--encode", "base64", g.to_str().unwrap()])
+    })
+    .await
+    .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     app.wait_settled(25, Duration::from_secs(30)).await;
 
     let corpus = corpus_dir();
-    let out = tokio::task::spawn_blocking(move || cdrmunch(&["submit", "--url", &url, corpus.to_str().unwrap()])).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || cdrmunch(&["submit", "--url", &url, corpus.to_str().unwrap()]))
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(1), "one corpus file is refused");
     let err = text(&out.stderr);
     assert!(err.contains("200: 15") && err.contains("400: 1"), "{err}");
@@ -107,13 +121,16 @@ async fn migrate_creates_the_schema_on_sqlite_and_a_new_mariadb_database() {
         let conf = dir.path().join("db.conf");
         std::fs::write(&conf, format!("cdrdb.url = {}\n", tdb.url)).unwrap();
         let c = conf.clone();
-        let out = tokio::task::spawn_blocking(move || cdrmunch(&["migrate", "--config", c.to_str().unwrap()])).await.unwrap();
+        let out =
+            tokio::task::spawn_blocking(move || cdrmunch(&["migrate", "--config", c.to_str().unwrap()])).await.unwrap();
         assert!(out.status.success(), "{db:?}: {}", text(&out.stderr));
         assert!(text(&out.stdout).contains("is up to date"));
         let repo = cdrmunch::store::connect(&tdb.url, 1).await.unwrap();
         assert_eq!(repo.queue_counts().await.unwrap(), Default::default(), "tables exist");
         // idempotent
-        let out = tokio::task::spawn_blocking(move || cdrmunch(&["migrate", "--config", conf.to_str().unwrap()])).await.unwrap();
+        let out = tokio::task::spawn_blocking(move || cdrmunch(&["migrate", "--config", conf.to_str().unwrap()]))
+            .await
+            .unwrap();
         assert!(out.status.success());
     }
 }

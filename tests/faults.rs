@@ -127,8 +127,11 @@ struct FailingStore;
 
 #[async_trait]
 impl BlobStore for FailingStore {
-    async fn put(&self, _: &str, _: &[u8]) -> Result<String, StorageError> {
-        unreachable!()
+    async fn put_unsynced(&self, _: &str, _: &[u8]) -> Result<String, StorageError> {
+        unreachable!("the raw store is only read by distilleries")
+    }
+    async fn sync(&self, _: &[String]) -> Result<(), StorageError> {
+        Ok(())
     }
     async fn get(&self, location: &str) -> Result<Vec<u8>, StorageError> {
         Err(StorageError::Io { location: location.into(), source: std::io::Error::other("EIO") })
@@ -146,6 +149,7 @@ async fn step_context(db: Db, dir: &std::path::Path, raw: Arc<dyn BlobStore>) ->
     let settings = test_settings(dir, &tdb.url);
     let repo = cdrmunch::app::open_repository(&settings).await.unwrap();
     let ctx = DistilleryContext {
+        instance: "step".into(),
         repo,
         raw_store: raw,
         ncdr_store: Arc::new(LocalStore::new(dir.join("ncdr"))),

@@ -4,11 +4,14 @@
 //! CDR is decided as an `Outcome` and recorded; only infrastructure faults crash the actor.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use super::committer::{commit_prepared, NormalizedBatch, Prepared};
+use super::group_commit;
 use super::queue_poller::QueuePollerMsg;
-use super::{now, DistillerConfig, Fault, Hooks};
+use super::{cpu_bound, now, DistillerConfig, Fault, Hooks};
 use crate::domain::normalize::{normalize_document, NormalizeContext, NormalizeError, NormalizedCdr};
 use crate::domain::outcome::{backoff_seconds, Outcome};
 use crate::storage::{BlobStore, StorageError};
@@ -16,6 +19,8 @@ use crate::store::{CommitResult, NewNormalizedCdr, QueuedCdr, Repository};
 
 /// Everything a distillery needs; shared by the pool and by tests that drive `distill`.
 pub struct DistilleryContext {
+    /// The running instance, to find the committer.
+    pub instance: String,
     pub repo: Arc<dyn Repository>,
     pub raw_store: Arc<dyn BlobStore>,
     pub ncdr_store: Arc<dyn BlobStore>,
@@ -54,22 +59,49 @@ impl Actor for Distillery {
             Some(Fault::Hang) => std::future::pending::<()>().await,
             None => {}
         }
-        let outcome = distill(ctx, &job).await;
+        let outcome = match prepare(ctx, &job).await {
+            Ok(prepared) => {
+                let committed = group_commit::submit::<NormalizedBatch>(&ctx.instance, prepared, COMMIT_TIMEOUT).await;
+                commit_outcome(committed)
+            }
+            Err(outcome) => outcome,
+        };
+        record(ctx, &job, &outcome).await;
         let _ = reply_to.send_message(QueuePollerMsg::JobDone { distillery: myself.get_id(), cdr_id: job.id, outcome });
         Ok(())
     }
 }
 
-/// One CDR through the distillery, outcome recorded in the database. Step function: tests
-/// call it directly to drive one claim → distill cycle without actors.
+/// How long a distillery waits for the committer before calling it a retriable failure.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One CDR through the distillery, committed on its own, outcome recorded in the database.
+/// Step function: tests call it directly to drive one claim → distill cycle without actors.
 pub async fn distill(ctx: &DistilleryContext, job: &QueuedCdr) -> Outcome {
-    let outcome = match try_distill(ctx, job).await {
-        Ok(CommitResult::Committed { .. }) => Outcome::Successful,
-        Ok(CommitResult::Duplicate) => Outcome::SuccessfulDuplicate,
+    let outcome = match prepare(ctx, job).await {
+        Ok(prepared) => {
+            let mut results = commit_prepared(&*ctx.repo, &*ctx.ncdr_store, &[prepared]).await;
+            commit_outcome(results.pop().unwrap_or_else(|| Err("no commit result".into())))
+        }
         Err(outcome) => outcome,
     };
+    record(ctx, job, &outcome).await;
+    outcome
+}
+
+fn commit_outcome(committed: Result<CommitResult, String>) -> Outcome {
+    match committed {
+        Ok(CommitResult::Committed { .. }) => Outcome::Successful,
+        Ok(CommitResult::Duplicate) => Outcome::SuccessfulDuplicate,
+        Err(e) => Outcome::RetriableFailure(e),
+    }
+}
+
+/// Writes what an outcome means for the queue row: nothing more for a success (the commit
+/// did it), `done='error'` for a permanent failure, a backed-off retry for a retriable one.
+pub async fn record(ctx: &DistilleryContext, job: &QueuedCdr, outcome: &Outcome) {
     let t = now();
-    let recorded = match &outcome {
+    let recorded = match outcome {
         Outcome::PermanentFailure(why) => ctx.repo.mark_error(job.id, why, false, t).await,
         Outcome::RetriableFailure(why) => {
             let wait = backoff_seconds(job.retry, ctx.config.retry_backoff_base, ctx.config.retry_backoff_max);
@@ -81,24 +113,24 @@ pub async fn distill(ctx: &DistilleryContext, job: &QueuedCdr) -> Outcome {
         // The lease runs out and the CDR is claimed again: nothing is lost.
         tracing::error!(cdr_id = job.id, error = %e, "could not record outcome {}", outcome.label());
     }
-    match &outcome {
+    match outcome {
         Outcome::Successful | Outcome::SuccessfulDuplicate => {
             tracing::debug!(cdr_id = job.id, path = %job.path, "{}", outcome.label())
         }
         other => tracing::warn!(cdr_id = job.id, path = %job.path, "{other}"),
     }
-    outcome
 }
 
-async fn try_distill(ctx: &DistilleryContext, job: &QueuedCdr) -> Result<CommitResult, Outcome> {
+/// Load, normalize and write the normalized XML (unsynced): everything before the commit.
+pub async fn prepare(ctx: &DistilleryContext, job: &QueuedCdr) -> Result<Prepared, Outcome> {
     let raw = ctx.raw_store.get(&job.path).await.map_err(|e| storage_outcome("reading raw CDR", e))?;
     let nctx = NormalizeContext {
         cdr_path: job.path.clone(),
         received_epoch: job.create_time,
         disabled_tasks: ctx.config.disabled_tasks.clone(),
     };
-    // Parsing a large CDR is CPU work: keep it off the async worker threads.
-    let normalized: NormalizedCdr = tokio::task::spawn_blocking(move || normalize_document(&raw, &nctx))
+    // A large CDR is parsed on the blocking pool, a typical one inline.
+    let normalized: NormalizedCdr = cpu_bound(raw.len(), move || normalize_document(&raw, &nctx))
         .await
         .map_err(|e| Outcome::InternalFailure(format!("normalizer task failed: {e}")))?
         .map_err(|e: NormalizeError| Outcome::PermanentFailure(format!("{e} (raw CDR {})", job.path)))?;
@@ -112,7 +144,7 @@ async fn try_distill(ctx: &DistilleryContext, job: &QueuedCdr) -> Result<CommitR
     }
     let location = ctx
         .ncdr_store
-        .put(&normalized.storage_key(), normalized.to_xml().as_bytes())
+        .put_unsynced(&normalized.storage_key(), normalized.to_xml().as_bytes())
         .await
         .map_err(|e| storage_outcome("writing normalized CDR", e))?;
     let row = NewNormalizedCdr {
@@ -123,10 +155,7 @@ async fn try_distill(ctx: &DistilleryContext, job: &QueuedCdr) -> Result<CommitR
         org_id: normalized.org_id,
         tasks: normalized.task_rows(),
     };
-    ctx.repo
-        .commit_normalized(job.id, &row, now())
-        .await
-        .map_err(|e| Outcome::RetriableFailure(format!("committing normalized CDR: {e}")))
+    Ok(Prepared { cdr_id: job.id, row })
 }
 
 fn storage_outcome(doing: &str, e: StorageError) -> Outcome {

@@ -2,7 +2,9 @@
 //! through ractor process groups scoped to one running instance, so a restarted actor is
 //! reachable again as soon as it has joined, and two apps in one test process never mix.
 
+pub mod committer;
 pub mod distillery;
+pub mod group_commit;
 pub mod intake;
 pub mod queue_poller;
 
@@ -19,6 +21,7 @@ use crate::store::QueuedCdr;
 pub enum Role {
     Intake,
     QueuePoller,
+    Committer,
 }
 
 fn group(instance: &str, role: Role) -> String {
@@ -62,6 +65,22 @@ pub struct DistillerConfig {
     pub poison_threshold: u32,
     pub prefetch: usize,
     pub disabled_tasks: Vec<TaskType>,
+}
+
+/// Below this size a CDR parses in well under 100 µs: cheaper inline than a hop to the
+/// blocking pool and back (each hop is two context switches).
+pub const INLINE_PARSE_LIMIT: usize = 64 * 1024;
+
+/// Runs CPU work on `len` bytes inline when small, on the blocking pool when large.
+pub async fn cpu_bound<T: Send + 'static>(
+    len: usize,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    if len < INLINE_PARSE_LIMIT {
+        Ok(work())
+    } else {
+        tokio::task::spawn_blocking(work).await
+    }
 }
 
 pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {

@@ -45,7 +45,6 @@ struct Slot {
 
 pub struct QueuePollerArgs {
     pub ctx: Arc<DistilleryContext>,
-    pub instance: String,
     pub distilleries: Vec<ActorRef<DistilleryMsg>>,
 }
 
@@ -72,7 +71,7 @@ impl Actor for QueuePoller {
         myself: ActorRef<QueuePollerMsg>,
         args: QueuePollerArgs,
     ) -> Result<QueuePollerState, ActorProcessingErr> {
-        join(&args.instance, Role::QueuePoller, myself.get_cell());
+        join(&args.ctx.instance, Role::QueuePoller, myself.get_cell());
         let slots = args.distilleries.into_iter().map(Slot::new).collect();
         myself.send_message(QueuePollerMsg::Tick)?;
         Ok(QueuePollerState {

@@ -13,8 +13,8 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::{ApiError, HttpState};
-use crate::actors::intake::IntakeMsg;
-use crate::actors::{members, Role};
+use crate::actors::intake::IntakeBatch;
+use crate::actors::{cpu_bound, group_commit};
 use crate::domain::intake::{canonical_uuid, parse_uuid_param};
 use crate::domain::submission::{self, Submission};
 use crate::storage::local::{create_dir_durable, sync_dir, temp_path};
@@ -33,42 +33,29 @@ pub async fn post_cdr(
     let query = uri.query().map(str::to_string);
     let peer_ip = peer.ip().to_string();
     let sub: Submission =
-        tokio::task::spawn_blocking(move || submission::prepare(&bytes, query.as_deref(), &peer_ip, received))
+        cpu_bound(bytes.len(), move || submission::prepare(&bytes, query.as_deref(), &peer_ip, received))
             .await
             .map_err(|e| ApiError::unavailable(format!("intake worker failed: {e}")))?
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let path = st
-        .raw_store
-        .put(&sub.key, &sub.document)
-        .await
-        .map_err(|e| ApiError::unavailable(format!("could not store the CDR: {e}")))?;
-    if st.cfg.cdr_queue_enabled {
+    let storage_err = |e| ApiError::unavailable(format!("could not store the CDR: {e}"));
+    let path = if st.cfg.cdr_queue_enabled {
+        // The intake group commit syncs the directory together with the rest of its batch.
+        let path = st.raw_store.put_unsynced(&sub.key, &sub.document).await.map_err(storage_err)?;
         let row = NewQueuedCdr {
             uuid: sub.uuid_bytes,
             freeswitch_host: sub.host.clone(),
             path: path.clone(),
             create_time: received,
         };
-        enqueue(&st, row).await?;
-    }
+        group_commit::submit::<IntakeBatch>(&st.instance, row, st.cfg.commit_timeout)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("could not queue the CDR: {e}")))?;
+        path
+    } else {
+        st.raw_store.put(&sub.key, &sub.document).await.map_err(storage_err)?
+    };
     let leg = if sub.a_leg { "A" } else { "B" };
     Ok(Json(serde_json::json!({ "uuid": sub.uuid, "leg": leg, "path": path })).into_response())
-}
-
-/// Hands the row to the intake actor and waits for its group commit.
-async fn enqueue(st: &HttpState, row: NewQueuedCdr) -> Result<(), ApiError> {
-    let intake = members::<IntakeMsg>(&st.instance, Role::Intake)
-        .into_iter()
-        .next()
-        .ok_or_else(|| ApiError::unavailable("intake is restarting"))?;
-    match intake.call(|reply| IntakeMsg::Submit(row, reply), Some(st.cfg.commit_timeout)).await {
-        Ok(ractor::rpc::CallResult::Success(Ok(()))) => Ok(()),
-        Ok(ractor::rpc::CallResult::Success(Err(e))) => {
-            Err(ApiError::unavailable(format!("could not queue the CDR: {e}")))
-        }
-        Ok(ractor::rpc::CallResult::Timeout) => Err(ApiError::unavailable("queueing the CDR timed out")),
-        _ => Err(ApiError::unavailable("intake is restarting")),
-    }
 }
 
 /// Reads a whole body, refusing it with 413 as soon as it passes `limit`.

@@ -33,15 +33,32 @@ impl LocalStore {
 
 #[async_trait]
 impl BlobStore for LocalStore {
-    async fn put(&self, key: &str, bytes: &[u8]) -> Result<String, StorageError> {
+    async fn put_unsynced(&self, key: &str, bytes: &[u8]) -> Result<String, StorageError> {
         let path = self.path_of(key)?;
         let bytes = bytes.to_vec();
         let loc = path.display().to_string();
-        tokio::task::spawn_blocking(move || write_durable(&path, &bytes))
+        tokio::task::spawn_blocking(move || write_file_synced(&path, &bytes))
             .await
             .map_err(|e| StorageError::io(&loc, std::io::Error::other(e)))?
             .map_err(|e| StorageError::io(&loc, e))?;
         Ok(loc)
+    }
+
+    /// The files themselves were fsynced before their rename; what remains is the directory
+    /// entries, once per distinct directory of the batch.
+    async fn sync(&self, locations: &[String]) -> Result<(), StorageError> {
+        let mut dirs: Vec<PathBuf> =
+            locations.iter().filter_map(|l| Path::new(l).parent().map(Path::to_path_buf)).collect();
+        dirs.sort();
+        dirs.dedup();
+        tokio::task::spawn_blocking(move || {
+            for d in &dirs {
+                sync_dir(d).map_err(|e| StorageError::io(d.display().to_string(), e))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageError::io("sync", std::io::Error::other(e)))?
     }
 
     async fn get(&self, location: &str) -> Result<Vec<u8>, StorageError> {
@@ -100,17 +117,15 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()))
 }
 
-/// Temp file, fsync, rename over `path`, fsync the directory.
-pub fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    create_dir_durable(dir)?;
+/// Temp file, fsync, rename over `path`; the directory entry still needs `sync_dir`.
+fn write_file_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    create_dir_durable(path.parent().unwrap_or(Path::new(".")))?;
     let tmp = temp_path(path);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        sync_dir(dir)
+        std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -6,7 +6,7 @@ pub mod local;
 
 use async_trait::async_trait;
 
-pub use local::{write_durable, LocalStore};
+pub use local::LocalStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -42,7 +42,16 @@ impl StorageError {
 pub trait BlobStore: Send + Sync + 'static {
     /// Writes `bytes` under `key` (a relative path with '/' separators) durably and
     /// atomically: a reader sees the old object or the whole new one, never a part.
-    async fn put(&self, key: &str, bytes: &[u8]) -> Result<String, StorageError>;
+    async fn put(&self, key: &str, bytes: &[u8]) -> Result<String, StorageError> {
+        let location = self.put_unsynced(key, bytes).await?;
+        self.sync(std::slice::from_ref(&location)).await?;
+        Ok(location)
+    }
+    /// Like `put`, but the object is only certain to survive a crash after `sync` of its
+    /// location: group commits sync a whole batch at once instead of once per object.
+    async fn put_unsynced(&self, key: &str, bytes: &[u8]) -> Result<String, StorageError>;
+    /// Makes earlier `put_unsynced` objects durable.
+    async fn sync(&self, locations: &[String]) -> Result<(), StorageError>;
     /// Reads an object by the location `put` returned.
     async fn get(&self, location: &str) -> Result<Vec<u8>, StorageError>;
     /// The location `put(key)` would return, without writing.

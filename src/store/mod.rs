@@ -131,13 +131,14 @@ pub trait Repository: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<QueuedCdr>>;
 
-    /// Inserts `normalized_cdrs` and its tasks and sets `done='y'`, all in one transaction.
+    /// For each `(cdr_queue.id, record)`: inserts `normalized_cdrs` and its tasks and sets
+    /// `done='y'` — the whole batch in one transaction. A uuid normalized before is a
+    /// `Duplicate` (its queue row is still marked done); the others are unaffected by it.
     async fn commit_normalized(
         &self,
-        cdr_id: u64,
-        cdr: &NewNormalizedCdr,
+        batch: &[(u64, NewNormalizedCdr)],
         now: DateTime<Utc>,
-    ) -> StoreResult<CommitResult>;
+    ) -> StoreResult<Vec<CommitResult>>;
 
     /// Retriable or internal failure: `retry`+1, due again at `next_attempt`, reason kept in
     /// `cdr_queue_error` (critical='n') so an operator sees why it is waiting.
@@ -189,5 +190,76 @@ pub(crate) fn uuid_bytes(v: &[u8]) -> [u8; 16] {
     out
 }
 
+/// Which rows of a commit batch are new: a uuid normalized before, or repeated within the
+/// batch, is a duplicate (its queue row is still marked done).
+pub(crate) struct CommitPlan {
+    /// Indexes into the batch of the rows to insert.
+    pub fresh: Vec<usize>,
+}
+
+pub(crate) fn plan_commit(batch: &[(u64, NewNormalizedCdr)], existing: &[[u8; 16]]) -> CommitPlan {
+    let mut seen: std::collections::HashSet<[u8; 16]> = existing.iter().copied().collect();
+    CommitPlan { fresh: (0..batch.len()).filter(|&i| seen.insert(batch[i].1.uuid)).collect() }
+}
+
+impl CommitPlan {
+    /// `(normalized id, task type, node_index)` for every task of the inserted rows.
+    pub fn task_rows<'a>(
+        &self,
+        batch: &'a [(u64, NewNormalizedCdr)],
+        ids: &[([u8; 16], u64)],
+    ) -> Vec<(u64, &'a str, u32)> {
+        let id_of = |u: &[u8; 16]| ids.iter().find(|(x, _)| x == u).map(|(_, id)| *id);
+        self.fresh
+            .iter()
+            .filter_map(|&i| id_of(&batch[i].1.uuid).map(|id| (id, &batch[i].1)))
+            .flat_map(|(id, c)| c.tasks.iter().map(move |(ty, idx)| (id, ty.as_str(), *idx)))
+            .collect()
+    }
+
+    pub fn results(&self, batch: &[(u64, NewNormalizedCdr)], ids: &[([u8; 16], u64)]) -> Vec<CommitResult> {
+        (0..batch.len())
+            .map(|i| match ids.iter().find(|(u, _)| *u == batch[i].1.uuid) {
+                Some((_, id)) if self.fresh.contains(&i) => CommitResult::Committed { normalized_id: *id },
+                _ => CommitResult::Duplicate,
+            })
+            .collect()
+    }
+}
+
 /// Per-row bind count stays far below both engines' placeholder limits.
 pub(crate) const MAX_ROWS_PER_INSERT: usize = 1000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(uuid: u8, tasks: &[&str]) -> NewNormalizedCdr {
+        NewNormalizedCdr {
+            uuid: [uuid; 16],
+            path: String::new(),
+            cdr_path: String::new(),
+            table_suffix: 0,
+            org_id: 0,
+            tasks: tasks.iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_commit_plan_skips_known_and_repeated_uuids() {
+        let batch = vec![(10, row(1, &["billing", "calllog"])), (11, row(2, &["calllog"])), (12, row(1, &[])), (13, row(3, &[]))];
+        let plan = plan_commit(&batch, &[[2; 16]]);
+        assert_eq!(plan.fresh, vec![0, 3]);
+        let ids = [([1; 16], 100), ([3; 16], 101)];
+        assert_eq!(plan.task_rows(&batch, &ids), vec![(100, "billing", 0), (100, "calllog", 1)]);
+        assert_eq!(
+            plan.results(&batch, &ids),
+            vec![
+                CommitResult::Committed { normalized_id: 100 },
+                CommitResult::Duplicate,
+                CommitResult::Duplicate,
+                CommitResult::Committed { normalized_id: 101 }
+            ]
+        );
+    }
+}

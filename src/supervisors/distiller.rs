@@ -1,35 +1,84 @@
-//! DistillerSupervisor: owns the QueuePoller and the distillery pool. A dead distillery is
-//! reported to the poller at once (its CDR is an internal failure) and replaced after a
-//! backoff; too many deaths in a window escalate to the root.
+//! DistillerSupervisor: owns the QueuePoller, the Committer and the distillery pool. A dead
+//! distillery is reported to the poller at once (its CDR is an internal failure) and replaced
+//! after a backoff; too many deaths in a window escalate to the root.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use super::policy::{Decision, RestartPolicy, RestartTracker};
+use crate::actors::committer::{Committer, CommitterMsg, NormalizedBatch};
 use crate::actors::distillery::{Distillery, DistilleryContext, DistilleryMsg};
 use crate::actors::queue_poller::{QueuePoller, QueuePollerArgs, QueuePollerMsg};
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Child {
+    Distillery,
+    Poller,
+    Committer,
+}
+
 pub enum DistillerSupervisorMsg {
-    RestartDistillery,
-    RestartPoller,
+    Restart(Child),
     /// Graceful stop: the poller drains (bounded by the timeout), then the children stop.
     Drain(Duration, RpcReplyPort<()>),
 }
 
 pub struct DistillerSupervisorArgs {
     pub ctx: Arc<DistilleryContext>,
-    pub instance: String,
     pub policy: RestartPolicy,
 }
 
 pub struct DistillerSupervisorState {
     args: DistillerSupervisorArgs,
     poller: Option<ActorRef<QueuePollerMsg>>,
+    committer: Option<ActorRef<CommitterMsg>>,
     distilleries: Vec<ActorRef<DistilleryMsg>>,
     tracker: RestartTracker,
     shutting_down: bool,
+}
+
+impl DistillerSupervisorState {
+    fn child_kind(&self, id: ActorId) -> Option<Child> {
+        if self.distilleries.iter().any(|d| d.get_id() == id) {
+            Some(Child::Distillery)
+        } else if self.poller.as_ref().is_some_and(|p| p.get_id() == id) {
+            Some(Child::Poller)
+        } else if self.committer.as_ref().is_some_and(|c| c.get_id() == id) {
+            Some(Child::Committer)
+        } else {
+            None
+        }
+    }
+
+    async fn spawn(&mut self, child: Child, sup: ActorCell) -> Result<(), ActorProcessingErr> {
+        let ctx = self.args.ctx.clone();
+        match child {
+            Child::Distillery => {
+                let (d, _) = Actor::spawn_linked(None, Distillery, ctx, sup).await?;
+                if let Some(p) = &self.poller {
+                    let _ = p.send_message(QueuePollerMsg::DistilleryUp(d.clone()));
+                }
+                self.distilleries.push(d);
+            }
+            Child::Poller => {
+                let args = QueuePollerArgs { ctx, distilleries: self.distilleries.clone() };
+                self.poller = Some(Actor::spawn_linked(None, QueuePoller, args, sup).await?.0);
+            }
+            Child::Committer => {
+                let batch = NormalizedBatch {
+                    repo: ctx.repo.clone(),
+                    ncdr_store: ctx.ncdr_store.clone(),
+                    instance: ctx.instance.clone(),
+                    // every distillery waits on at most one commit
+                    max_batch: ctx.config.distilleries.max(1),
+                };
+                self.committer = Some(Actor::spawn_linked(None, Committer::default(), batch, sup).await?.0);
+            }
+        }
+        Ok(())
+    }
 }
 
 pub struct DistillerSupervisor;
@@ -44,13 +93,21 @@ impl Actor for DistillerSupervisor {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let mut distilleries = Vec::new();
-        for _ in 0..args.ctx.config.distilleries {
-            distilleries.push(spawn_distillery(&args, myself.get_cell()).await?);
-        }
         let tracker = RestartTracker::new(args.policy);
-        let mut state = DistillerSupervisorState { args, poller: None, distilleries, tracker, shutting_down: false };
-        state.poller = Some(spawn_poller(&state, myself.get_cell()).await?);
+        let n = args.ctx.config.distilleries;
+        let mut state = DistillerSupervisorState {
+            args,
+            poller: None,
+            committer: None,
+            distilleries: Vec::new(),
+            tracker,
+            shutting_down: false,
+        };
+        state.spawn(Child::Committer, myself.get_cell()).await?;
+        for _ in 0..n {
+            state.spawn(Child::Distillery, myself.get_cell()).await?;
+        }
+        state.spawn(Child::Poller, myself.get_cell()).await?;
         Ok(state)
     }
 
@@ -61,16 +118,10 @@ impl Actor for DistillerSupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            DistillerSupervisorMsg::RestartDistillery if !state.shutting_down => {
-                let d = spawn_distillery(&state.args, myself.get_cell()).await?;
-                state.distilleries.push(d.clone());
-                if let Some(p) = &state.poller {
-                    let _ = p.send_message(QueuePollerMsg::DistilleryUp(d));
-                }
+            DistillerSupervisorMsg::Restart(child) if !state.shutting_down => {
+                state.spawn(child, myself.get_cell()).await?
             }
-            DistillerSupervisorMsg::RestartPoller if !state.shutting_down => {
-                state.poller = Some(spawn_poller(state, myself.get_cell()).await?);
-            }
+            DistillerSupervisorMsg::Restart(_) => {}
             DistillerSupervisorMsg::Drain(timeout, reply) => {
                 state.shutting_down = true;
                 if let Some(p) = &state.poller {
@@ -79,12 +130,18 @@ impl Actor for DistillerSupervisor {
                         tracing::warn!("distilleries did not finish within {timeout:?}; their leases will expire");
                     }
                 }
-                for child in myself.get_children() {
-                    child.stop(Some("shutdown".into()));
+                for d in &state.distilleries {
+                    d.stop(Some("shutdown".into()));
+                }
+                if let Some(p) = &state.poller {
+                    p.stop(Some("shutdown".into()));
+                }
+                // last, so commits the distilleries are waiting on still get done
+                if let Some(c) = &state.committer {
+                    let _ = c.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(10))).await;
                 }
                 let _ = reply.send(());
             }
-            _ => {}
         }
         Ok(())
     }
@@ -104,50 +161,23 @@ impl Actor for DistillerSupervisor {
             return Ok(());
         }
         let id = cell.get_id();
-        let was_distillery = state.distilleries.iter().any(|d| d.get_id() == id);
-        let was_poller = state.poller.as_ref().is_some_and(|p| p.get_id() == id);
-        if !was_distillery && !was_poller {
-            return Ok(());
-        }
+        let Some(child) = state.child_kind(id) else { return Ok(()) };
         let delay = match state.tracker.on_failure(Instant::now()) {
             Decision::RestartAfter(d) => d,
-            Decision::Escalate => {
-                return Err(format!("restart intensity exceeded ({reason}); escalating").into());
-            }
+            Decision::Escalate => return Err(format!("restart intensity exceeded ({reason}); escalating").into()),
         };
-        if was_distillery {
-            state.distilleries.retain(|d| d.get_id() != id);
-            tracing::error!(actor = %id, "distillery died: {reason}; restarting in {delay:?}");
-            if let Some(p) = &state.poller {
-                let _ = p.send_message(QueuePollerMsg::DistilleryDown { id, reason });
+        tracing::error!(actor = %id, "{child:?} died: {reason}; restarting in {delay:?}");
+        match child {
+            Child::Distillery => {
+                state.distilleries.retain(|d| d.get_id() != id);
+                if let Some(p) = &state.poller {
+                    let _ = p.send_message(QueuePollerMsg::DistilleryDown { id, reason });
+                }
             }
-            myself.send_after(delay, || DistillerSupervisorMsg::RestartDistillery);
-        } else {
-            tracing::error!(actor = %id, "queue poller died: {reason}; restarting in {delay:?}");
-            state.poller = None;
-            myself.send_after(delay, || DistillerSupervisorMsg::RestartPoller);
+            Child::Poller => state.poller = None,
+            Child::Committer => state.committer = None,
         }
+        myself.send_after(delay, move || DistillerSupervisorMsg::Restart(child));
         Ok(())
     }
-}
-
-async fn spawn_distillery(
-    args: &DistillerSupervisorArgs,
-    sup: ActorCell,
-) -> Result<ActorRef<DistilleryMsg>, ActorProcessingErr> {
-    let (d, _) = Actor::spawn_linked(None, Distillery, args.ctx.clone(), sup).await?;
-    Ok(d)
-}
-
-async fn spawn_poller(
-    state: &DistillerSupervisorState,
-    sup: ActorCell,
-) -> Result<ActorRef<QueuePollerMsg>, ActorProcessingErr> {
-    let args = QueuePollerArgs {
-        ctx: state.args.ctx.clone(),
-        instance: state.args.instance.clone(),
-        distilleries: state.distilleries.clone(),
-    };
-    let (p, _) = Actor::spawn_linked(None, QueuePoller, args, sup).await?;
-    Ok(p)
 }

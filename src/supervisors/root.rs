@@ -10,7 +10,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use super::distiller::{DistillerSupervisor, DistillerSupervisorArgs, DistillerSupervisorMsg};
 use super::policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::distillery::DistilleryContext;
-use crate::actors::intake::{IntakeActor, IntakeArgs, IntakeMsg};
+use crate::actors::intake::{IntakeActor, IntakeBatch, IntakeMsg};
+use crate::storage::BlobStore;
 use crate::store::Repository;
 
 pub enum RootMsg {
@@ -22,6 +23,7 @@ pub enum RootMsg {
 
 pub struct RootArgs {
     pub repo: Arc<dyn Repository>,
+    pub raw_store: Arc<dyn BlobStore>,
     pub instance: String,
     pub intake_batch: usize,
     /// None when this process runs no distiller role.
@@ -131,12 +133,14 @@ async fn spawn_intake(
     state: &RootState,
     myself: &ActorRef<RootMsg>,
 ) -> Result<ActorRef<IntakeMsg>, ActorProcessingErr> {
-    let args = IntakeArgs {
-        repo: state.args.repo.clone(),
-        instance: state.args.instance.clone(),
-        max_batch: state.args.intake_batch,
+    let a = &state.args;
+    let batch = IntakeBatch {
+        repo: a.repo.clone(),
+        raw_store: a.raw_store.clone(),
+        instance: a.instance.clone(),
+        max_batch: a.intake_batch,
     };
-    Ok(Actor::spawn_linked(None, IntakeActor, args, myself.get_cell()).await?.0)
+    Ok(Actor::spawn_linked(None, IntakeActor::default(), batch, myself.get_cell()).await?.0)
 }
 
 async fn spawn_distiller(
@@ -146,10 +150,6 @@ async fn spawn_distiller(
     let Some(ctx) = &state.args.distillery else {
         return Ok(None);
     };
-    let args = DistillerSupervisorArgs {
-        ctx: ctx.clone(),
-        instance: state.args.instance.clone(),
-        policy: RestartPolicy::WORKERS,
-    };
+    let args = DistillerSupervisorArgs { ctx: ctx.clone(), policy: RestartPolicy::WORKERS };
     Ok(Some(Actor::spawn_linked(None, DistillerSupervisor, args, myself.get_cell()).await?.0))
 }

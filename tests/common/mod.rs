@@ -245,12 +245,11 @@ impl Repository for SwitchableRepository {
     }
     async fn commit_normalized(
         &self,
-        cdr_id: u64,
-        cdr: &NewNormalizedCdr,
+        batch: &[(u64, NewNormalizedCdr)],
         now: DateTime<Utc>,
-    ) -> StoreResult<CommitResult> {
+    ) -> StoreResult<Vec<CommitResult>> {
         self.check()?;
-        self.inner.commit_normalized(cdr_id, cdr, now).await
+        self.inner.commit_normalized(batch, now).await
     }
     async fn schedule_retry(&self, cdr_id: u64, next: DateTime<Utc>, d: &str, now: DateTime<Utc>) -> StoreResult<()> {
         self.check()?;

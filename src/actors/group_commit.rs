@@ -1,0 +1,115 @@
+//! Group commit as an actor: callers `Submit` one item and wait; everything submitted while
+//! a commit runs goes into the next one. Durable throughput then comes from one fsync per
+//! batch instead of one per CDR. Intake and the normalized-CDR committer are both this
+//! actor with their own `Batch`.
+
+use std::marker::PhantomData;
+
+use async_trait::async_trait;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use super::{join, Role};
+
+/// What one kind of group commit does with a batch.
+#[async_trait]
+pub trait Batch: Send + Sync + 'static {
+    type Item: Send + 'static;
+    type Output: Send + 'static;
+    /// The group under which callers find this actor.
+    const ROLE: Role;
+    fn instance(&self) -> &str;
+    fn max_batch(&self) -> usize;
+    /// Commits the batch and answers every item, in order. An `Err` is the reason the item
+    /// was not committed (the database or storage failed), never a panic.
+    async fn commit(&self, items: &[Self::Item]) -> Vec<Result<Self::Output, String>>;
+}
+
+pub enum GroupCommitMsg<B: Batch> {
+    Submit(B::Item, RpcReplyPort<Result<B::Output, String>>),
+    /// Sent to itself, so it queues behind the submissions already waiting.
+    Flush,
+}
+
+pub struct GroupCommitState<B: Batch> {
+    batch: B,
+    pending: Vec<(B::Item, RpcReplyPort<Result<B::Output, String>>)>,
+    flush_scheduled: bool,
+}
+
+pub struct GroupCommitActor<B>(PhantomData<fn() -> B>);
+
+impl<B> Default for GroupCommitActor<B> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<B: Batch> Actor for GroupCommitActor<B> {
+    type Msg = GroupCommitMsg<B>;
+    type State = GroupCommitState<B>;
+    type Arguments = B;
+
+    async fn pre_start(&self, myself: ActorRef<Self::Msg>, batch: B) -> Result<Self::State, ActorProcessingErr> {
+        join(batch.instance(), B::ROLE, myself.get_cell());
+        Ok(GroupCommitState { batch, pending: Vec::new(), flush_scheduled: false })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            GroupCommitMsg::Submit(item, reply) => {
+                state.pending.push((item, reply));
+                if state.pending.len() >= state.batch.max_batch() {
+                    flush(state).await;
+                } else if !state.flush_scheduled {
+                    state.flush_scheduled = true;
+                    myself.send_message(GroupCommitMsg::Flush)?;
+                }
+            }
+            GroupCommitMsg::Flush => {
+                state.flush_scheduled = false;
+                flush(state).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// A stop still commits what was submitted: its callers are waiting for an answer.
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        flush(state).await;
+        Ok(())
+    }
+}
+
+async fn flush<B: Batch>(state: &mut GroupCommitState<B>) {
+    if state.pending.is_empty() {
+        return;
+    }
+    let (items, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut state.pending).into_iter().unzip();
+    let mut results = state.batch.commit(&items).await.into_iter();
+    for reply in replies {
+        let answer = results.next().unwrap_or_else(|| Err("batch answered fewer items than it got".into()));
+        let _ = reply.send(answer);
+    }
+}
+
+/// Submits one item to the group-commit actor of `B::ROLE` in `instance` and waits.
+pub async fn submit<B: Batch>(
+    instance: &str,
+    item: B::Item,
+    timeout: std::time::Duration,
+) -> Result<B::Output, String> {
+    let actor = super::members::<GroupCommitMsg<B>>(instance, B::ROLE)
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("{:?} is restarting", B::ROLE))?;
+    match actor.call(|reply| GroupCommitMsg::Submit(item, reply), Some(timeout)).await {
+        Ok(ractor::rpc::CallResult::Success(answer)) => answer,
+        Ok(ractor::rpc::CallResult::Timeout) => Err(format!("{:?} did not answer within {timeout:?}", B::ROLE)),
+        _ => Err(format!("{:?} is restarting", B::ROLE)),
+    }
+}
