@@ -90,6 +90,7 @@ async fn flush<B: Batch>(state: &mut GroupCommitState<B>) {
         return;
     }
     let (items, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut state.pending).into_iter().unzip();
+    tracing::trace!(role = ?B::ROLE, batch = items.len(), "group commit");
     let mut results = state.batch.commit(&items).await.into_iter();
     for reply in replies {
         let answer = results.next().unwrap_or_else(|| Err("batch answered fewer items than it got".into()));

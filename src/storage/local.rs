@@ -1,8 +1,10 @@
 //! Local filesystem store: temp file in the same directory, fsync, rename, fsync the
 //! directory — so a 200 or a `done='y'` never points at a file a crash could take back.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -10,11 +12,14 @@ use super::{BlobStore, StorageError};
 
 pub struct LocalStore {
     root: PathBuf,
+    /// Directories known to exist (and be durable), so a write to an existing hour or day
+    /// directory costs no stat call.
+    known_dirs: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
 impl LocalStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self { root: root.into(), known_dirs: Arc::default() }
     }
 
     pub fn root(&self) -> &Path {
@@ -37,10 +42,24 @@ impl BlobStore for LocalStore {
         let path = self.path_of(key)?;
         let bytes = bytes.to_vec();
         let loc = path.display().to_string();
-        tokio::task::spawn_blocking(move || write_file_synced(&path, &bytes))
-            .await
-            .map_err(|e| StorageError::io(&loc, std::io::Error::other(e)))?
-            .map_err(|e| StorageError::io(&loc, e))?;
+        let known = self.known_dirs.clone();
+        tokio::task::spawn_blocking(move || {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let is_known = known.lock().map(|k| k.contains(dir)).unwrap_or(false);
+            if !is_known {
+                create_dir_durable(dir)?;
+                if let Ok(mut k) = known.lock() {
+                    if k.len() > 10_000 {
+                        k.clear(); // hour directories accumulate; forgetting costs one stat each
+                    }
+                    k.insert(dir.to_path_buf());
+                }
+            }
+            write_file_synced(&path, &bytes)
+        })
+        .await
+        .map_err(|e| StorageError::io(&loc, std::io::Error::other(e)))?
+        .map_err(|e| StorageError::io(&loc, e))?;
         Ok(loc)
     }
 
@@ -117,9 +136,9 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()))
 }
 
-/// Temp file, fsync, rename over `path`; the directory entry still needs `sync_dir`.
+/// Temp file, fsync, rename over `path` (whose directory exists); the directory entry
+/// still needs `sync_dir`.
 fn write_file_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    create_dir_durable(path.parent().unwrap_or(Path::new(".")))?;
     let tmp = temp_path(path);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;

@@ -247,7 +247,12 @@ mod tests {
 
     #[test]
     fn a_commit_plan_skips_known_and_repeated_uuids() {
-        let batch = vec![(10, row(1, &["billing", "calllog"])), (11, row(2, &["calllog"])), (12, row(1, &[])), (13, row(3, &[]))];
+        let batch = vec![
+            (10, row(1, &["billing", "calllog"])),
+            (11, row(2, &["calllog"])),
+            (12, row(1, &[])),
+            (13, row(3, &[])),
+        ];
         let plan = plan_commit(&batch, &[[2; 16]]);
         assert_eq!(plan.fresh, vec![0, 3]);
         let ids = [([1; 16], 100), ([3; 16], 101)];

@@ -29,8 +29,10 @@ impl SqliteRepository {
                 std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
             }
         }
+        // Writers serialise on SQLite's lock anyway, and every extra connection keeps a page
+        // cache that each commit elsewhere invalidates: a few connections do more than many.
         let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections.max(2))
+            .max_connections(max_connections.clamp(2, 4))
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts)
             .await?;
