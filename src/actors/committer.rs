@@ -21,8 +21,6 @@ pub struct Prepared {
 pub struct NormalizedBatch {
     pub repo: Arc<dyn Repository>,
     pub ncdr_store: Arc<dyn BlobStore>,
-    pub instance: String,
-    pub max_batch: usize,
 }
 
 pub type Committer = GroupCommitActor<NormalizedBatch>;
@@ -33,14 +31,6 @@ impl Batch for NormalizedBatch {
     type Item = Prepared;
     type Output = CommitResult;
     const ROLE: Role = Role::Committer;
-
-    fn instance(&self) -> &str {
-        &self.instance
-    }
-
-    fn max_batch(&self) -> usize {
-        self.max_batch
-    }
 
     async fn commit(&self, items: &[Prepared]) -> Vec<Result<CommitResult, String>> {
         commit_prepared(&*self.repo, &*self.ncdr_store, items).await

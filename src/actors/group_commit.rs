@@ -17,8 +17,6 @@ pub trait Batch: Send + Sync + 'static {
     type Output: Send + 'static;
     /// The group under which callers find this actor.
     const ROLE: Role;
-    fn instance(&self) -> &str;
-    fn max_batch(&self) -> usize;
     /// Commits the batch and answers every item, in order. An `Err` is the reason the item
     /// was not committed (the database or storage failed), never a panic.
     async fn commit(&self, items: &[Self::Item]) -> Vec<Result<Self::Output, String>>;
@@ -30,8 +28,17 @@ pub enum GroupCommitMsg<B: Batch> {
     Flush,
 }
 
+pub struct GroupCommitArgs<B> {
+    pub batch: B,
+    /// The running instance whose callers find this actor.
+    pub instance: String,
+    /// A batch this large is committed without waiting for the queued `Flush`.
+    pub max_batch: usize,
+}
+
 pub struct GroupCommitState<B: Batch> {
     batch: B,
+    max_batch: usize,
     pending: Vec<(B::Item, RpcReplyPort<Result<B::Output, String>>)>,
     flush_scheduled: bool,
 }
@@ -47,11 +54,20 @@ impl<B> Default for GroupCommitActor<B> {
 impl<B: Batch> Actor for GroupCommitActor<B> {
     type Msg = GroupCommitMsg<B>;
     type State = GroupCommitState<B>;
-    type Arguments = B;
+    type Arguments = GroupCommitArgs<B>;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, batch: B) -> Result<Self::State, ActorProcessingErr> {
-        join(batch.instance(), B::ROLE, myself.get_cell());
-        Ok(GroupCommitState { batch, pending: Vec::new(), flush_scheduled: false })
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        join(&args.instance, B::ROLE, myself.get_cell());
+        Ok(GroupCommitState {
+            batch: args.batch,
+            max_batch: args.max_batch,
+            pending: Vec::new(),
+            flush_scheduled: false,
+        })
     }
 
     async fn handle(
@@ -63,7 +79,7 @@ impl<B: Batch> Actor for GroupCommitActor<B> {
         match msg {
             GroupCommitMsg::Submit(item, reply) => {
                 state.pending.push((item, reply));
-                if state.pending.len() >= state.batch.max_batch() {
+                if state.pending.len() >= state.max_batch {
                     flush(state).await;
                 } else if !state.flush_scheduled {
                     state.flush_scheduled = true;

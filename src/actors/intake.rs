@@ -15,8 +15,8 @@ use crate::store::{NewQueuedCdr, Repository};
 pub struct IntakeBatch {
     pub repo: Arc<dyn Repository>,
     pub raw_store: Arc<dyn BlobStore>,
+    /// To find the QueuePoller to wake.
     pub instance: String,
-    pub max_batch: usize,
 }
 
 pub type IntakeActor = GroupCommitActor<IntakeBatch>;
@@ -27,14 +27,6 @@ impl Batch for IntakeBatch {
     type Item = NewQueuedCdr;
     type Output = ();
     const ROLE: Role = Role::Intake;
-
-    fn instance(&self) -> &str {
-        &self.instance
-    }
-
-    fn max_batch(&self) -> usize {
-        self.max_batch
-    }
 
     async fn commit(&self, rows: &[NewQueuedCdr]) -> Vec<Result<(), String>> {
         let paths: Vec<String> = rows.iter().map(|r| r.path.clone()).collect();

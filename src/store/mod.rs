@@ -4,6 +4,79 @@
 //! Times are passed in by the caller (UTC, whole seconds) rather than taken from the
 //! database clock: the two engines then behave the same and tests can drive the clock.
 
+/// The distilleries' batch commit, the same SQL on both engines (ids travel as i64): a fixed
+/// number of statements per batch, whatever its size, since each is a round trip (for
+/// SQLite, to its worker thread). A macro, because the sqlx trait bounds of one function
+/// generic over both engines would be longer than the body.
+macro_rules! commit_normalized_batch {
+    ($db:ty, $tx:expr, $batch:expr, $now:expr) => {{
+        let mut tx = $tx;
+        let batch: &[(u64, NewNormalizedCdr)] = $batch;
+        let uuids_in = |head: &'static str, rows: &mut dyn Iterator<Item = [u8; 16]>| {
+            let mut qb: QueryBuilder<$db> = QueryBuilder::new(head);
+            let mut sep = qb.separated(", ");
+            for u in rows {
+                sep.push_bind(u.to_vec());
+            }
+            qb.push(")");
+            qb
+        };
+        let mut qb =
+            uuids_in("SELECT uuid FROM normalized_cdrs WHERE uuid IN (", &mut batch.iter().map(|(_, c)| c.uuid));
+        let existing: Vec<[u8; 16]> =
+            qb.build().fetch_all(&mut *tx).await?.iter().map(|r| uuid_bytes(&r.get::<Vec<u8>, _>(0))).collect();
+        let plan = plan_commit(batch, &existing);
+        let fresh: Vec<&NewNormalizedCdr> = plan.fresh.iter().map(|&i| &batch[i].1).collect();
+        let mut ids: Vec<([u8; 16], u64)> = Vec::new();
+        if !fresh.is_empty() {
+            let mut qb: QueryBuilder<$db> =
+                QueryBuilder::new("INSERT INTO normalized_cdrs (uuid, path, cdr_path, TableSuffix, rmOrgID) ");
+            qb.push_values(&fresh, |mut b, c| {
+                b.push_bind(c.uuid.to_vec())
+                    .push_bind(c.path.clone())
+                    .push_bind(c.cdr_path.clone())
+                    .push_bind(c.table_suffix)
+                    .push_bind(c.org_id);
+            });
+            qb.build().execute(&mut *tx).await?;
+            let mut qb = uuids_in(
+                "SELECT CAST(id AS SIGNED), uuid FROM normalized_cdrs WHERE uuid IN (",
+                &mut fresh.iter().map(|c| c.uuid),
+            );
+            ids = qb
+                .build()
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| (uuid_bytes(&r.get::<Vec<u8>, _>(1)), r.get::<i64, _>(0) as u64))
+                .collect();
+            let t = sql_time($now);
+            for chunk in plan.task_rows(batch, &ids).chunks(MAX_ROWS_PER_INSERT) {
+                let mut qb: QueryBuilder<$db> = QueryBuilder::new(
+                    "INSERT INTO tasks (id_normalized_cdrs, task_type, create_time, next_attempt, node_index) ",
+                );
+                qb.push_values(chunk, |mut b, (nid, ty, idx)| {
+                    b.push_bind(*nid as i64)
+                        .push_bind(ty.to_string())
+                        .push_bind(t.clone())
+                        .push_bind(t.clone())
+                        .push_bind(*idx as i64);
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+        }
+        let mut qb: QueryBuilder<$db> = QueryBuilder::new("UPDATE cdr_queue SET done = 'y' WHERE id IN (");
+        let mut sep = qb.separated(", ");
+        for (id, _) in batch {
+            sep.push_bind(*id as i64);
+        }
+        qb.push(")");
+        qb.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(plan.results(batch, &ids))
+    }};
+}
+
 mod mysql;
 mod sqlite;
 

@@ -129,70 +129,7 @@ impl Repository for MysqlRepository {
         batch: &[(u64, NewNormalizedCdr)],
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<CommitResult>> {
-        // A fixed number of statements per batch, whatever its size: every statement is a
-        // round trip to the database (for SQLite, to its worker thread).
-        let mut tx = self.pool.begin().await?;
-        let uuids: Vec<Vec<u8>> = batch.iter().map(|(_, c)| c.uuid.to_vec()).collect();
-        let mut qb: QueryBuilder<MySql> = QueryBuilder::new("SELECT uuid FROM normalized_cdrs WHERE uuid IN (");
-        let mut sep = qb.separated(", ");
-        for u in &uuids {
-            sep.push_bind(u.clone());
-        }
-        qb.push(")");
-        let existing: Vec<[u8; 16]> =
-            qb.build().fetch_all(&mut *tx).await?.iter().map(|r| uuid_bytes(&r.get::<Vec<u8>, _>(0))).collect();
-        let plan = plan_commit(batch, &existing);
-        let fresh: Vec<&NewNormalizedCdr> = plan.fresh.iter().map(|&i| &batch[i].1).collect();
-        let mut ids: Vec<([u8; 16], u64)> = Vec::new();
-        if !fresh.is_empty() {
-            let mut qb: QueryBuilder<MySql> =
-                QueryBuilder::new("INSERT INTO normalized_cdrs (uuid, path, cdr_path, TableSuffix, rmOrgID) ");
-            qb.push_values(&fresh, |mut b, c| {
-                b.push_bind(c.uuid.to_vec())
-                    .push_bind(c.path.clone())
-                    .push_bind(c.cdr_path.clone())
-                    .push_bind(c.table_suffix)
-                    .push_bind(c.org_id);
-            });
-            qb.build().execute(&mut *tx).await?;
-            let mut qb: QueryBuilder<MySql> = QueryBuilder::new("SELECT id, uuid FROM normalized_cdrs WHERE uuid IN (");
-            let mut sep = qb.separated(", ");
-            for c in &fresh {
-                sep.push_bind(c.uuid.to_vec());
-            }
-            qb.push(")");
-            ids = qb
-                .build()
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| (uuid_bytes(&r.get::<Vec<u8>, _>(1)), r.get::<u64, _>(0)))
-                .collect();
-            let t = sql_time(now);
-            let tasks = plan.task_rows(batch, &ids);
-            for chunk in tasks.chunks(MAX_ROWS_PER_INSERT) {
-                let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-                    "INSERT INTO tasks (id_normalized_cdrs, task_type, create_time, next_attempt, node_index) ",
-                );
-                qb.push_values(chunk, |mut b, (nid, ty, idx)| {
-                    b.push_bind(*nid)
-                        .push_bind(ty.to_string())
-                        .push_bind(t.clone())
-                        .push_bind(t.clone())
-                        .push_bind(*idx);
-                });
-                qb.build().execute(&mut *tx).await?;
-            }
-        }
-        let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE cdr_queue SET done = 'y' WHERE id IN (");
-        let mut sep = qb.separated(", ");
-        for (id, _) in batch {
-            sep.push_bind(*id);
-        }
-        qb.push(")");
-        qb.build().execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(plan.results(batch, &ids))
+        commit_normalized_batch!(MySql, self.pool.begin().await?, batch, now)
     }
 
     async fn schedule_retry(

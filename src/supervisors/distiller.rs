@@ -10,6 +10,7 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPo
 use super::policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::committer::{Committer, CommitterMsg, NormalizedBatch};
 use crate::actors::distillery::{Distillery, DistilleryContext, DistilleryMsg};
+use crate::actors::group_commit::GroupCommitArgs;
 use crate::actors::queue_poller::{QueuePoller, QueuePollerArgs, QueuePollerMsg};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,14 +68,14 @@ impl DistillerSupervisorState {
                 self.poller = Some(Actor::spawn_linked(None, QueuePoller, args, sup).await?.0);
             }
             Child::Committer => {
-                let batch = NormalizedBatch {
-                    repo: ctx.repo.clone(),
-                    ncdr_store: ctx.ncdr_store.clone(),
+                let batch = NormalizedBatch { repo: ctx.repo.clone(), ncdr_store: ctx.ncdr_store.clone() };
+                // every distillery waits on at most one commit
+                let args = GroupCommitArgs {
+                    batch,
                     instance: ctx.instance.clone(),
-                    // every distillery waits on at most one commit
                     max_batch: ctx.config.distilleries.max(1),
                 };
-                self.committer = Some(Actor::spawn_linked(None, Committer::default(), batch, sup).await?.0);
+                self.committer = Some(Actor::spawn_linked(None, Committer::default(), args, sup).await?.0);
             }
         }
         Ok(())

@@ -10,6 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use super::distiller::{DistillerSupervisor, DistillerSupervisorArgs, DistillerSupervisorMsg};
 use super::policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::distillery::DistilleryContext;
+use crate::actors::group_commit::GroupCommitArgs;
 use crate::actors::intake::{IntakeActor, IntakeBatch, IntakeMsg};
 use crate::storage::BlobStore;
 use crate::store::Repository;
@@ -134,13 +135,9 @@ async fn spawn_intake(
     myself: &ActorRef<RootMsg>,
 ) -> Result<ActorRef<IntakeMsg>, ActorProcessingErr> {
     let a = &state.args;
-    let batch = IntakeBatch {
-        repo: a.repo.clone(),
-        raw_store: a.raw_store.clone(),
-        instance: a.instance.clone(),
-        max_batch: a.intake_batch,
-    };
-    Ok(Actor::spawn_linked(None, IntakeActor::default(), batch, myself.get_cell()).await?.0)
+    let batch = IntakeBatch { repo: a.repo.clone(), raw_store: a.raw_store.clone(), instance: a.instance.clone() };
+    let args = GroupCommitArgs { batch, instance: a.instance.clone(), max_batch: a.intake_batch };
+    Ok(Actor::spawn_linked(None, IntakeActor::default(), args, myself.get_cell()).await?.0)
 }
 
 async fn spawn_distiller(
