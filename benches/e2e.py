@@ -31,6 +31,7 @@ def count_normalized(db_url, tmp):
     cred, hostpart = rest.rsplit("@", 1)
     user, _, pw = cred.partition(":")
     hostport, db = hostpart.split("/", 1)
+    db = db.split("?")[0]
     host, _, port = hostport.partition(":")
     args = ["mariadb", "--protocol=TCP", "-h", host, "-P", port or "3306", "-u", user, "-N", "-B", "-e",
             f"SELECT COUNT(*) FROM `{db}`.normalized_cdrs"]
@@ -44,6 +45,7 @@ def drop_mysql(db_url):
     cred, hostpart = rest.rsplit("@", 1)
     user, _, pw = cred.partition(":")
     hostport, db = hostpart.split("/", 1)
+    db = db.split("?")[0]
     host, _, port = hostport.partition(":")
     args = ["mariadb", "--protocol=TCP", "-h", host, "-P", port or "3306", "-u", user, "-e", f"DROP DATABASE IF EXISTS `{db}`"]
     if pw:
@@ -79,7 +81,7 @@ def run(db, count, concurrency, distilleries, data_dir):
         db_url = f"sqlite://{tmp}/cdrmunch.db"
     else:
         base = os.environ.get("CDRMUNCH_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306")
-        db_url = f"{base}/cdrmunch_bench_{os.getpid()}"
+        db_url = f"{base}/cdrmunch_bench_{os.getpid()}" + os.environ.get("CDRMUNCH_BENCH_MYSQL_PARAMS", "")
     conf = os.path.join(tmp, "bench.conf")
     with open(conf, "w") as f:
         f.write(f"""server.address = 127.0.0.1

@@ -106,8 +106,9 @@ async fn flush<B: Batch>(state: &mut GroupCommitState<B>) {
         return;
     }
     let (items, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut state.pending).into_iter().unzip();
-    tracing::trace!(role = ?B::ROLE, batch = items.len(), "group commit");
+    let started = std::time::Instant::now();
     let mut results = state.batch.commit(&items).await.into_iter();
+    tracing::trace!(role = ?B::ROLE, batch = items.len(), elapsed_us = started.elapsed().as_micros() as u64, "group commit");
     for reply in replies {
         let answer = results.next().unwrap_or_else(|| Err("batch answered fewer items than it got".into()));
         let _ = reply.send(answer);

@@ -174,8 +174,15 @@ impl QueuePollerState {
             let limit = free.min(self.ctx.config.max_batch) as u32;
             let t = now();
             let lease = chrono::Duration::from_std(self.ctx.config.lease).unwrap_or(chrono::Duration::seconds(300));
+            let started = Instant::now();
             match self.ctx.repo.claim_cdrs(t, t + lease, limit).await {
                 Ok(rows) => {
+                    tracing::trace!(
+                        limit,
+                        claimed = rows.len(),
+                        elapsed_us = started.elapsed().as_micros() as u64,
+                        "claim"
+                    );
                     self.more_due = rows.len() as u32 == limit;
                     self.ready.extend(rows);
                 }

@@ -18,13 +18,62 @@ pub struct MysqlRepository {
 
 /// ER_BAD_DB_ERROR: the database named in the URL does not exist yet.
 const ER_BAD_DB: u16 = 1049;
+/// ER_LOCK_DEADLOCK and ER_LOCK_WAIT_TIMEOUT: InnoDB rolled the transaction back and asks
+/// for it to be restarted.
+const ER_RESTART_TRANSACTION: [u16; 2] = [1213, 1205];
+
+fn must_restart(e: &StoreError) -> bool {
+    match e {
+        StoreError::Query(sqlx::Error::Database(db)) => db
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .is_some_and(|m| ER_RESTART_TRANSACTION.contains(&m.number())),
+        _ => false,
+    }
+}
+
+/// Intake inserts, claims and the committer's updates touch the same `cdr_queue` indexes, so
+/// under load InnoDB now and then picks one of them as a deadlock victim. Restarting the
+/// transaction is the cure InnoDB prescribes; it is cheaper than failing a POST with 503 or
+/// sending a whole batch of CDRs into retry backoff.
+async fn retry_deadlocks<T, F, Fut>(mut op: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    const ATTEMPTS: u32 = 8;
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Err(e) if must_restart(&e) && attempt + 1 < ATTEMPTS => {
+                attempt += 1;
+                let jitter = rand::random_range(0..=2u64 << attempt);
+                tracing::debug!(attempt, "restarting transaction after: {e}");
+                tokio::time::sleep(Duration::from_millis(jitter)).await;
+            }
+            other => return other,
+        }
+    }
+}
 
 impl MysqlRepository {
     /// Connects, creating the database named in the URL when it does not exist yet.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
         let opts = MySqlConnectOptions::from_str(url).map_err(|_| StoreError::BadUrl(url.to_string()))?;
-        let pool_opts =
-            || MySqlPoolOptions::new().max_connections(max_connections).acquire_timeout(Duration::from_secs(10));
+        // READ COMMITTED: under InnoDB's default REPEATABLE READ a claim's FOR UPDATE takes
+        // next-key locks on every index record it scans, which blocks intake's inserts and
+        // the committer's updates of the same `done='n'` range.
+        let pool_opts = || {
+            MySqlPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        set_tcp_nodelay_on_sockets();
+                        sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").execute(conn).await?;
+                        Ok(())
+                    })
+                })
+        };
         match pool_opts().connect_with(opts.clone()).await {
             Ok(pool) => Ok(Self { pool }),
             Err(sqlx::Error::Database(e))
@@ -47,6 +96,35 @@ impl MysqlRepository {
     }
 }
 
+/// sqlx 0.9.0 stopped setting TCP_NODELAY on its sockets (upstream issue #4335). A write
+/// that follows one the server does not answer (a statement-cache eviction's
+/// COM_STMT_CLOSE, then the next PREPARE) then waits for the server's delayed ACK: 40–200 ms
+/// stalls that measured as 40 ms batch commits. sqlx offers no socket hook, so right after
+/// each connect every TCP socket of the process gets TCP_NODELAY — which every latency-
+/// sensitive client sets anyway (hyper does for HTTP). Remove once sqlx sets it again.
+fn set_tcp_nodelay_on_sockets() {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else { return };
+    for entry in fds.flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<libc::c_int>().ok()) else { continue };
+        let is_socket = std::fs::read_link(entry.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
+        if !is_socket {
+            continue;
+        }
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt only reads the option value we pass; on a socket that is not
+        // TCP (unix, UDP) it fails with an error that we ignore.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
 #[async_trait]
 impl Repository for MysqlRepository {
     fn backend(&self) -> &'static str {
@@ -64,23 +142,26 @@ impl Repository for MysqlRepository {
     }
 
     async fn enqueue_cdrs(&self, rows: &[NewQueuedCdr]) -> StoreResult<u64> {
-        let mut tx = self.pool.begin().await?;
-        let mut inserted = 0;
-        for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
-            let mut qb: QueryBuilder<MySql> =
-                QueryBuilder::new("INSERT INTO cdr_queue (uuid, freeswitch_host, path, create_time) ");
-            qb.push_values(chunk, |mut b, r| {
-                b.push_bind(r.uuid.to_vec())
-                    .push_bind(r.freeswitch_host.clone())
-                    .push_bind(r.path.clone())
-                    .push_bind(r.create_time);
-            });
-            // `id = id` keeps the first row of a uuid and counts a retry as 0 affected rows.
-            qb.push(" ON DUPLICATE KEY UPDATE id = id");
-            inserted += qb.build().execute(&mut *tx).await?.rows_affected();
-        }
-        tx.commit().await?;
-        Ok(inserted)
+        retry_deadlocks(|| async {
+            let mut tx = self.pool.begin().await?;
+            let mut inserted = 0;
+            for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
+                let mut qb: QueryBuilder<MySql> =
+                    QueryBuilder::new("INSERT INTO cdr_queue (uuid, freeswitch_host, path, create_time) ");
+                qb.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.uuid.to_vec())
+                        .push_bind(r.freeswitch_host.clone())
+                        .push_bind(r.path.clone())
+                        .push_bind(r.create_time);
+                });
+                // `id = id` keeps the first row of a uuid and counts a retry as 0 affected rows.
+                qb.push(" ON DUPLICATE KEY UPDATE id = id");
+                inserted += qb.build().execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+            Ok(inserted)
+        })
+        .await
     }
 
     async fn claim_cdrs(
@@ -89,39 +170,42 @@ impl Repository for MysqlRepository {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<QueuedCdr>> {
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
-            "SELECT id, uuid, freeswitch_host, path, CAST(create_time AS SIGNED), CAST(retry AS SIGNED) \
-             FROM cdr_queue WHERE done = 'n' AND (next_attempt IS NULL OR next_attempt <= ?) \
-             ORDER BY next_attempt, id LIMIT ? FOR UPDATE SKIP LOCKED",
-        )
-        .bind(sql_time(now))
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        let claimed: Vec<QueuedCdr> = rows
-            .iter()
-            .map(|r| QueuedCdr {
-                id: r.get::<u64, _>(0),
-                uuid: uuid_bytes(&r.get::<Vec<u8>, _>(1)),
-                freeswitch_host: r.get(2),
-                path: r.get(3),
-                create_time: r.get(4),
-                retry: r.get::<i64, _>(5) as u32,
-            })
-            .collect();
-        if !claimed.is_empty() {
-            let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE cdr_queue SET next_attempt = ");
-            qb.push_bind(sql_time(lease_until)).push(" WHERE id IN (");
-            let mut sep = qb.separated(", ");
-            for c in &claimed {
-                sep.push_bind(c.id);
+        retry_deadlocks(|| async {
+            let mut tx = self.pool.begin().await?;
+            let rows = sqlx::query(
+                "SELECT id, uuid, freeswitch_host, path, CAST(create_time AS SIGNED), CAST(retry AS SIGNED) \
+                 FROM cdr_queue WHERE done = 'n' AND (next_attempt IS NULL OR next_attempt <= ?) \
+                 ORDER BY next_attempt, id LIMIT ? FOR UPDATE SKIP LOCKED",
+            )
+            .bind(sql_time(now))
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+            let claimed: Vec<QueuedCdr> = rows
+                .iter()
+                .map(|r| QueuedCdr {
+                    id: r.get::<u64, _>(0),
+                    uuid: uuid_bytes(&r.get::<Vec<u8>, _>(1)),
+                    freeswitch_host: r.get(2),
+                    path: r.get(3),
+                    create_time: r.get(4),
+                    retry: r.get::<i64, _>(5) as u32,
+                })
+                .collect();
+            if !claimed.is_empty() {
+                let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE cdr_queue SET next_attempt = ");
+                qb.push_bind(sql_time(lease_until)).push(" WHERE id IN (");
+                let mut sep = qb.separated(", ");
+                for c in &claimed {
+                    sep.push_bind(c.id);
+                }
+                qb.push(")");
+                qb.build().execute(&mut *tx).await?;
             }
-            qb.push(")");
-            qb.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(claimed)
+            tx.commit().await?;
+            Ok(claimed)
+        })
+        .await
     }
 
     async fn commit_normalized(
@@ -129,7 +213,7 @@ impl Repository for MysqlRepository {
         batch: &[(u64, NewNormalizedCdr)],
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<CommitResult>> {
-        commit_normalized_batch!(MySql, self.pool.begin().await?, batch, now)
+        retry_deadlocks(|| async { commit_normalized_batch!(MySql, self.pool.begin().await?, batch, now) }).await
     }
 
     async fn schedule_retry(
@@ -139,37 +223,46 @@ impl Repository for MysqlRepository {
         description: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE cdr_queue SET retry = retry + 1, next_attempt = ? WHERE id = ? AND done = 'n'")
-            .bind(sql_time(next_attempt))
-            .bind(cdr_id)
-            .execute(&mut *tx)
-            .await?;
-        upsert_error(&mut tx, cdr_id, description, false, now).await?;
-        tx.commit().await?;
-        Ok(())
+        retry_deadlocks(|| async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("UPDATE cdr_queue SET retry = retry + 1, next_attempt = ? WHERE id = ? AND done = 'n'")
+                .bind(sql_time(next_attempt))
+                .bind(cdr_id)
+                .execute(&mut *tx)
+                .await?;
+            upsert_error(&mut tx, cdr_id, description, false, now).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn mark_error(&self, cdr_id: u64, description: &str, critical: bool, now: DateTime<Utc>) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE cdr_queue SET done = 'error' WHERE id = ?").bind(cdr_id).execute(&mut *tx).await?;
-        upsert_error(&mut tx, cdr_id, description, critical, now).await?;
-        tx.commit().await?;
-        Ok(())
+        retry_deadlocks(|| async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("UPDATE cdr_queue SET done = 'error' WHERE id = ?").bind(cdr_id).execute(&mut *tx).await?;
+            upsert_error(&mut tx, cdr_id, description, critical, now).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn release_claims(&self, ids: &[u64]) -> StoreResult<()> {
-        for chunk in ids.chunks(MAX_ROWS_PER_INSERT) {
-            let mut qb: QueryBuilder<MySql> =
-                QueryBuilder::new("UPDATE cdr_queue SET next_attempt = NULL WHERE done = 'n' AND id IN (");
-            let mut sep = qb.separated(", ");
-            for id in chunk {
-                sep.push_bind(*id);
+        retry_deadlocks(|| async {
+            for chunk in ids.chunks(MAX_ROWS_PER_INSERT) {
+                let mut qb: QueryBuilder<MySql> =
+                    QueryBuilder::new("UPDATE cdr_queue SET next_attempt = NULL WHERE done = 'n' AND id IN (");
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(")");
+                qb.build().execute(&self.pool).await?;
             }
-            qb.push(")");
-            qb.build().execute(&self.pool).await?;
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     async fn queue_counts(&self) -> StoreResult<QueueCounts> {
