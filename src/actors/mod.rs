@@ -69,7 +69,7 @@ pub struct DistillerConfig {
 
 /// Below this size a CDR parses in well under 100 µs: cheaper inline than a hop to the
 /// blocking pool and back (each hop is two context switches).
-pub const INLINE_PARSE_LIMIT: usize = 64 * 1024;
+pub const INLINE_PARSE_LIMIT: usize = 32 * 1024;
 
 /// Runs CPU work on `len` bytes inline when small, on the blocking pool when large.
 pub async fn cpu_bound<T: Send + 'static>(

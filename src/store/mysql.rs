@@ -338,3 +338,57 @@ async fn upsert_error(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A real InnoDB deadlock with our transaction as the victim (it holds fewer locks than
+    /// the other one): the victim is restarted and then commits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deadlock_victim_is_restarted() {
+        let server = std::env::var("CDRMUNCH_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+        let name = format!("cdrmunch_dl_{}", uuid::Uuid::new_v4().simple());
+        let repo = MysqlRepository::connect(&format!("{server}/{name}"), 4)
+            .await
+            .expect("MariaDB (scripts/test.sh starts one)");
+        let pool = repo.pool().clone();
+        sqlx::query("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB").execute(&pool).await.unwrap();
+        sqlx::query("INSERT INTO t SELECT seq, 0 FROM seq_1_to_200").execute(&pool).await.unwrap();
+
+        let attempts = AtomicU32::new(0);
+        let result = retry_deadlocks(|| async {
+            let first = attempts.fetch_add(1, Ordering::SeqCst) == 0;
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE t SET v = v + 1 WHERE id = 1").execute(&mut *tx).await?;
+            if first {
+                // The other transaction locks rows 2..=150, then waits for row 1; we then wait
+                // for row 2: a cycle, and InnoDB rolls back the lighter side — us.
+                let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+                let p = pool.clone();
+                let other = tokio::spawn(async move {
+                    let mut b = p.begin().await.unwrap();
+                    sqlx::query("UPDATE t SET v = v + 1 WHERE id BETWEEN 2 AND 150").execute(&mut *b).await.unwrap();
+                    let _ = ready_tx.send(());
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    sqlx::query("UPDATE t SET v = v + 1 WHERE id = 1").execute(&mut *b).await.unwrap();
+                    b.commit().await.unwrap();
+                });
+                ready_rx.await.unwrap();
+                let blocked = sqlx::query("UPDATE t SET v = v + 1 WHERE id = 2").execute(&mut *tx).await;
+                other.await.unwrap();
+                blocked?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await;
+        let v1: i32 = sqlx::query_scalar("SELECT v FROM t WHERE id = 1").fetch_one(&pool).await.unwrap();
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE `{name}`"))).execute(&pool).await;
+        result.expect("restarted after the deadlock");
+        assert_eq!(attempts.load(Ordering::SeqCst), 2);
+        assert_eq!(v1, 2, "the other transaction and our restarted one both committed");
+    }
+}
