@@ -241,7 +241,9 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("normalized_cdr_base_dir", "{data_dir}/ncdr"),
     ("log.level", "4"),
     ("app.pid_file", ""),
-    ("distiller.number_of_distilleries", "4"),
+    // Each distillery waits for its group commit, so the pool size is also the largest
+    // commit batch: 16 keeps an embedded box's disk busy without a config file.
+    ("distiller.number_of_distilleries", "16"),
 ];
 
 impl Settings {

@@ -380,7 +380,7 @@ fn embedded_default_keeps_everything_under_data_dir() {
     assert_eq!(s.request_handler.paging_base_dir, Path::new("./data/paging"));
     assert_eq!(s.request_handler.pcap_base_dir, Path::new("./data/pcap"));
     assert_eq!(s.distiller.normalized_cdr_base_dir, Path::new("./data/ncdr"));
-    assert_eq!((s.log.level, &s.app.pid_file, s.distiller.number_of_distilleries), (4, &None, 4));
+    assert_eq!((s.log.level, &s.app.pid_file, s.distiller.number_of_distilleries), (4, &None, 16));
     // Everything else is the seed default.
     assert_eq!((s.request_handler.max_cdr_size, s.distiller.lease_seconds, s.metrics.port), (16 << 20, 300, 9090));
     assert_eq!(s.raw.get("server.port").map(String::as_str), Some("8080"));

@@ -5,7 +5,8 @@
 //! ├── IntakeActor            (group commit of cdr_queue rows)
 //! └── DistillerSupervisor
 //!       ├── QueuePoller      (lease-based claims, backpressure, poison-pill bookkeeping)
-//!       └── Distillery × N   (restarted on internal failure)
+//!       ├── Distillery × N   (restarted on internal failure)
+//!       └── Committer        (the distilleries' group commit)
 //! ```
 
 pub mod distiller;
