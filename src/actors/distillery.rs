@@ -1,7 +1,8 @@
 //! Distillery: the seed's rmdistillery as an actor. One CDR at a time: load the raw CDR,
-//! normalize it off the async threads, write `<cdr-normalized>` durably, then commit
-//! `normalized_cdrs` + `tasks` + `done='y'` in one transaction. Whatever happens to the
-//! CDR is decided as an `Outcome` and recorded; only infrastructure faults crash the actor.
+//! normalize it (a large one on the blocking pool), write `<cdr-normalized>`, then hand it to
+//! the Committer, whose one transaction per batch inserts `normalized_cdrs` + `tasks` and sets
+//! `done='y'`. Whatever happens to the CDR is decided as an `Outcome` and recorded; only
+//! infrastructure faults crash the actor.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -22,8 +22,11 @@ pub trait Batch: Send + Sync + 'static {
     async fn commit(&self, items: &[Self::Item]) -> Vec<Result<Self::Output, String>>;
 }
 
+/// Where one submitter waits for its item's answer.
+type Reply<B> = RpcReplyPort<Result<<B as Batch>::Output, String>>;
+
 pub enum GroupCommitMsg<B: Batch> {
-    Submit(B::Item, RpcReplyPort<Result<B::Output, String>>),
+    Submit(B::Item, Reply<B>),
     /// Sent to itself, so it queues behind the submissions already waiting.
     Flush,
 }
@@ -39,7 +42,7 @@ pub struct GroupCommitArgs<B> {
 pub struct GroupCommitState<B: Batch> {
     batch: B,
     max_batch: usize,
-    pending: Vec<(B::Item, RpcReplyPort<Result<B::Output, String>>)>,
+    pending: Vec<(B::Item, Reply<B>)>,
     flush_scheduled: bool,
 }
 

@@ -223,7 +223,8 @@ pub trait Repository: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
 
-    /// Permanent failure or poison pill: `done='error'` plus the description.
+    /// Permanent failure or poison pill: `done='error'` plus the description. A row that is
+    /// already done stays done (a distillery can die while its commit completes).
     async fn mark_error(&self, cdr_id: u64, description: &str, critical: bool, now: DateTime<Utc>) -> StoreResult<()>;
 
     /// Gives claimed rows back (shutdown): due immediately for whoever polls next.

@@ -240,7 +240,10 @@ impl Repository for MysqlRepository {
     async fn mark_error(&self, cdr_id: u64, description: &str, critical: bool, now: DateTime<Utc>) -> StoreResult<()> {
         retry_deadlocks(|| async {
             let mut tx = self.pool.begin().await?;
-            sqlx::query("UPDATE cdr_queue SET done = 'error' WHERE id = ?").bind(cdr_id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE cdr_queue SET done = 'error' WHERE id = ? AND done = 'n'")
+                .bind(cdr_id)
+                .execute(&mut *tx)
+                .await?;
             upsert_error(&mut tx, cdr_id, description, critical, now).await?;
             tx.commit().await?;
             Ok(())

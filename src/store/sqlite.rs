@@ -140,7 +140,10 @@ impl Repository for SqliteRepository {
 
     async fn mark_error(&self, cdr_id: u64, description: &str, critical: bool, now: DateTime<Utc>) -> StoreResult<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("UPDATE cdr_queue SET done = 'error' WHERE id = ?").bind(cdr_id as i64).execute(&mut *tx).await?;
+        sqlx::query("UPDATE cdr_queue SET done = 'error' WHERE id = ? AND done = 'n'")
+            .bind(cdr_id as i64)
+            .execute(&mut *tx)
+            .await?;
         upsert_error(&mut tx, cdr_id, description, critical, now).await?;
         tx.commit().await?;
         Ok(())

@@ -103,6 +103,9 @@ pub fn test_settings(dir: &Path, db_url: &str) -> Settings {
     s
 }
 
+/// Puts a (fault-injecting) repository in front of the real one.
+pub type WrapRepository<'a> = &'a dyn Fn(Arc<dyn Repository>) -> Arc<dyn Repository>;
+
 pub struct TestApp {
     pub app: Option<App>,
     pub settings: Settings,
@@ -121,7 +124,7 @@ impl TestApp {
         db: Db,
         tweak: impl FnOnce(&mut Settings),
         hooks: Hooks,
-        wrap: Option<&dyn Fn(Arc<dyn Repository>) -> Arc<dyn Repository>>,
+        wrap: Option<WrapRepository<'_>>,
     ) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let tdb = TestDb::new(db, dir.path());
