@@ -95,6 +95,7 @@ cdr_base_dir = {tmp}/cdr
 normalized_cdr_base_dir = {tmp}/ncdr
 distiller.number_of_distilleries = {distilleries}
 log.level = 3
+metrics.port = 0
 """)
     server = subprocess.Popen([BIN, "serve", "--config", conf], stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "serve.log"), "w"))
     try:

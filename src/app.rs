@@ -31,12 +31,15 @@ pub enum AppError {
 
 pub struct App {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served; None with `metrics.enabled = false`.
+    pub metrics_addr: Option<SocketAddr>,
     pub repo: Arc<dyn Repository>,
     pub instance: String,
     root: ActorRef<RootMsg>,
     root_done: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     stop_http: Option<oneshot::Sender<()>>,
+    metrics_server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 /// Opens (and migrates) the CDR database named by the settings.
@@ -128,7 +131,30 @@ impl App {
         let server = tokio::spawn(crate::http::serve(listener, http, async move {
             let _ = stopped.await;
         }));
-        Ok(App { addr, repo, instance, root, root_done, server, stop_http: Some(stop_http) })
+        let (metrics_addr, metrics_server) = if settings.metrics.enabled {
+            let handle = crate::telemetry::install();
+            let bind = format!("{}:{}", settings.metrics.address, settings.metrics.port);
+            let listener = tokio::net::TcpListener::bind(&bind)
+                .await
+                .map_err(|source| AppError::Bind { addr: bind.clone(), source })?;
+            let addr = listener.local_addr().map_err(|source| AppError::Bind { addr: bind, source })?;
+            // Lives until the App is dropped or shut down, so scrapes still work while draining.
+            let server = tokio::spawn(crate::http::serve_metrics(listener, handle, std::future::pending()));
+            (Some(addr), Some(server))
+        } else {
+            (None, None)
+        };
+        Ok(App {
+            addr,
+            metrics_addr,
+            repo,
+            instance,
+            root,
+            root_done,
+            server,
+            stop_http: Some(stop_http),
+            metrics_server,
+        })
     }
 
     /// Resolves when the supervision tree has stopped on its own (restart intensity exceeded).
@@ -158,5 +184,8 @@ impl App {
             let _ = self.root.call(|r| RootMsg::Shutdown(drain, r), Some(drain + Duration::from_secs(20))).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.root_done).await;
+        if let Some(m) = self.metrics_server.take() {
+            m.abort();
+        }
     }
 }

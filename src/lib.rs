@@ -12,3 +12,4 @@ pub mod logging;
 pub mod storage;
 pub mod store;
 pub mod supervisors;
+pub mod telemetry;

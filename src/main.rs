@@ -165,6 +165,9 @@ async fn serve(cfg: ConfigArgs, drain: Duration) -> anyhow::Result<ExitCode> {
     );
     let mut app = App::start(&settings, Hooks::default()).await?;
     tracing::info!("listening on http://{} (POST /api/v2/cdr, /api/v2/paging, /api/v2/pcap; GET /health)", app.addr);
+    if let Some(m) = app.metrics_addr {
+        tracing::info!("Prometheus metrics on http://{m}/metrics");
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let fatal = tokio::select! {
         _ = tokio::signal::ctrl_c() => false,

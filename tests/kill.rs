@@ -70,7 +70,7 @@ async fn kill_during_posting(db: Db) {
              request_handler.cdr_base_dir = {d}/cdr\nrequest_handler.paging_base_dir = {d}/paging\n\
              request_handler.pcap_base_dir = {d}/pcap\ncdr_base_dir = {d}/cdr\nnormalized_cdr_base_dir = {d}/ncdr\n\
              distiller.number_of_distilleries = 4\ncdr_queue_poll_interval_seconds = 0.2\n\
-             distiller.lease_seconds = 2\nlog.level = 3\n",
+             distiller.lease_seconds = 2\nlog.level = 3\nmetrics.port = 0\n",
             tdb.url
         ),
     )

@@ -101,6 +101,7 @@ fn commit_outcome(committed: Result<CommitResult, String>) -> Outcome {
 /// Writes what an outcome means for the queue row: nothing more for a success (the commit
 /// did it), `done='error'` for a permanent failure, a backed-off retry for a retriable one.
 pub async fn record(ctx: &DistilleryContext, job: &QueuedCdr, outcome: &Outcome) {
+    crate::telemetry::outcome(outcome.label());
     let t = now();
     let recorded = match outcome {
         Outcome::PermanentFailure(why) => ctx.repo.mark_error(job.id, why, false, t).await,

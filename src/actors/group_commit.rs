@@ -111,6 +111,10 @@ async fn flush<B: Batch>(state: &mut GroupCommitState<B>) {
     let (items, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut state.pending).into_iter().unzip();
     let started = std::time::Instant::now();
     let mut results = state.batch.commit(&items).await.into_iter();
+    let role = format!("{:?}", B::ROLE).to_ascii_lowercase();
+    metrics::histogram!(crate::telemetry::GROUP_COMMIT_SECONDS, "role" => role.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::telemetry::GROUP_COMMIT_BATCH, "role" => role).record(items.len() as f64);
     tracing::trace!(role = ?B::ROLE, batch = items.len(), elapsed_us = started.elapsed().as_micros() as u64, "group commit");
     for reply in replies {
         let answer = results.next().unwrap_or_else(|| Err("batch answered fewer items than it got".into()));

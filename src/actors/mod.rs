@@ -6,6 +6,7 @@ pub mod committer;
 pub mod distillery;
 pub mod group_commit;
 pub mod intake;
+pub mod queue_metrics;
 pub mod queue_poller;
 
 use std::sync::Arc;

@@ -147,6 +147,8 @@ impl Actor for QueuePoller {
             }
         }
         state.reply_if_drained();
+        let inflight = state.ready.len() + state.slots.iter().map(|s| s.jobs.len()).sum::<usize>();
+        metrics::gauge!(crate::telemetry::INFLIGHT).set(inflight as f64);
         Ok(())
     }
 }
@@ -239,6 +241,7 @@ impl QueuePollerState {
         let t = now();
         let threshold = self.ctx.config.poison_threshold;
         let outcome = Outcome::InternalFailure(format!("{reason} (failure {count} of {threshold})"));
+        crate::telemetry::outcome(outcome.label());
         tracing::error!(cdr_id = job.id, path = %job.path, "{outcome}");
         let result = if count >= threshold {
             self.crashes.remove(&job.id);

@@ -167,7 +167,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
     key("app.run_as_group", K::OptText, "", "group to switch to after start"),
     key("metrics.enabled", K::Bool, "true", "serve Prometheus metrics"),
     key("metrics.address", K::Host, "127.0.0.1", "address the metrics endpoint listens on"),
-    key("metrics.port", K::Port, "9090", "port the metrics endpoint listens on"),
+    key("metrics.port", K::Port, "9464", "port of the Prometheus /metrics listener (not 9090: that is Prometheus itself)"),
 ];
 
 /// `(key, type, seed default, help)` for every key, for `cdrmunch config --keys`.

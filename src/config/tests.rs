@@ -366,7 +366,7 @@ fn absent_keys_take_seed_defaults() {
     assert_eq!((s.log.level, &s.log.facility, &s.log.file), (4, &None, &None));
     assert_eq!(s.app.pid_file, Some(PathBuf::from("/r/cdrmunch.pid")));
     assert_eq!((&s.app.run_as_user, &s.app.run_as_group), (&None, &None));
-    assert_eq!((s.metrics.enabled, s.metrics.address.as_str(), s.metrics.port), (true, "127.0.0.1", 9090));
+    assert_eq!((s.metrics.enabled, s.metrics.address.as_str(), s.metrics.port), (true, "127.0.0.1", 9464));
 }
 
 #[test]
@@ -382,7 +382,7 @@ fn embedded_default_keeps_everything_under_data_dir() {
     assert_eq!(s.distiller.normalized_cdr_base_dir, Path::new("./data/ncdr"));
     assert_eq!((s.log.level, &s.app.pid_file, s.distiller.number_of_distilleries), (4, &None, 16));
     // Everything else is the seed default.
-    assert_eq!((s.request_handler.max_cdr_size, s.distiller.lease_seconds, s.metrics.port), (16 << 20, 300, 9090));
+    assert_eq!((s.request_handler.max_cdr_size, s.distiller.lease_seconds, s.metrics.port), (16 << 20, 300, 9464));
     assert_eq!(s.raw.get("server.port").map(String::as_str), Some("8080"));
 
     let s = Settings::embedded_default(Path::new("/var/lib/cdrmunch/"));

@@ -51,6 +51,8 @@ pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .merge(api)
+        // outermost, so refusals by auth and limits are counted too
+        .layer(middleware::from_fn(count_requests))
         // Limits are enforced per endpoint while reading, so a PCAP can stream to disk.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
@@ -110,6 +112,38 @@ async fn basic_auth(State(st): State<Arc<HttpState>>, headers: HeaderMap, req: R
     } else {
         ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong HTTP Basic credentials").into_response()
     }
+}
+
+/// `cdrmunch_intake_requests_total{endpoint, status}`; unknown paths share one label so a
+/// scanner cannot blow up the series count.
+async fn count_requests(req: Request, next: Next) -> Response {
+    let endpoint = match req.uri().path() {
+        "/api/v2/cdr" => "/api/v2/cdr",
+        "/api/v2/paging" => "/api/v2/paging",
+        "/api/v2/pcap" => "/api/v2/pcap",
+        "/health" => "/health",
+        _ => "other",
+    };
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!(crate::telemetry::INTAKE_REQUESTS, "endpoint" => endpoint, "status" => status).increment(1);
+    resp
+}
+
+/// Serves `GET /metrics` (Prometheus text format) until `shutdown` resolves.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let handle = handle.clone();
+            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()) }
+        }),
+    );
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -30,6 +30,7 @@ impl StorageError {
     }
 
     pub(crate) fn io(location: impl Into<String>, source: std::io::Error) -> Self {
+        metrics::counter!(crate::telemetry::STORAGE_ERRORS).increment(1);
         if source.kind() == std::io::ErrorKind::NotFound {
             StorageError::NotFound(location.into())
         } else {

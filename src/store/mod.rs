@@ -170,6 +170,7 @@ impl StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
+        metrics::counter!(crate::telemetry::DATABASE_ERRORS).increment(1);
         match e {
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
@@ -234,6 +235,8 @@ pub trait Repository: Send + Sync + 'static {
     async fn queue_errors(&self) -> StoreResult<Vec<QueueError>>;
     /// Number of normalized CDRs and of tasks, for tests and the bench.
     async fn normalized_counts(&self) -> StoreResult<(u64, u64)>;
+    /// `(task_type, done, count)` for the metrics gauges; served by `idx_type_done_next`.
+    async fn task_counts(&self) -> StoreResult<Vec<(String, String, u64)>>;
     /// Every normalized call uuid (tests, bench).
     async fn normalized_uuids(&self) -> StoreResult<Vec<[u8; 16]>>;
     /// Task types per normalized uuid, ordered by node_index.

@@ -302,6 +302,13 @@ impl Repository for MysqlRepository {
         Ok((r.get::<i64, _>(0) as u64, r.get::<i64, _>(1) as u64))
     }
 
+    async fn task_counts(&self) -> StoreResult<Vec<(String, String, u64)>> {
+        let rows = sqlx::query("SELECT task_type, CAST(done AS CHAR), COUNT(*) FROM tasks GROUP BY task_type, done")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get::<i64, _>(2) as u64)).collect())
+    }
+
     async fn normalized_uuids(&self) -> StoreResult<Vec<[u8; 16]>> {
         let rows = sqlx::query("SELECT uuid FROM normalized_cdrs").fetch_all(&self.pool).await?;
         Ok(rows.iter().map(|r| uuid_bytes(&r.get::<Vec<u8>, _>(0))).collect())

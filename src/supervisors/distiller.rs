@@ -168,6 +168,8 @@ impl Actor for DistillerSupervisor {
             Decision::Escalate => return Err(format!("restart intensity exceeded ({reason}); escalating").into()),
         };
         tracing::error!(actor = %id, "{child:?} died: {reason}; restarting in {delay:?}");
+        metrics::counter!(crate::telemetry::RESTARTS, "actor" => format!("{child:?}").to_ascii_lowercase())
+            .increment(1);
         match child {
             Child::Distillery => {
                 state.distilleries.retain(|d| d.get_id() != id);

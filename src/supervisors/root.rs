@@ -1,23 +1,33 @@
-//! RootSupervisor: the intake actor and the distiller subtree. A child that fails is
-//! restarted under `RestartPolicy::SUBTREES`; past that the root stops with a reason and
-//! the process exits non-zero, leaving the restart to systemd/ECS.
+//! RootSupervisor: the intake actor, the distiller subtree and the queue-metrics actor. A
+//! child that fails is restarted under `RestartPolicy::SUBTREES`; past that the root stops
+//! with a reason and the process exits non-zero, leaving the restart to systemd/ECS.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use super::distiller::{DistillerSupervisor, DistillerSupervisorArgs, DistillerSupervisorMsg};
 use super::policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::distillery::DistilleryContext;
 use crate::actors::group_commit::GroupCommitArgs;
 use crate::actors::intake::{IntakeActor, IntakeBatch, IntakeMsg};
+use crate::actors::queue_metrics::{QueueMetrics, QueueMetricsArgs, Refresh};
 use crate::storage::BlobStore;
 use crate::store::Repository;
 
+/// How often the queue gauges are refreshed from the database.
+pub const METRICS_REFRESH: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Child {
+    Intake,
+    Distiller,
+    Metrics,
+}
+
 pub enum RootMsg {
-    RestartIntake,
-    RestartDistiller,
+    Restart(Child),
     /// Orderly stop after the HTTP listener has closed: drain distilleries, flush intake.
     Shutdown(Duration, RpcReplyPort<()>),
 }
@@ -35,8 +45,47 @@ pub struct RootState {
     args: RootArgs,
     intake: Option<ActorRef<IntakeMsg>>,
     distiller: Option<ActorRef<DistillerSupervisorMsg>>,
+    metrics: Option<ActorRef<Refresh>>,
     tracker: RestartTracker,
     shutting_down: bool,
+}
+
+impl RootState {
+    fn child_kind(&self, id: ActorId) -> Option<Child> {
+        let is = |cell: Option<ActorCell>| cell.is_some_and(|c| c.get_id() == id);
+        if is(self.intake.as_ref().map(|a| a.get_cell())) {
+            Some(Child::Intake)
+        } else if is(self.distiller.as_ref().map(|a| a.get_cell())) {
+            Some(Child::Distiller)
+        } else if is(self.metrics.as_ref().map(|a| a.get_cell())) {
+            Some(Child::Metrics)
+        } else {
+            None
+        }
+    }
+
+    async fn spawn(&mut self, child: Child, sup: ActorCell) -> Result<(), ActorProcessingErr> {
+        let a = &self.args;
+        match child {
+            Child::Intake => {
+                let batch =
+                    IntakeBatch { repo: a.repo.clone(), raw_store: a.raw_store.clone(), instance: a.instance.clone() };
+                let args = GroupCommitArgs { batch, instance: a.instance.clone(), max_batch: a.intake_batch };
+                self.intake = Some(Actor::spawn_linked(None, IntakeActor::default(), args, sup).await?.0);
+            }
+            Child::Distiller => {
+                if let Some(ctx) = &a.distillery {
+                    let args = DistillerSupervisorArgs { ctx: ctx.clone(), policy: RestartPolicy::WORKERS };
+                    self.distiller = Some(Actor::spawn_linked(None, DistillerSupervisor, args, sup).await?.0);
+                }
+            }
+            Child::Metrics => {
+                let args = QueueMetricsArgs { repo: a.repo.clone(), interval: METRICS_REFRESH };
+                self.metrics = Some(Actor::spawn_linked(None, QueueMetrics, args, sup).await?.0);
+            }
+        }
+        Ok(())
+    }
 }
 
 pub struct RootSupervisor;
@@ -47,15 +96,11 @@ impl Actor for RootSupervisor {
     type Arguments = RootArgs;
 
     async fn pre_start(&self, myself: ActorRef<RootMsg>, args: RootArgs) -> Result<RootState, ActorProcessingErr> {
-        let mut state = RootState {
-            args,
-            intake: None,
-            distiller: None,
-            tracker: RestartTracker::new(RestartPolicy::SUBTREES),
-            shutting_down: false,
-        };
-        state.intake = Some(spawn_intake(&state, &myself).await?);
-        state.distiller = spawn_distiller(&state, &myself).await?;
+        let tracker = RestartTracker::new(RestartPolicy::SUBTREES);
+        let mut state = RootState { args, intake: None, distiller: None, metrics: None, tracker, shutting_down: false };
+        for child in [Child::Intake, Child::Distiller, Child::Metrics] {
+            state.spawn(child, myself.get_cell()).await?;
+        }
         Ok(state)
     }
 
@@ -66,12 +111,13 @@ impl Actor for RootSupervisor {
         state: &mut RootState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RootMsg::RestartIntake if !state.shutting_down => state.intake = Some(spawn_intake(state, &myself).await?),
-            RootMsg::RestartDistiller if !state.shutting_down => {
-                state.distiller = spawn_distiller(state, &myself).await?
-            }
+            RootMsg::Restart(child) if !state.shutting_down => state.spawn(child, myself.get_cell()).await?,
+            RootMsg::Restart(_) => {}
             RootMsg::Shutdown(drain, reply) => {
                 state.shutting_down = true;
+                if let Some(m) = &state.metrics {
+                    m.stop(Some("shutdown".into()));
+                }
                 if let Some(d) = &state.distiller {
                     let _ =
                         d.call(|r| DistillerSupervisorMsg::Drain(drain, r), Some(drain + Duration::from_secs(5))).await;
@@ -84,7 +130,6 @@ impl Actor for RootSupervisor {
                 let _ = reply.send(());
                 myself.stop(Some("shutdown".into()));
             }
-            _ => {}
         }
         Ok(())
     }
@@ -104,49 +149,24 @@ impl Actor for RootSupervisor {
             return Ok(());
         }
         let id = cell.get_id();
-        let is_intake = state.intake.as_ref().is_some_and(|a| a.get_id() == id);
-        let is_distiller = state.distiller.as_ref().is_some_and(|a| a.get_id() == id);
-        if !is_intake && !is_distiller {
-            return Ok(());
-        }
+        let Some(child) = state.child_kind(id) else { return Ok(()) };
         match state.tracker.on_failure(Instant::now()) {
             Decision::RestartAfter(delay) => {
-                tracing::error!(actor = %id, "{} died: {reason}; restarting in {delay:?}", if is_intake { "intake" } else { "distiller subtree" });
-                if is_intake {
-                    state.intake = None;
-                    myself.send_after(delay, || RootMsg::RestartIntake);
-                } else {
-                    state.distiller = None;
-                    myself.send_after(delay, || RootMsg::RestartDistiller);
+                tracing::error!(actor = %id, "{child:?} died: {reason}; restarting in {delay:?}");
+                metrics::counter!(crate::telemetry::RESTARTS, "actor" => format!("{child:?}").to_ascii_lowercase())
+                    .increment(1);
+                match child {
+                    Child::Intake => state.intake = None,
+                    Child::Distiller => state.distiller = None,
+                    Child::Metrics => state.metrics = None,
                 }
-                Ok(())
+                myself.send_after(delay, move || RootMsg::Restart(child));
             }
             Decision::Escalate => {
                 tracing::error!("root restart intensity exceeded ({reason}); stopping");
                 myself.stop(Some(format!("fatal: {reason}")));
-                Ok(())
             }
         }
+        Ok(())
     }
-}
-
-async fn spawn_intake(
-    state: &RootState,
-    myself: &ActorRef<RootMsg>,
-) -> Result<ActorRef<IntakeMsg>, ActorProcessingErr> {
-    let a = &state.args;
-    let batch = IntakeBatch { repo: a.repo.clone(), raw_store: a.raw_store.clone(), instance: a.instance.clone() };
-    let args = GroupCommitArgs { batch, instance: a.instance.clone(), max_batch: a.intake_batch };
-    Ok(Actor::spawn_linked(None, IntakeActor::default(), args, myself.get_cell()).await?.0)
-}
-
-async fn spawn_distiller(
-    state: &RootState,
-    myself: &ActorRef<RootMsg>,
-) -> Result<Option<ActorRef<DistillerSupervisorMsg>>, ActorProcessingErr> {
-    let Some(ctx) = &state.args.distillery else {
-        return Ok(None);
-    };
-    let args = DistillerSupervisorArgs { ctx: ctx.clone(), policy: RestartPolicy::WORKERS };
-    Ok(Some(Actor::spawn_linked(None, DistillerSupervisor, args, myself.get_cell()).await?.0))
 }

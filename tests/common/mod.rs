@@ -97,6 +97,7 @@ pub fn test_settings(dir: &Path, db_url: &str) -> Settings {
     let mut s = Settings::embedded_default(dir);
     s.server.address = "127.0.0.1".into();
     s.server.port = 0;
+    s.metrics.port = 0;
     s.database.cdrdb_url = db_url.to_string();
     s.distiller.number_of_distilleries = 4;
     s.distiller.poll_interval = Duration::from_millis(200);
@@ -274,6 +275,10 @@ impl Repository for SwitchableRepository {
     }
     async fn normalized_counts(&self) -> StoreResult<(u64, u64)> {
         self.inner.normalized_counts().await
+    }
+    async fn task_counts(&self) -> StoreResult<Vec<(String, String, u64)>> {
+        self.check()?;
+        self.inner.task_counts().await
     }
     async fn normalized_uuids(&self) -> StoreResult<Vec<[u8; 16]>> {
         self.inner.normalized_uuids().await

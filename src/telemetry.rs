@@ -1,0 +1,81 @@
+//! Prometheus metrics: every name, HELP text and bucket set in one place. Counters end in
+//! `_total`; latencies and batch sizes are real histograms (not the exporter's default
+//! summaries), so p99 aggregates across instances with `histogram_quantile`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+// The seed's Key Metrics, refreshed from the database by the MetricsActor.
+pub const CDR_QUEUE_PENDING: &str = "cdr_queue_pending";
+pub const CDR_QUEUE_ERRORS: &str = "cdr_queue_errors";
+pub const TASKS_PENDING: &str = "tasks_pending";
+pub const TASKS_ERRORS: &str = "tasks_errors";
+pub const DISTILLER_THROUGHPUT: &str = "distiller_throughput";
+// Counted where things happen.
+pub const OUTCOMES: &str = "cdrmunch_distillery_outcomes_total";
+pub const INTAKE_REQUESTS: &str = "cdrmunch_intake_requests_total";
+pub const RESTARTS: &str = "cdrmunch_actor_restarts_total";
+pub const INFLIGHT: &str = "cdrmunch_inflight_cdrs";
+pub const DATABASE_ERRORS: &str = "cdrmunch_database_errors_total";
+pub const STORAGE_ERRORS: &str = "cdrmunch_storage_errors_total";
+pub const GROUP_COMMIT_SECONDS: &str = "cdrmunch_group_commit_duration_seconds";
+pub const GROUP_COMMIT_BATCH: &str = "cdrmunch_group_commit_batch_size";
+
+const SECONDS_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// CDRs distilled (successful or duplicate) since start, for `distiller_throughput`.
+static DISTILLED: AtomicU64 = AtomicU64::new(0);
+
+/// Installs the process-wide recorder once and returns the handle that renders `/metrics`.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_batch_size".into()), &BATCH_BUCKETS))
+                .expect("bucket lists are non-empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder is installed; /metrics will be empty");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_gauge!(CDR_QUEUE_PENDING, "CDRs in cdr_queue awaiting processing (done='n').");
+    describe_gauge!(CDR_QUEUE_ERRORS, "CDRs in cdr_queue in error state (done='error').");
+    describe_gauge!(TASKS_PENDING, "Post-call tasks awaiting execution (done='n'), by task type.");
+    describe_gauge!(TASKS_ERRORS, "Post-call tasks that failed for good (done='error'), by task type.");
+    describe_gauge!(DISTILLER_THROUGHPUT, "CDRs distilled per minute by this process, over the last refresh interval.");
+    describe_counter!(OUTCOMES, "CDRs distilled by this process, by the seed's outcome.");
+    describe_counter!(INTAKE_REQUESTS, "HTTP requests to the intake API, by endpoint and status code.");
+    describe_counter!(RESTARTS, "Actors restarted by their supervisor after a failure, by actor role.");
+    describe_gauge!(INFLIGHT, "CDRs claimed by this process and not finished yet.");
+    describe_counter!(DATABASE_ERRORS, "Errors returned by the CDR database (including restarted deadlocks).");
+    describe_counter!(STORAGE_ERRORS, "Errors reading or writing CDR files or objects.");
+    describe_histogram!(GROUP_COMMIT_SECONDS, Unit::Seconds, "Time to commit one group-commit batch, by role.");
+    describe_histogram!(GROUP_COMMIT_BATCH, Unit::Count, "CDRs per group-commit batch, by role.");
+}
+
+/// Records one distillery outcome.
+pub fn outcome(label: &'static str) {
+    metrics::counter!(OUTCOMES, "outcome" => label).increment(1);
+    if matches!(label, "successful" | "successful_duplicate") {
+        DISTILLED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub fn distilled_so_far() -> u64 {
+    DISTILLED.load(Ordering::Relaxed)
+}
