@@ -26,31 +26,23 @@ def count_normalized(db_url, tmp):
             return con.execute("SELECT COUNT(*) FROM normalized_cdrs").fetchone()[0]
         finally:
             con.close()
-    # mysql://user[:pass]@host:port/db
-    rest = db_url[len("mysql://"):]
-    cred, hostpart = rest.rsplit("@", 1)
+    args, db = mariadb_cli(db_url)
+    return int(subprocess.check_output(args + ["-N", "-B", "-e", f"SELECT COUNT(*) FROM `{db}`.normalized_cdrs"]).strip())
+
+
+def mariadb_cli(db_url):
+    """The mariadb client arguments for mysql://user[:pass]@host[:port]/db[?params], and db."""
+    cred, hostpart = db_url[len("mysql://"):].rsplit("@", 1)
     user, _, pw = cred.partition(":")
     hostport, db = hostpart.split("/", 1)
-    db = db.split("?")[0]
     host, _, port = hostport.partition(":")
-    args = ["mariadb", "--protocol=TCP", "-h", host, "-P", port or "3306", "-u", user, "-N", "-B", "-e",
-            f"SELECT COUNT(*) FROM `{db}`.normalized_cdrs"]
-    if pw:
-        args.insert(1, f"-p{pw}")
-    return int(subprocess.check_output(args).strip())
+    args = ["mariadb", "--protocol=TCP", "-h", host, "-P", port or "3306", "-u", user] + ([f"-p{pw}"] if pw else [])
+    return args, db.split("?")[0]
 
 
 def drop_mysql(db_url):
-    rest = db_url[len("mysql://"):]
-    cred, hostpart = rest.rsplit("@", 1)
-    user, _, pw = cred.partition(":")
-    hostport, db = hostpart.split("/", 1)
-    db = db.split("?")[0]
-    host, _, port = hostport.partition(":")
-    args = ["mariadb", "--protocol=TCP", "-h", host, "-P", port or "3306", "-u", user, "-e", f"DROP DATABASE IF EXISTS `{db}`"]
-    if pw:
-        args.insert(1, f"-p{pw}")
-    subprocess.call(args)
+    args, db = mariadb_cli(db_url)
+    subprocess.call(args + ["-e", f"DROP DATABASE IF EXISTS `{db}`"])
 
 
 def peak_rss_kib(pid):

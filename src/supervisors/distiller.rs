@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
+use super::child_failure;
 use super::policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::committer::{Committer, CommitterMsg, NormalizedBatch};
 use crate::actors::distillery::{Distillery, DistilleryContext, DistilleryMsg};
@@ -153,15 +154,10 @@ impl Actor for DistillerSupervisor {
         evt: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, reason) = match evt {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason.unwrap_or_else(|| "stopped".into())),
-            _ => return Ok(()),
-        };
+        let Some((id, reason)) = child_failure(evt) else { return Ok(()) };
         if state.shutting_down {
             return Ok(());
         }
-        let id = cell.get_id();
         let Some(child) = state.child_kind(id) else { return Ok(()) };
         let delay = match state.tracker.on_failure(Instant::now()) {
             Decision::RestartAfter(d) => d,

@@ -14,3 +14,18 @@ pub mod policy;
 pub mod root;
 
 pub use policy::{Decision, RestartPolicy, RestartTracker};
+
+use ractor::{ActorId, SupervisionEvent};
+
+/// The child that stopped and why, for a failure or an unrequested stop (a kill for a hang);
+/// `None` for events that need no restart. Every stop counts: a supervisor that wants a
+/// child gone sets its `shutting_down` first.
+pub(crate) fn child_failure(evt: SupervisionEvent) -> Option<(ActorId, String)> {
+    match evt {
+        SupervisionEvent::ActorFailed(cell, err) => Some((cell.get_id(), err.to_string())),
+        SupervisionEvent::ActorTerminated(cell, _, reason) => {
+            Some((cell.get_id(), reason.unwrap_or_else(|| "stopped".into())))
+        }
+        _ => None,
+    }
+}

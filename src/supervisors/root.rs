@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
+use super::child_failure;
 use super::distiller::{DistillerSupervisor, DistillerSupervisorArgs, DistillerSupervisorMsg};
 use super::policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::distillery::DistilleryContext;
@@ -140,15 +141,10 @@ impl Actor for RootSupervisor {
         evt: SupervisionEvent,
         state: &mut RootState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, reason) = match evt {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason.unwrap_or_else(|| "stopped".into())),
-            _ => return Ok(()),
-        };
+        let Some((id, reason)) = child_failure(evt) else { return Ok(()) };
         if state.shutting_down {
             return Ok(());
         }
-        let id = cell.get_id();
         let Some(child) = state.child_kind(id) else { return Ok(()) };
         match state.tracker.on_failure(Instant::now()) {
             Decision::RestartAfter(delay) => {
