@@ -136,12 +136,6 @@ impl BlobStore for FailingStore {
     async fn get(&self, location: &str) -> Result<Vec<u8>, StorageError> {
         Err(StorageError::Io { location: location.into(), source: std::io::Error::other("EIO") })
     }
-    fn location_of(&self, key: &str) -> Result<String, StorageError> {
-        Ok(key.into())
-    }
-    async fn check(&self) -> Result<(), StorageError> {
-        Ok(())
-    }
 }
 
 async fn step_context(db: Db, dir: &std::path::Path, raw: Arc<dyn BlobStore>) -> (DistilleryContext, TestDb) {

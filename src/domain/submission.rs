@@ -3,13 +3,12 @@
 //! HTTP handler, `cdrmunch normalize` and tests share one set of rules.
 
 use super::cdr::{self, CdrFormat, RawCdr};
-use super::intake::{canonical_uuid, decode_body, parse_uuid_param, BodyEncoding};
+use super::intake::{canonical_uuid, decode_body, parse_uuid_param};
 use super::normalize::{leg_of, table_suffix, Leg};
 
 #[derive(Debug, Clone)]
 pub struct Submission {
     pub document: Vec<u8>,
-    pub encoding: BodyEncoding,
     pub format: CdrFormat,
     pub uuid: String,
     pub uuid_bytes: [u8; 16],
@@ -19,7 +18,6 @@ pub struct Submission {
     /// (UTC), named as mod_xml_cdr names its log-dir files. Deterministic, so a retried POST
     /// overwrites the same file instead of leaving a second copy.
     pub key: String,
-    pub call_epoch: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,7 +43,6 @@ pub fn prepare(
     received_epoch: i64,
 ) -> Result<Submission, SubmissionError> {
     let decoded = decode_body(body).map_err(|e| SubmissionError::Body(e.to_string()))?;
-    let encoding = decoded.encoding;
     let document = decoded.document.into_owned();
     let raw = cdr::parse(&document).map_err(|e| SubmissionError::Parse(e.to_string()))?;
     let param = parse_uuid_param(query);
@@ -74,7 +71,7 @@ pub fn prepare(
         day % 100,
         if a_leg { "a_" } else { "" }
     );
-    Ok(Submission { document, encoding, format: raw.format, uuid, uuid_bytes, a_leg, host, key, call_epoch })
+    Ok(Submission { document, format: raw.format, uuid, uuid_bytes, a_leg, host, key })
 }
 
 /// When the call started: `start_epoch`, else the earliest `<times><created_time>`.

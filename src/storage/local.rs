@@ -22,10 +22,6 @@ impl LocalStore {
         Self { root: root.into(), known_dirs: Arc::default() }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn path_of(&self, key: &str) -> Result<PathBuf, StorageError> {
         let rel = Path::new(key);
         let clean = !key.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
@@ -82,24 +78,6 @@ impl BlobStore for LocalStore {
 
     async fn get(&self, location: &str) -> Result<Vec<u8>, StorageError> {
         tokio::fs::read(location).await.map_err(|e| StorageError::io(location, e))
-    }
-
-    fn location_of(&self, key: &str) -> Result<String, StorageError> {
-        Ok(self.path_of(key)?.display().to_string())
-    }
-
-    async fn check(&self) -> Result<(), StorageError> {
-        let root = self.root.clone();
-        let loc = root.display().to_string();
-        tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&root)?;
-            let probe = root.join(format!(".cdrmunch-probe-{}", std::process::id()));
-            std::fs::write(&probe, b"ok")?;
-            std::fs::remove_file(&probe)
-        })
-        .await
-        .map_err(|e| StorageError::io(&loc, std::io::Error::other(e)))?
-        .map_err(|e| StorageError::io(&loc, e))
     }
 }
 

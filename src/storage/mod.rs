@@ -55,8 +55,4 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn sync(&self, locations: &[String]) -> Result<(), StorageError>;
     /// Reads an object by the location `put` returned.
     async fn get(&self, location: &str) -> Result<Vec<u8>, StorageError>;
-    /// The location `put(key)` would return, without writing.
-    fn location_of(&self, key: &str) -> Result<String, StorageError>;
-    /// Whether the store is usable (for readiness).
-    async fn check(&self) -> Result<(), StorageError>;
 }

@@ -154,7 +154,7 @@ impl Repository for MysqlRepository {
                         .push_bind(r.path.clone())
                         .push_bind(r.create_time);
                 });
-                // `id = id` keeps the first row of a uuid and counts a retry as 0 affected rows.
+                // `id = id` keeps the first row of a uuid: a FreeSWITCH retry changes nothing.
                 qb.push(" ON DUPLICATE KEY UPDATE id = id");
                 inserted += qb.build().execute(&mut *tx).await?.rows_affected();
             }
