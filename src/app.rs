@@ -9,11 +9,12 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::oneshot;
 
 use crate::actors::distillery::DistilleryContext;
+use crate::actors::task_executor::{TaskContext, TasksConfig};
+use crate::domain::tasks::RetryPolicy;
 use crate::actors::{DistillerConfig, Hooks};
 use crate::config::Settings;
-use crate::domain::tasks::TaskType;
 use crate::http::{HttpConfig, HttpState};
-use crate::storage::{BlobStore, LocalStore};
+use crate::storage::BlobStore;
 use crate::store::{self, Repository, StoreError};
 use crate::supervisors::root::{RootArgs, RootMsg, RootSupervisor};
 
@@ -27,6 +28,8 @@ pub enum AppError {
     Dir { dir: String, source: std::io::Error },
     #[error("actor system failed to start: {0}")]
     Spawn(String),
+    #[error("{0}")]
+    Handler(#[from] crate::handlers::SetupError),
 }
 
 pub struct App {
@@ -61,7 +64,35 @@ pub fn distiller_config(s: &Settings) -> DistillerConfig {
         retry_backoff_max: d.retry_backoff_max_seconds,
         poison_threshold: d.poison_threshold,
         prefetch: d.prefetch,
-        disabled_tasks: d.disabled_tasks.iter().filter_map(|t| t.parse::<TaskType>().ok()).collect(),
+        task_rules: crate::handlers::task_rules(s),
+    }
+}
+
+pub fn tasks_config(s: &Settings) -> TasksConfig {
+    let t = &s.tasksd;
+    TasksConfig {
+        threads: t.executor_threads.max(1),
+        poll_interval: t.poll_interval,
+        batch: t.poll_batch_size,
+        lease: Duration::from_secs(t.lease_seconds.max(t.job_timeout_seconds + 30)),
+        job_timeout: Duration::from_secs(t.job_timeout_seconds),
+        prefetch: t.prefetch,
+        retry: RetryPolicy {
+            max_retries: t.max_retries,
+            backoff_seconds: t.retry_backoff_seconds,
+            exponential: t.exponential_backoff,
+        },
+    }
+}
+
+/// Says once, at start, which task types are off and why.
+fn log_off_types(s: &Settings) {
+    for (t, why) in crate::handlers::off_types(s) {
+        if why == "listed in disabled_tasks" || why.ends_with("= none") {
+            tracing::info!("task type {t} is off: {why}");
+        } else {
+            tracing::warn!("task type {t} is off: its handler is not configured ({why}); no {t} tasks are created");
+        }
     }
 }
 
@@ -78,14 +109,32 @@ impl App {
         repo: Arc<dyn Repository>,
     ) -> Result<App, AppError> {
         let rh = &settings.request_handler;
-        for dir in
-            [&rh.cdr_base_dir, &rh.paging_base_dir, &rh.pcap_base_dir, &settings.distiller.normalized_cdr_base_dir]
-        {
+        for dir in [&rh.paging_base_dir, &rh.pcap_base_dir] {
             std::fs::create_dir_all(dir).map_err(|source| AppError::Dir { dir: dir.display().to_string(), source })?;
         }
-        let raw_store: Arc<dyn BlobStore> = Arc::new(LocalStore::new(&rh.cdr_base_dir));
-        let ncdr_store: Arc<dyn BlobStore> = Arc::new(LocalStore::new(&settings.distiller.normalized_cdr_base_dir));
+        // Either may be s3://bucket/prefix; S3 objects are durable on PUT.
+        let open = |target: &std::path::Path| {
+            let target = target.to_string_lossy().into_owned();
+            async move {
+                crate::storage::open(&target, &settings.s3)
+                    .await
+                    .map_err(|e| AppError::Dir { dir: target.clone(), source: std::io::Error::other(e.to_string()) })
+            }
+        };
+        let raw_store: Arc<dyn BlobStore> = open(&rh.cdr_base_dir).await?;
+        let ncdr_store: Arc<dyn BlobStore> = open(&settings.distiller.normalized_cdr_base_dir).await?;
         let instance = uuid::Uuid::new_v4().simple().to_string();
+        log_off_types(settings);
+        let handlers = crate::handlers::build(settings, repo.clone()).await?;
+        let tasks = Arc::new(TaskContext {
+            instance: instance.clone(),
+            repo: repo.clone(),
+            ncdr_store: ncdr_store.clone(),
+            handlers,
+            config: tasks_config(settings),
+            hooks: hooks.clone(),
+            draining: Default::default(),
+        });
 
         let ctx = Arc::new(DistilleryContext {
             instance: instance.clone(),
@@ -101,6 +150,7 @@ impl App {
             instance: instance.clone(),
             intake_batch: rh.group_commit_max,
             distillery: Some(ctx),
+            tasks: Some(tasks),
         };
         let (root, root_handle) =
             Actor::spawn(None, RootSupervisor, root_args).await.map_err(|e| AppError::Spawn(e.to_string()))?;

@@ -211,7 +211,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let ctx =
-                NormalizeContext { cdr_path: file.display().to_string(), received_epoch: 0, disabled_tasks: disabled };
+                NormalizeContext { cdr_path: file.display().to_string(), received_epoch: 0, rules: cdrmunch::domain::tasks::TaskRules { disabled, ..Default::default() } };
             match normalize_document(&doc, &ctx) {
                 Ok(n) => {
                     print!("{}", n.to_xml());

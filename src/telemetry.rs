@@ -23,6 +23,13 @@ pub const DATABASE_ERRORS: &str = "cdrmunch_database_errors_total";
 pub const STORAGE_ERRORS: &str = "cdrmunch_storage_errors_total";
 pub const GROUP_COMMIT_SECONDS: &str = "cdrmunch_group_commit_duration_seconds";
 pub const GROUP_COMMIT_BATCH: &str = "cdrmunch_group_commit_batch_size";
+pub const TASK_OUTCOMES: &str = "cdrmunch_task_outcomes_total";
+pub const TASK_LATENCY: &str = "cdrmunch_task_latency_seconds";
+pub const TASKS_INFLIGHT: &str = "cdrmunch_inflight_tasks";
+
+/// Create -> done of a task spans a poll interval at best and retry backoffs at worst.
+const TASK_LATENCY_BUCKETS: [f64; 14] =
+    [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0];
 
 const SECONDS_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -38,7 +45,8 @@ pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+                .set_buckets_for_metric(Matcher::Full(TASK_LATENCY.into()), &TASK_LATENCY_BUCKETS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS))
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_batch_size".into()), &BATCH_BUCKETS))
                 .expect("bucket lists are non-empty")
                 .build_recorder();
@@ -66,6 +74,9 @@ fn describe() {
     describe_counter!(STORAGE_ERRORS, "Errors reading or writing CDR files or objects.");
     describe_histogram!(GROUP_COMMIT_SECONDS, Unit::Seconds, "Time to commit one group-commit batch, by role.");
     describe_histogram!(GROUP_COMMIT_BATCH, Unit::Count, "CDRs per group-commit batch, by role.");
+    describe_counter!(TASK_OUTCOMES, "Task attempts by task type and result (done, retry, error, internal).");
+    describe_histogram!(TASK_LATENCY, Unit::Seconds, "Time from a task's creation to done='y', by task type.");
+    describe_gauge!(TASKS_INFLIGHT, "Tasks claimed by this process and not finished yet, by task type.");
 }
 
 /// Records one distillery outcome.

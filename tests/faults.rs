@@ -42,6 +42,7 @@ fn fault_for(target: Arc<Mutex<Option<[u8; 16]>>>, fault: Fault, times: u32, see
                 None
             }
         })),
+        ..Hooks::default()
     }
 }
 
@@ -135,6 +136,9 @@ impl BlobStore for FailingStore {
     }
     async fn get(&self, location: &str) -> Result<Vec<u8>, StorageError> {
         Err(StorageError::Io { location: location.into(), source: std::io::Error::other("EIO") })
+    }
+    async fn stat(&self, _: &str) -> Result<Option<cdrmunch::storage::ObjectInfo>, StorageError> {
+        unreachable!("the raw store is only read by distilleries")
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::group_commit::{Batch, GroupCommitActor, GroupCommitMsg};
+use super::task_poller::TaskPollerMsg;
 use super::Role;
 use crate::storage::BlobStore;
 use crate::store::{CommitResult, NewNormalizedCdr, Repository};
@@ -21,6 +22,8 @@ pub struct Prepared {
 pub struct NormalizedBatch {
     pub repo: Arc<dyn Repository>,
     pub ncdr_store: Arc<dyn BlobStore>,
+    /// To wake this instance's TaskPoller once tasks are committed.
+    pub instance: String,
 }
 
 pub type Committer = GroupCommitActor<NormalizedBatch>;
@@ -33,7 +36,17 @@ impl Batch for NormalizedBatch {
     const ROLE: Role = Role::Committer;
 
     async fn commit(&self, items: &[Prepared]) -> Vec<Result<CommitResult, String>> {
-        commit_prepared(&*self.repo, &*self.ncdr_store, items).await
+        let results = commit_prepared(&*self.repo, &*self.ncdr_store, items).await;
+        let new_tasks = results
+            .iter()
+            .zip(items)
+            .any(|(r, p)| matches!(r, Ok(CommitResult::Committed { .. })) && !p.row.tasks.is_empty());
+        if new_tasks {
+            for poller in super::members::<TaskPollerMsg>(&self.instance, Role::TaskPoller) {
+                let _ = poller.send_message(TaskPollerMsg::Wake);
+            }
+        }
+        results
     }
 }
 

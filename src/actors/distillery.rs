@@ -129,7 +129,7 @@ pub async fn prepare(ctx: &DistilleryContext, job: &QueuedCdr) -> Result<Prepare
     let nctx = NormalizeContext {
         cdr_path: job.path.clone(),
         received_epoch: job.create_time,
-        disabled_tasks: ctx.config.disabled_tasks.clone(),
+        rules: ctx.config.task_rules.clone(),
     };
     // A large CDR is parsed on the blocking pool, a typical one inline.
     let normalized: NormalizedCdr = cpu_bound(raw.len(), move || normalize_document(&raw, &nctx))

@@ -8,14 +8,16 @@ pub mod group_commit;
 pub mod intake;
 pub mod queue_metrics;
 pub mod queue_poller;
+pub mod task_executor;
+pub mod task_poller;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{pg, ActorCell, ActorRef};
 
-use crate::domain::tasks::TaskType;
-use crate::store::QueuedCdr;
+use crate::domain::tasks::{TaskRules, TaskType};
+use crate::store::{ClaimedTask, QueuedCdr};
 
 /// Roles that other actors look up by group.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +25,8 @@ pub enum Role {
     Intake,
     QueuePoller,
     Committer,
+    TaskPoller,
+    Executor(TaskType),
 }
 
 fn group(instance: &str, role: Role) -> String {
@@ -46,11 +50,14 @@ pub enum Fault {
 }
 
 pub type FaultHook = Arc<dyn Fn(&QueuedCdr) -> Option<Fault> + Send + Sync>;
+pub type TaskFaultHook = Arc<dyn Fn(&ClaimedTask) -> Option<Fault> + Send + Sync>;
 
 /// Test hooks; all `None` in production.
 #[derive(Clone, Default)]
 pub struct Hooks {
     pub distillery_fault: Option<FaultHook>,
+    /// Injected inside the handler's task, where a real handler bug would strike.
+    pub task_fault: Option<TaskFaultHook>,
 }
 
 /// The distiller's settings, resolved from config once.
@@ -65,7 +72,8 @@ pub struct DistillerConfig {
     pub retry_backoff_max: u64,
     pub poison_threshold: u32,
     pub prefetch: usize,
-    pub disabled_tasks: Vec<TaskType>,
+    /// What tasks a CDR gets: `disabled_tasks` and unconfigured handlers are off.
+    pub task_rules: TaskRules,
 }
 
 /// Below this size a CDR parses in well under 100 µs: cheaper inline than a hop to the

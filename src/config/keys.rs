@@ -51,6 +51,14 @@ pub(crate) enum Kind {
     NameList,
     /// Comma list of `s` / `d` (billing feeder column types).
     TypeList,
+    /// `none`, `starttls` or `tls`.
+    Tls,
+    /// `http://` or `https://` URL; empty means "not set".
+    OptUrl,
+    /// A directory or `s3://bucket/prefix`.
+    Store,
+    /// A directory or `s3://bucket/prefix`; empty means "not set".
+    OptStore,
 }
 
 /// What cdrmunch does with a known key.
@@ -147,6 +155,45 @@ pub(crate) static KEYS: &[KeySpec] = &[
     key("tasksd.retry_backoff_seconds", K::Number, "60", "delay before retrying a failed task"),
     key("tasksd.exponential_backoff", K::Bool, "true", "double the retry delay on each failure"),
     key("tasksd.handler.<type>", K::Text, "", "handler for one task type"),
+    key("tasksd.lease_seconds", K::Count, "600", "how long a claimed task stays leased; longer than tasksd.job_timeout_seconds"),
+    key("tasksd.job_timeout_seconds", K::Count, "300", "a handler running longer than this is stopped and the task retried"),
+    key("tasksd.prefetch", K::Count, "2", "tasks claimed ahead per executor thread"),
+    key("billing-feeder.table", K::Text, "billing_feed", "billing database table the billing task writes (created if missing)"),
+    key("emailer.smtp_host", K::OptText, "", "SMTP server; empty leaves the emailer task type off"),
+    key("emailer.smtp_port", K::Port, "25", "SMTP port (587 for submission, 465 for implicit TLS)"),
+    key("emailer.tls", K::Tls, "starttls", "none, starttls (required) or tls (implicit, port 465)"),
+    key("emailer.username", K::OptText, "", "SMTP user; empty sends without AUTH"),
+    key("emailer.password", K::OptText, "", "SMTP password"),
+    key("emailer.from", K::OptText, "", "From address; required for the emailer"),
+    key("emailer.to", K::OptText, "", "default recipients (comma list) when the CDR names none (variable notify_email)"),
+    key("emailer.subject", K::Text, "Missed call from {caller_id_number} to {destination_number}", "subject template; {field} is a normalized CDR field"),
+    key("emailer.body", K::Text, "Missed call\\nFrom: {caller_id_number}\\nTo: {destination_number}\\nAt: {start_stamp}\\nCall: {uuid}\\n", "body template; {field} is a normalized CDR field, \\n a line break"),
+    key("emailer.timeout_seconds", K::Count, "30", "SMTP timeout"),
+    key("sms.url", K::OptUrl, "", "SMS gateway endpoint (JSON POST); empty leaves SMSSend off"),
+    key("sms.auth_token", K::OptText, "", "bearer token sent to the SMS gateway"),
+    key("sms.from", K::OptText, "", "sender id"),
+    key("sms.to", K::OptText, "", "default recipient when the CDR names none (variable notify_sms)"),
+    key("sms.text", K::Text, "Missed call from {caller_id_number} at {start_stamp}", "message template"),
+    key("salesforce.login_url", K::OptUrl, "https://login.salesforce.com", "OAuth token endpoint host"),
+    key("salesforce.client_id", K::OptText, "", "connected app consumer key; empty leaves CDR2SFAPI off"),
+    key("salesforce.client_secret", K::OptText, "", "connected app consumer secret"),
+    key("salesforce.username", K::OptText, "", "integration user (password grant); empty uses client_credentials"),
+    key("salesforce.password", K::OptText, "", "integration user's password + security token"),
+    key("salesforce.api_version", K::Text, "v59.0", "REST API version"),
+    key("salesforce.sobject", K::Text, "Call_Record__c", "sObject upserted per call"),
+    key("salesforce.external_id_field", K::Text, "CDR_UUID__c", "external id field holding the call uuid"),
+    key("salesforce.field_map", K::NameList, "Direction__c=direction,Caller__c=caller_id_number,Destination__c=destination_number,Start__c=start_epoch,Billsec__c=billsec,Hangup_Cause__c=hangup_cause", "sObject field = normalized CDR field, comma list"),
+    key("recordings.base_dir", K::Path, "{data_dir}/recordings", "where relative recording paths of CDRs are found"),
+    key("recordings.delivery_target", K::OptStore, "", "where recordingDelivery copies recordings: a directory or s3://bucket/prefix; empty leaves it off"),
+    key("recordings.buffer_dir", K::OptPath, "", "where buffered recordings wait; empty leaves bufferedRecording off"),
+    key("transcription.url", K::OptUrl, "", "transcription service job endpoint; empty leaves transcription off"),
+    key("transcription.auth_token", K::OptText, "", "bearer token sent to the transcription service"),
+    key("transcription.presign_seconds", K::Count, "3600", "lifetime of the presigned S3 URL given to the service"),
+    key("s3.endpoint", K::OptUrl, "", "S3 endpoint for S3-compatible servers; empty uses AWS"),
+    key("s3.region", K::Text, "us-east-1", "S3 region"),
+    key("s3.path_style", K::Bool, "false", "path-style bucket addressing (most S3-compatible servers)"),
+    key("s3.access_key_id", K::OptText, "", "S3 access key; empty uses the AWS environment/profile chain"),
+    key("s3.secret_access_key", K::OptText, "", "S3 secret key"),
     key("task-executor.workers", K::Count, "", "legacy task executor setting (kept raw)").raw_only(),
     key("task-executor.poll_interval", K::Seconds, "", "legacy task executor setting (kept raw)").raw_only(),
     key("task-executor.queue_table", K::Text, "", "legacy task executor setting (kept raw)").raw_only(),
@@ -232,6 +279,10 @@ impl Kind {
             K::TaskList => "list of task types",
             K::NameList => "list of names",
             K::TypeList => "list of s|d",
+            K::Tls => "none|starttls|tls",
+            K::OptUrl => "URL (optional)",
+            K::Store => "directory or s3://bucket/prefix",
+            K::OptStore => "directory or s3://bucket/prefix (optional)",
         }
     }
 
@@ -282,6 +333,21 @@ impl Kind {
             K::TaskList => list(v, |t| TASK_TYPES.contains(&t), &format!("task types ({})", TASK_TYPES.join(", "))),
             K::NameList => list(v, |_| true, "names"),
             K::TypeList => list(v, |t| t == "s" || t == "d", "column types s or d"),
+            K::Tls => text(["none", "starttls", "tls"].contains(&v), "none, starttls or tls"),
+            K::OptUrl => match v {
+                "" => Ok(Parsed::Opt(None)),
+                _ if (v.starts_with("http://") || v.starts_with("https://")) && v.len() > 8 => {
+                    Ok(Parsed::Opt(Some(v.to_string())))
+                }
+                _ => Err("an http:// or https:// URL (or nothing)".into()),
+            },
+            K::Store | K::OptStore => match v {
+                "" if self == K::OptStore => Ok(Parsed::Opt(None)),
+                _ if crate::storage::S3Location::parse(v).is_some() || (!v.is_empty() && !v.contains("://")) => {
+                    Ok(if self == K::Store { Parsed::Text(v.into()) } else { Parsed::Opt(Some(v.into())) })
+                }
+                _ => Err("a directory or s3://bucket/prefix (bucket of 3-63 characters)".into()),
+            },
         }
     }
 }

@@ -171,6 +171,76 @@ pub struct TasksdSettings {
     pub exponential_backoff: bool,
     /// Task type -> handler, from `tasksd.handler.<type>`.
     pub handlers: BTreeMap<String, String>,
+    pub lease_seconds: u64,
+    pub job_timeout_seconds: u64,
+    pub prefetch: usize,
+}
+
+/// SMTP for the emailer task (`emailer.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmailerSettings {
+    pub smtp_host: Option<String>,
+    pub smtp_port: u16,
+    /// `none`, `starttls` or `tls`.
+    pub tls: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub subject: String,
+    pub body: String,
+    pub timeout_seconds: u64,
+}
+
+/// SMS gateway for SMSSend (`sms.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmsSettings {
+    pub url: Option<String>,
+    pub auth_token: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub text: String,
+}
+
+/// Salesforce REST for CDR2SFAPI (`salesforce.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SalesforceSettings {
+    pub login_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub api_version: String,
+    pub sobject: String,
+    pub external_id_field: String,
+    /// `SfField=cdr_field` pairs.
+    pub field_map: Vec<String>,
+}
+
+/// Recordings (`recordings.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordingSettings {
+    pub base_dir: PathBuf,
+    pub delivery_target: Option<String>,
+    pub buffer_dir: Option<PathBuf>,
+}
+
+/// Transcription service (`transcription.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TranscriptionSettings {
+    pub url: Option<String>,
+    pub auth_token: Option<String>,
+    pub presign_seconds: u64,
+}
+
+/// S3 client for every store given as `s3://bucket/prefix` (`s3.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3Settings {
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub path_style: bool,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
 }
 
 /// Billing record layout (`billing-feeder.*`).
@@ -182,6 +252,7 @@ pub struct BillingFeederSettings {
     /// CDR variable -> billing field, from `billing-feeder.node_name_map__<name>`
     /// added to the default `billsec -> quantity`.
     pub node_name_map: BTreeMap<String, String>,
+    pub table: String,
 }
 
 /// Logging (`log.*`).
@@ -219,6 +290,12 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub tasksd: TasksdSettings,
     pub billing_feeder: BillingFeederSettings,
+    pub emailer: EmailerSettings,
+    pub sms: SmsSettings,
+    pub salesforce: SalesforceSettings,
+    pub recordings: RecordingSettings,
+    pub transcription: TranscriptionSettings,
+    pub s3: S3Settings,
     pub log: LogSettings,
     pub app: AppSettings,
     pub metrics: MetricsSettings,
@@ -343,11 +420,62 @@ impl Settings {
                 retry_backoff_seconds: v.get("tasksd.retry_backoff_seconds"),
                 exponential_backoff: v.get("tasksd.exponential_backoff"),
                 handlers: v.map("tasksd.handler.<type>"),
+                lease_seconds: v.get("tasksd.lease_seconds"),
+                job_timeout_seconds: v.get("tasksd.job_timeout_seconds"),
+                prefetch: v.get("tasksd.prefetch"),
             },
             billing_feeder: BillingFeederSettings {
                 field_names: v.get("billing-feeder.field_names"),
                 field_types: v.get("billing-feeder.field_types"),
                 node_name_map: v.map("billing-feeder.node_name_map__<name>"),
+                table: v.get("billing-feeder.table"),
+            },
+            emailer: EmailerSettings {
+                smtp_host: v.get("emailer.smtp_host"),
+                smtp_port: v.get("emailer.smtp_port"),
+                tls: v.get("emailer.tls"),
+                username: v.get("emailer.username"),
+                password: v.get("emailer.password"),
+                from: v.get("emailer.from"),
+                to: v.get("emailer.to"),
+                subject: v.get("emailer.subject"),
+                body: v.get("emailer.body"),
+                timeout_seconds: v.get("emailer.timeout_seconds"),
+            },
+            sms: SmsSettings {
+                url: v.get("sms.url"),
+                auth_token: v.get("sms.auth_token"),
+                from: v.get("sms.from"),
+                to: v.get("sms.to"),
+                text: v.get("sms.text"),
+            },
+            salesforce: SalesforceSettings {
+                login_url: v.get("salesforce.login_url"),
+                client_id: v.get("salesforce.client_id"),
+                client_secret: v.get("salesforce.client_secret"),
+                username: v.get("salesforce.username"),
+                password: v.get("salesforce.password"),
+                api_version: v.get("salesforce.api_version"),
+                sobject: v.get("salesforce.sobject"),
+                external_id_field: v.get("salesforce.external_id_field"),
+                field_map: v.get("salesforce.field_map"),
+            },
+            recordings: RecordingSettings {
+                base_dir: v.get("recordings.base_dir"),
+                delivery_target: v.get("recordings.delivery_target"),
+                buffer_dir: v.get("recordings.buffer_dir"),
+            },
+            transcription: TranscriptionSettings {
+                url: v.get("transcription.url"),
+                auth_token: v.get("transcription.auth_token"),
+                presign_seconds: v.get("transcription.presign_seconds"),
+            },
+            s3: S3Settings {
+                endpoint: v.get("s3.endpoint"),
+                region: v.get("s3.region"),
+                path_style: v.get("s3.path_style"),
+                access_key_id: v.get("s3.access_key_id"),
+                secret_access_key: v.get("s3.secret_access_key"),
             },
             log: LogSettings { level: v.get("log.level"), facility: v.get("log.facility"), file: v.get("log.file") },
             app: AppSettings {

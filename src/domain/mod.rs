@@ -3,7 +3,9 @@
 //! outcomes. Tests here read the shared corpus; the code never does.
 
 pub mod cdr;
+pub mod billing;
 pub mod intake;
+pub mod ncdr;
 pub mod normalize;
 pub mod outcome;
 pub mod percent;

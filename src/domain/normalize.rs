@@ -8,7 +8,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use super::cdr::{self, RawCdr};
 use super::intake::canonical_uuid;
-use super::tasks::{derive_tasks, CallFacts, TaskNode, TaskType};
+use super::tasks::{derive_tasks, CallFacts, TaskNode, TaskRules};
 
 /// What the normalizer needs besides the CDR itself.
 #[derive(Debug, Clone, Default)]
@@ -17,7 +17,7 @@ pub struct NormalizeContext {
     pub cdr_path: String,
     /// When intake received it; the date of last resort when the CDR has no times at all.
     pub received_epoch: i64,
-    pub disabled_tasks: Vec<TaskType>,
+    pub rules: TaskRules,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +88,7 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
         .find_map(|k| raw.var(k).filter(|v| !v.is_empty() && *v != uuid))
         .map(str::to_string);
 
+    let inbound = direction == "inbound";
     let mut data: Vec<(&'static str, String)> = vec![
         ("uuid", uuid.clone()),
         ("TableSuffix", table_suffix(start_or_received).to_string()),
@@ -112,7 +113,18 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
     ];
     data.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
 
-    let facts = CallFacts { a_leg: leg == Leg::A, answered: t.answer > 0, billsec: t.billsec, recording_path };
+    let var = |k: &str| raw.var(k).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
+    let facts = CallFacts {
+        a_leg: leg == Leg::A,
+        inbound,
+        answered: t.answer > 0,
+        billsec: t.billsec,
+        recording_path,
+        notify_email: var("notify_email"),
+        notify_sms: var("notify_sms"),
+        buffered_recording: var("buffered_recording"),
+        sf_org_id: var("sf_org_id"),
+    };
     Ok(NormalizedCdr {
         uuid,
         uuid_bytes,
@@ -121,7 +133,7 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
         leg,
         hour_dir: hour_dir(end_or_start),
         data,
-        tasks: derive_tasks(&facts, &ctx.disabled_tasks),
+        tasks: derive_tasks(&facts, &ctx.rules),
     })
 }
 
@@ -279,7 +291,8 @@ mod tests {
         assert_eq!(get("caller_id_number"), Some("%2B441234"));
         assert_eq!(get("destination_number"), Some("+442071234567"));
         assert_eq!(get("billsec"), Some("60"));
-        assert_eq!(n.task_rows(), vec![("billing".to_string(), 0), ("calllog".to_string(), 1)]);
+        let rows: Vec<_> = n.task_rows().into_iter().map(|(t, i)| format!("{t}@{i}")).collect();
+        assert_eq!(rows, ["billing@0", "calllog@1", "CDR2SFAPI@2"]);
         let x = n.to_xml();
         assert!(x.contains("<uuid record=\"true\">0d2e4c6a-1111-2222-3333-444455556666</uuid>"), "{x}");
         assert!(x.contains("<task type=\"billing\">\n      <quantity>60</quantity>"), "{x}");

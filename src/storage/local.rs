@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{BlobStore, StorageError};
+use super::{BlobStore, ObjectInfo, StorageError};
 
 pub struct LocalStore {
     root: PathBuf,
@@ -78,6 +78,16 @@ impl BlobStore for LocalStore {
 
     async fn get(&self, location: &str) -> Result<Vec<u8>, StorageError> {
         tokio::fs::read(location).await.map_err(|e| StorageError::io(location, e))
+    }
+
+    async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
+        let path = self.path_of(key)?;
+        let location = path.display().to_string();
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => Ok(Some(ObjectInfo { location, size: bytes.len() as u64, md5: Some(super::md5_hex(&bytes)) })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::io(location, e)),
+        }
     }
 }
 

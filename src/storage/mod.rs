@@ -1,12 +1,19 @@
-//! Where raw and normalized CDRs live. One interface per store; the local filesystem now,
-//! S3 beside it later. A location is what the database records (`cdr_queue.path`,
-//! `normalized_cdrs.path`): for the local store, the absolute file path.
+//! Where raw CDRs, normalized CDRs and recordings live. One interface, two stores: the local
+//! filesystem and S3. A location is what the database records (`cdr_queue.path`,
+//! `normalized_cdrs.path`): the absolute file path, or `s3://bucket/key`.
 
 pub mod local;
+pub mod s3;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 pub use local::LocalStore;
+pub use s3::{S3Location, S3Store};
+
+use crate::config::S3Settings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -20,13 +27,17 @@ pub enum StorageError {
     },
     #[error("invalid storage key '{0}'")]
     BadKey(String),
+    #[error("storage error on {location}: {message}")]
+    Remote { location: String, message: String, retriable: bool },
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl StorageError {
     /// A missing object will not appear by waiting; a key we built wrongly will not either.
     /// Every other I/O error (disk full, EIO, NFS hiccup) may clear.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, StorageError::Io { .. })
+        matches!(self, StorageError::Io { .. } | StorageError::Remote { retriable: true, .. })
     }
 
     pub(crate) fn io(location: impl Into<String>, source: std::io::Error) -> Self {
@@ -55,4 +66,36 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn sync(&self, locations: &[String]) -> Result<(), StorageError>;
     /// Reads an object by the location `put` returned.
     async fn get(&self, location: &str) -> Result<Vec<u8>, StorageError>;
+    /// Size and MD5 of the object under `key`, `None` if there is none (delivery checks).
+    async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError>;
+    /// A URL a third party can fetch the object from for `ttl` (S3 only).
+    async fn presign_get(&self, key: &str, _ttl: Duration) -> Result<String, StorageError> {
+        Err(StorageError::Unsupported(format!("'{key}' is on local disk: a presigned URL needs an s3:// store")))
+    }
+}
+
+/// An object as a store reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub location: String,
+    pub size: u64,
+    /// Hex MD5 of the bytes when the store knows it without reading them back.
+    pub md5: Option<String>,
+}
+
+/// The store a config value names: `s3://bucket/prefix` or a directory.
+pub async fn open(target: &str, s3: &S3Settings) -> Result<Arc<dyn BlobStore>, StorageError> {
+    if target.starts_with("s3://") {
+        let at = S3Location::parse(target).ok_or_else(|| StorageError::BadKey(target.to_string()))?;
+        Ok(Arc::new(S3Store::new(s3::client(s3).await, at)))
+    } else {
+        std::fs::create_dir_all(target).map_err(|e| StorageError::io(target, e))?;
+        Ok(Arc::new(LocalStore::new(target)))
+    }
+}
+
+/// Hex MD5 of some bytes (delivery verification).
+pub fn md5_hex(bytes: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(bytes))
 }

@@ -77,6 +77,99 @@ macro_rules! commit_normalized_batch {
     }};
 }
 
+/// `Repository::finish_task`, the same SQL on both engines.
+macro_rules! finish_task_on {
+    ($pool:expr, $task_id:expr, $finish:expr) => {{
+        let id = $task_id as i64;
+        let q = match $finish {
+            TaskFinish::Done => sqlx::query("UPDATE tasks SET done = 'y' WHERE id = ? AND done = 'n'").bind(id),
+            TaskFinish::Retry { next_attempt, error } => sqlx::query(
+                "UPDATE tasks SET retry = retry + 1, next_attempt = ?, error_message = ? WHERE id = ? AND done = 'n'",
+            )
+            .bind(sql_time(*next_attempt))
+            .bind(error.clone())
+            .bind(id),
+            TaskFinish::Error { error } => {
+                sqlx::query("UPDATE tasks SET done = 'error', error_message = ? WHERE id = ? AND done = 'n'")
+                    .bind(error.clone())
+                    .bind(id)
+            }
+        };
+        Ok(q.execute($pool).await?.rows_affected() > 0)
+    }};
+}
+
+/// `Repository::release_tasks`: unstarted claims due again now.
+macro_rules! release_tasks_on {
+    ($db:ty, $pool:expr, $ids:expr, $now:expr) => {{
+        for chunk in $ids.chunks(MAX_ROWS_PER_INSERT) {
+            let mut qb: QueryBuilder<$db> = QueryBuilder::new("UPDATE tasks SET next_attempt = ");
+            qb.push_bind(sql_time($now)).push(" WHERE done = 'n' AND id IN (");
+            let mut sep = qb.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id as i64);
+            }
+            qb.push(")");
+            qb.build().execute($pool).await?;
+        }
+        Ok(())
+    }};
+}
+
+/// `Repository::task_states`.
+macro_rules! task_states_on {
+    ($pool:expr, $uuid:expr) => {{
+        let rows = sqlx::query(
+            "SELECT CAST(t.id AS SIGNED), t.task_type, CAST(t.node_index AS SIGNED), t.done, \
+             CAST(t.retry AS SIGNED), t.error_message FROM tasks t \
+             JOIN normalized_cdrs n ON n.id = t.id_normalized_cdrs WHERE n.uuid = ? ORDER BY t.node_index",
+        )
+        .bind($uuid.to_vec())
+        .fetch_all($pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| TaskState {
+                id: r.get::<i64, _>(0) as u64,
+                task_type: r.get(1),
+                node_index: r.get::<i64, _>(2) as u32,
+                done: r.get(3),
+                retry: r.get::<i64, _>(4) as u32,
+                error_message: r.get(5),
+            })
+            .collect())
+    }};
+}
+
+/// `Repository::insert_call_log`; `$insert` is the engine's insert-unless-exists verb.
+macro_rules! insert_call_log_on {
+    ($pool:expr, $insert:literal, $e:expr) => {{
+        let e: &CallLogEntry = $e;
+        let done = sqlx::query(concat!(
+            $insert,
+            " INTO call_log (uuid, rmOrgID, TableSuffix, direction, caller_id_number, destination_number, \
+             start_epoch, answer_epoch, end_epoch, duration, billsec, hangup_cause, recording_path) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(e.uuid.to_vec())
+        .bind(e.org_id)
+        .bind(e.table_suffix)
+        .bind(e.direction.clone())
+        .bind(e.caller_id_number.clone())
+        .bind(e.destination_number.clone())
+        .bind(e.start_epoch)
+        .bind(e.answer_epoch)
+        .bind(e.end_epoch)
+        .bind(e.duration)
+        .bind(e.billsec)
+        .bind(e.hangup_cause.clone())
+        .bind(e.recording_path.clone())
+        .execute($pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }};
+}
+
 mod mysql;
 mod sqlite;
 
@@ -145,6 +238,64 @@ pub struct QueueError {
     pub done: String,
     pub description: String,
     pub critical: bool,
+}
+
+/// A claimed `tasks` row, joined to its normalized CDR so the executor can find the
+/// `<task>` node at `node_index`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedTask {
+    pub id: u64,
+    pub id_normalized_cdrs: u64,
+    pub task_type: String,
+    pub node_index: u32,
+    /// Failures so far.
+    pub retry: u32,
+    pub create_time: DateTime<Utc>,
+    pub uuid: [u8; 16],
+    /// `normalized_cdrs.path`: where the normalized XML is.
+    pub ncdr_path: String,
+    /// `normalized_cdrs.cdr_path`: where the raw CDR is.
+    pub cdr_path: String,
+}
+
+/// How a task attempt ended, as the `tasks` row records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskFinish {
+    /// `done='y'`.
+    Done,
+    /// `retry`+1, due again at `next_attempt`, the error kept in `error_message`.
+    Retry { next_attempt: DateTime<Utc>, error: String },
+    /// `done='error'`: permanent, or out of retries.
+    Error { error: String },
+}
+
+/// A `tasks` row as an operator or a test sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskState {
+    pub id: u64,
+    pub task_type: String,
+    pub node_index: u32,
+    pub done: String,
+    pub retry: u32,
+    pub error_message: Option<String>,
+}
+
+/// One `call_log` row (the calllog task's effect).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallLogEntry {
+    pub uuid: [u8; 16],
+    pub org_id: i64,
+    pub table_suffix: i64,
+    pub direction: String,
+    pub caller_id_number: String,
+    pub destination_number: String,
+    pub start_epoch: i64,
+    pub answer_epoch: i64,
+    pub end_epoch: i64,
+    pub duration: i64,
+    pub billsec: i64,
+    pub hangup_cause: String,
+    pub recording_path: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -241,6 +392,29 @@ pub trait Repository: Send + Sync + 'static {
     async fn normalized_uuids(&self) -> StoreResult<Vec<[u8; 16]>>;
     /// Task types per normalized uuid, ordered by node_index.
     async fn tasks_for(&self, uuid: [u8; 16]) -> StoreResult<Vec<(String, u32)>>;
+
+    /// Claims up to `limit` due tasks of one type (`done='n'`, `next_attempt <= now`, via
+    /// `idx_type_done_next`) by moving `next_attempt` to `lease_until`.
+    async fn claim_tasks(
+        &self,
+        task_type: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedTask>>;
+
+    /// Records an attempt's end. Only a row still `done='n'` changes, so a late duplicate
+    /// attempt cannot undo a finished one. Returns whether the row changed.
+    async fn finish_task(&self, task_id: u64, finish: &TaskFinish) -> StoreResult<bool>;
+
+    /// Gives claimed, unstarted tasks back (shutdown): due at `now`.
+    async fn release_tasks(&self, ids: &[u64], now: DateTime<Utc>) -> StoreResult<()>;
+
+    /// Every task of a normalized uuid with its state, by node_index (tests, operators).
+    async fn task_states(&self, uuid: [u8; 16]) -> StoreResult<Vec<TaskState>>;
+
+    /// Inserts a call log row unless one exists for the uuid. Returns whether it was new.
+    async fn insert_call_log(&self, entry: &CallLogEntry) -> StoreResult<bool>;
 }
 
 /// Opens the repository named by a `cdrdb.url`.
@@ -258,6 +432,11 @@ pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Rep
 /// `DATETIME` text in UTC at whole seconds, the form both engines compare correctly.
 pub(crate) fn sql_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// Reads back what [`sql_time`] wrote (or MySQL's `DATE_FORMAT` of a DATETIME).
+pub(crate) fn parse_sql_time(s: &str) -> DateTime<Utc> {
+    chrono::NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%d %H:%M:%S").map(|t| t.and_utc()).unwrap_or_default()
 }
 
 pub(crate) fn uuid_bytes(v: &[u8]) -> [u8; 16] {

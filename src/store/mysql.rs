@@ -324,6 +324,94 @@ impl Repository for MysqlRepository {
         .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get::<i64, _>(1) as u32)).collect())
     }
+
+    async fn claim_tasks(
+        &self,
+        task_type: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedTask>> {
+        retry_deadlocks(|| async {
+            let mut tx = self.pool.begin().await?;
+            // MariaDB has no `FOR UPDATE OF`: lock the task rows alone, then read their CDRs.
+            let rows = sqlx::query(
+                "SELECT id, id_normalized_cdrs, task_type, CAST(node_index AS SIGNED), CAST(retry AS SIGNED), \
+                 DATE_FORMAT(create_time, '%Y-%m-%d %H:%i:%s') FROM tasks \
+                 WHERE task_type = ? AND done = 'n' AND next_attempt <= ? \
+                 ORDER BY next_attempt, id LIMIT ? FOR UPDATE SKIP LOCKED",
+            )
+            .bind(task_type)
+            .bind(sql_time(now))
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+            if rows.is_empty() {
+                tx.commit().await?;
+                return Ok(Vec::new());
+            }
+            let mut qb: QueryBuilder<MySql> =
+                QueryBuilder::new("SELECT id, uuid, path, COALESCE(cdr_path, '') FROM normalized_cdrs WHERE id IN (");
+            let mut sep = qb.separated(", ");
+            for r in &rows {
+                sep.push_bind(r.get::<u64, _>(1));
+            }
+            qb.push(")");
+            let cdrs: std::collections::HashMap<u64, ([u8; 16], String, String)> = qb
+                .build()
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| (r.get::<u64, _>(0), (uuid_bytes(&r.get::<Vec<u8>, _>(1)), r.get(2), r.get(3))))
+                .collect();
+            let claimed: Vec<ClaimedTask> = rows
+                .iter()
+                .filter_map(|r| {
+                    let (uuid, ncdr_path, cdr_path) = cdrs.get(&r.get::<u64, _>(1))?.clone();
+                    Some(ClaimedTask {
+                        id: r.get::<u64, _>(0),
+                        id_normalized_cdrs: r.get::<u64, _>(1),
+                        task_type: r.get(2),
+                        node_index: r.get::<i64, _>(3) as u32,
+                        retry: r.get::<i64, _>(4) as u32,
+                        create_time: parse_sql_time(&r.get::<String, _>(5)),
+                        uuid,
+                        ncdr_path,
+                        cdr_path,
+                    })
+                })
+                .collect();
+            if !claimed.is_empty() {
+                let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE tasks SET next_attempt = ");
+                qb.push_bind(sql_time(lease_until)).push(" WHERE id IN (");
+                let mut sep = qb.separated(", ");
+                for c in &claimed {
+                    sep.push_bind(c.id);
+                }
+                qb.push(")");
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn finish_task(&self, task_id: u64, finish: &TaskFinish) -> StoreResult<bool> {
+        retry_deadlocks(|| async { finish_task_on!(&self.pool, task_id, finish) }).await
+    }
+
+    async fn release_tasks(&self, ids: &[u64], now: DateTime<Utc>) -> StoreResult<()> {
+        retry_deadlocks(|| async { release_tasks_on!(MySql, &self.pool, ids, now) }).await
+    }
+
+    async fn task_states(&self, uuid: [u8; 16]) -> StoreResult<Vec<TaskState>> {
+        task_states_on!(&self.pool, uuid)
+    }
+
+    async fn insert_call_log(&self, entry: &CallLogEntry) -> StoreResult<bool> {
+        retry_deadlocks(|| async { insert_call_log_on!(&self.pool, "INSERT IGNORE", entry) }).await
+    }
 }
 
 async fn upsert_error(

@@ -216,6 +216,81 @@ impl Repository for SqliteRepository {
         .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get::<i64, _>(1) as u32)).collect())
     }
+
+    async fn claim_tasks(
+        &self,
+        task_type: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedTask>> {
+        // The lease is one statement (atomic under the write lock); the join reads rows
+        // that never change once committed.
+        let rows = sqlx::query(
+            "UPDATE tasks SET next_attempt = ?1 WHERE id IN ( \
+               SELECT id FROM tasks WHERE task_type = ?2 AND done = 'n' AND next_attempt <= ?3 \
+               ORDER BY next_attempt, id LIMIT ?4) \
+             RETURNING id, id_normalized_cdrs, task_type, node_index, retry, create_time",
+        )
+        .bind(sql_time(lease_until))
+        .bind(task_type)
+        .bind(sql_time(now))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT id, uuid, path, COALESCE(cdr_path, '') FROM normalized_cdrs WHERE id IN (");
+        let mut sep = qb.separated(", ");
+        for r in &rows {
+            sep.push_bind(r.get::<i64, _>(1));
+        }
+        qb.push(")");
+        let cdrs: std::collections::HashMap<i64, ([u8; 16], String, String)> = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| (r.get::<i64, _>(0), (uuid_bytes(&r.get::<Vec<u8>, _>(1)), r.get(2), r.get(3))))
+            .collect();
+        let mut out: Vec<ClaimedTask> = rows
+            .iter()
+            .filter_map(|r| {
+                let (uuid, ncdr_path, cdr_path) = cdrs.get(&r.get::<i64, _>(1))?.clone();
+                Some(ClaimedTask {
+                    id: r.get::<i64, _>(0) as u64,
+                    id_normalized_cdrs: r.get::<i64, _>(1) as u64,
+                    task_type: r.get(2),
+                    node_index: r.get::<i64, _>(3) as u32,
+                    retry: r.get::<i64, _>(4) as u32,
+                    create_time: parse_sql_time(&r.get::<String, _>(5)),
+                    uuid,
+                    ncdr_path,
+                    cdr_path,
+                })
+            })
+            .collect();
+        out.sort_by_key(|t| t.id);
+        Ok(out)
+    }
+
+    async fn finish_task(&self, task_id: u64, finish: &TaskFinish) -> StoreResult<bool> {
+        finish_task_on!(&self.pool, task_id, finish)
+    }
+
+    async fn release_tasks(&self, ids: &[u64], now: DateTime<Utc>) -> StoreResult<()> {
+        release_tasks_on!(Sqlite, &self.pool, ids, now)
+    }
+
+    async fn task_states(&self, uuid: [u8; 16]) -> StoreResult<Vec<TaskState>> {
+        task_states_on!(&self.pool, uuid)
+    }
+
+    async fn insert_call_log(&self, entry: &CallLogEntry) -> StoreResult<bool> {
+        insert_call_log_on!(&self.pool, "INSERT OR IGNORE", entry)
+    }
 }
 
 async fn upsert_error(

@@ -69,7 +69,11 @@ impl DistillerSupervisorState {
                 self.poller = Some(Actor::spawn_linked(None, QueuePoller, args, sup).await?.0);
             }
             Child::Committer => {
-                let batch = NormalizedBatch { repo: ctx.repo.clone(), ncdr_store: ctx.ncdr_store.clone() };
+                let batch = NormalizedBatch {
+                    repo: ctx.repo.clone(),
+                    ncdr_store: ctx.ncdr_store.clone(),
+                    instance: ctx.instance.clone(),
+                };
                 // every distillery waits on at most one commit
                 let args = GroupCommitArgs {
                     batch,

@@ -3,13 +3,18 @@
 //! ```text
 //! RootSupervisor
 //! ├── IntakeActor            (group commit of cdr_queue rows)
-//! └── DistillerSupervisor
-//!       ├── QueuePoller      (lease-based claims, backpressure, poison-pill bookkeeping)
-//!       ├── Distillery × N   (restarted on internal failure)
-//!       └── Committer        (the distilleries' group commit)
+//! ├── DistillerSupervisor
+//! │     ├── QueuePoller      (lease-based claims, backpressure, poison-pill bookkeeping)
+//! │     ├── Distillery × N   (restarted on internal failure)
+//! │     └── Committer        (the distilleries' group commit)
+//! ├── TaskSupervisor
+//! │     ├── TaskPoller       (claims per task type under a lease)
+//! │     └── TaskExecutor × configured types (executor.threads attempts each)
+//! └── QueueMetrics           (the seed's queue gauges)
 //! ```
 
 pub mod distiller;
+pub mod tasks;
 pub mod policy;
 pub mod root;
 

@@ -14,6 +14,8 @@ use crate::actors::distillery::DistilleryContext;
 use crate::actors::group_commit::GroupCommitArgs;
 use crate::actors::intake::{IntakeActor, IntakeBatch, IntakeMsg};
 use crate::actors::queue_metrics::{QueueMetrics, QueueMetricsArgs, Refresh};
+use crate::actors::task_executor::TaskContext;
+use super::tasks::{TaskSupervisor, TaskSupervisorArgs, TaskSupervisorMsg};
 use crate::storage::BlobStore;
 use crate::store::Repository;
 
@@ -24,6 +26,7 @@ pub const METRICS_REFRESH: Duration = Duration::from_secs(5);
 pub enum Child {
     Intake,
     Distiller,
+    Tasks,
     Metrics,
 }
 
@@ -40,12 +43,15 @@ pub struct RootArgs {
     pub intake_batch: usize,
     /// None when this process runs no distiller role.
     pub distillery: Option<Arc<DistilleryContext>>,
+    /// None when this process runs no tasks role.
+    pub tasks: Option<Arc<TaskContext>>,
 }
 
 pub struct RootState {
     args: RootArgs,
     intake: Option<ActorRef<IntakeMsg>>,
     distiller: Option<ActorRef<DistillerSupervisorMsg>>,
+    tasks: Option<ActorRef<TaskSupervisorMsg>>,
     metrics: Option<ActorRef<Refresh>>,
     tracker: RestartTracker,
     shutting_down: bool,
@@ -58,6 +64,8 @@ impl RootState {
             Some(Child::Intake)
         } else if is(self.distiller.as_ref().map(|a| a.get_cell())) {
             Some(Child::Distiller)
+        } else if is(self.tasks.as_ref().map(|a| a.get_cell())) {
+            Some(Child::Tasks)
         } else if is(self.metrics.as_ref().map(|a| a.get_cell())) {
             Some(Child::Metrics)
         } else {
@@ -80,6 +88,12 @@ impl RootState {
                     self.distiller = Some(Actor::spawn_linked(None, DistillerSupervisor, args, sup).await?.0);
                 }
             }
+            Child::Tasks => {
+                if let Some(ctx) = &a.tasks {
+                    let args = TaskSupervisorArgs { ctx: ctx.clone(), policy: RestartPolicy::WORKERS };
+                    self.tasks = Some(Actor::spawn_linked(None, TaskSupervisor, args, sup).await?.0);
+                }
+            }
             Child::Metrics => {
                 let args = QueueMetricsArgs { repo: a.repo.clone(), interval: METRICS_REFRESH };
                 self.metrics = Some(Actor::spawn_linked(None, QueueMetrics, args, sup).await?.0);
@@ -98,8 +112,9 @@ impl Actor for RootSupervisor {
 
     async fn pre_start(&self, myself: ActorRef<RootMsg>, args: RootArgs) -> Result<RootState, ActorProcessingErr> {
         let tracker = RestartTracker::new(RestartPolicy::SUBTREES);
-        let mut state = RootState { args, intake: None, distiller: None, metrics: None, tracker, shutting_down: false };
-        for child in [Child::Intake, Child::Distiller, Child::Metrics] {
+        let mut state =
+            RootState { args, intake: None, distiller: None, tasks: None, metrics: None, tracker, shutting_down: false };
+        for child in [Child::Intake, Child::Distiller, Child::Tasks, Child::Metrics] {
             state.spawn(child, myself.get_cell()).await?;
         }
         Ok(state)
@@ -123,6 +138,10 @@ impl Actor for RootSupervisor {
                     let _ =
                         d.call(|r| DistillerSupervisorMsg::Drain(drain, r), Some(drain + Duration::from_secs(5))).await;
                     let _ = d.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5))).await;
+                }
+                if let Some(t) = &state.tasks {
+                    let _ = t.call(|r| TaskSupervisorMsg::Drain(drain, r), Some(drain + Duration::from_secs(5))).await;
+                    let _ = t.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5))).await;
                 }
                 if let Some(i) = &state.intake {
                     // post_stop commits anything still pending before the actor goes.
@@ -154,6 +173,7 @@ impl Actor for RootSupervisor {
                 match child {
                     Child::Intake => state.intake = None,
                     Child::Distiller => state.distiller = None,
+                    Child::Tasks => state.tasks = None,
                     Child::Metrics => state.metrics = None,
                 }
                 myself.send_after(delay, move || RootMsg::Restart(child));

@@ -286,4 +286,29 @@ impl Repository for SwitchableRepository {
     async fn tasks_for(&self, uuid: [u8; 16]) -> StoreResult<Vec<(String, u32)>> {
         self.inner.tasks_for(uuid).await
     }
+    async fn claim_tasks(
+        &self,
+        task_type: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedTask>> {
+        self.check()?;
+        self.inner.claim_tasks(task_type, now, lease_until, limit).await
+    }
+    async fn finish_task(&self, task_id: u64, finish: &TaskFinish) -> StoreResult<bool> {
+        self.check()?;
+        self.inner.finish_task(task_id, finish).await
+    }
+    async fn release_tasks(&self, ids: &[u64], now: DateTime<Utc>) -> StoreResult<()> {
+        self.check()?;
+        self.inner.release_tasks(ids, now).await
+    }
+    async fn task_states(&self, uuid: [u8; 16]) -> StoreResult<Vec<TaskState>> {
+        self.inner.task_states(uuid).await
+    }
+    async fn insert_call_log(&self, entry: &CallLogEntry) -> StoreResult<bool> {
+        self.check()?;
+        self.inner.insert_call_log(entry).await
+    }
 }

@@ -1,0 +1,224 @@
+//! The side effect of each task type, one module per dependency. A handler gets a [`Job`]
+//! (the normalized CDR and its `<task>` node) and answers Ok, or an error it has classified
+//! as retriable or permanent in one place (its dependency's `is_retriable`-style function).
+//! The executor turns that into `done`, a retry with backoff, or `done='error'`.
+
+pub mod billing;
+pub mod calllog;
+pub mod emailer;
+pub mod http;
+pub mod recording;
+pub mod salesforce;
+pub mod sms;
+pub mod transcription;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::config::Settings;
+use crate::domain::ncdr::{NormalizedDoc, TaskDoc};
+use crate::domain::tasks::{TaskRules, TaskType};
+use crate::storage::StorageError;
+use crate::store::{ClaimedTask, Repository, StoreError};
+
+/// One task attempt's input.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub task: ClaimedTask,
+    /// The call uuid, canonical text form.
+    pub uuid: String,
+    pub doc: NormalizedDoc,
+    pub node: TaskDoc,
+}
+
+impl Job {
+    /// Sent with every outbound request so a sink that saw an attempt before can drop the
+    /// repeat: stable across retries of the same task, distinct between tasks.
+    pub fn idempotency_key(&self) -> String {
+        format!("cdrmunch-{}-{}-{}", self.uuid, self.task.task_type, self.task.node_index)
+    }
+
+    /// A normalized field, the task's own child element winning.
+    pub fn field(&self, name: &str) -> Option<String> {
+        self.node.param(name).map(str::to_string).or_else(|| self.doc.field(name))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// May succeed later (sink down, timeout, throttled, 5xx): retried with backoff.
+    #[error("{0}")]
+    Retriable(String),
+    /// Will never succeed as is (rejected request, bad data, missing credentials): done='error'.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl HandlerError {
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, HandlerError::Retriable(_))
+    }
+
+    pub fn from_store(doing: &str, e: StoreError) -> Self {
+        if e.is_retriable() {
+            HandlerError::Retriable(format!("{doing}: {e}"))
+        } else {
+            HandlerError::Permanent(format!("{doing}: {e}"))
+        }
+    }
+
+    pub fn from_storage(doing: &str, e: StorageError) -> Self {
+        if e.is_retriable() {
+            HandlerError::Retriable(format!("{doing}: {e}"))
+        } else {
+            HandlerError::Permanent(format!("{doing}: {e}"))
+        }
+    }
+}
+
+#[async_trait]
+pub trait TaskHandler: Send + Sync + 'static {
+    async fn run(&self, job: &Job) -> Result<(), HandlerError>;
+}
+
+/// Why a handler could not be set up at start (bad config, unreachable billing database).
+#[derive(Debug, thiserror::Error)]
+#[error("task handler '{handler}' for {task_type}: {message}")]
+pub struct SetupError {
+    pub task_type: TaskType,
+    pub handler: String,
+    pub message: String,
+}
+
+/// The handler names `tasksd.handler.<type>` may choose; `none` turns a type off.
+fn default_handler(t: TaskType) -> &'static str {
+    match t {
+        TaskType::Billing => "billing-feeder",
+        TaskType::Calllog => "calllog",
+        TaskType::Emailer => "emailer",
+        TaskType::SmsSend => "sms",
+        // CDR2SF (deprecated) tasks still found in a database are sent through the API
+        // handler: the same effect, by the supported route.
+        TaskType::Cdr2SfApi | TaskType::Cdr2Sf => "cdr2sfapi",
+        TaskType::RecordingDelivery => "recording-delivery",
+        TaskType::BufferedRecording => "buffered-recording",
+        TaskType::Transcription => "transcription",
+    }
+}
+
+const HANDLER_NAMES: [&str; 8] = [
+    "billing-feeder",
+    "calllog",
+    "emailer",
+    "sms",
+    "cdr2sfapi",
+    "recording-delivery",
+    "buffered-recording",
+    "transcription",
+];
+
+/// Which handler runs a type, or why the type is off. Pure config reading, so the distiller
+/// (which decides what tasks to create) and tasksd (which runs them) agree.
+pub fn handler_for(s: &Settings, t: TaskType) -> Result<&str, String> {
+    let name = s.tasksd.handlers.get(t.as_str()).map(String::as_str).unwrap_or(default_handler(t));
+    if name == "none" {
+        return Err(format!("tasksd.handler.{t} = none"));
+    }
+    let missing = |what: &str| Err(format!("{what} is not set"));
+    match name {
+        "billing-feeder" | "calllog" => Ok(name),
+        "emailer" if s.emailer.smtp_host.is_none() => missing("emailer.smtp_host"),
+        "emailer" if s.emailer.from.is_none() => missing("emailer.from"),
+        "sms" if s.sms.url.is_none() => missing("sms.url"),
+        "cdr2sfapi" if s.salesforce.client_id.is_none() || s.salesforce.client_secret.is_none() => {
+            missing("salesforce.client_id/client_secret")
+        }
+        "cdr2sfapi" if s.salesforce.login_url.is_none() => missing("salesforce.login_url"),
+        "recording-delivery" if s.recordings.delivery_target.is_none() => missing("recordings.delivery_target"),
+        "buffered-recording" if s.recordings.buffer_dir.is_none() => missing("recordings.buffer_dir"),
+        "buffered-recording" if s.recordings.delivery_target.is_none() => missing("recordings.delivery_target"),
+        "transcription" if s.transcription.url.is_none() => missing("transcription.url"),
+        "transcription" if s.recordings.delivery_target.is_none() => missing("recordings.delivery_target"),
+        n if HANDLER_NAMES.contains(&n) => Ok(n),
+        other => Err(format!("unknown handler '{other}' (known: {}, none)", HANDLER_NAMES.join(", "))),
+    }
+}
+
+/// Types that are off, with the reason: `disabled_tasks` or an unconfigured handler.
+pub fn off_types(s: &Settings) -> Vec<(TaskType, String)> {
+    TaskType::ALL
+        .into_iter()
+        .filter_map(|t| {
+            if s.distiller.disabled_tasks.iter().any(|d| d == t.as_str()) {
+                Some((t, "listed in disabled_tasks".to_string()))
+            } else {
+                handler_for(s, t).err().map(|why| (t, why))
+            }
+        })
+        .collect()
+}
+
+/// The distiller's task rules: configured types only, so no task is created that nothing
+/// would run.
+pub fn task_rules(s: &Settings) -> TaskRules {
+    TaskRules {
+        disabled: off_types(s).into_iter().map(|(t, _)| t).collect(),
+        email_default: s.emailer.to.is_some(),
+        sms_default: s.sms.to.is_some(),
+    }
+}
+
+/// Builds every configured handler (connecting the billing database, the S3 client …).
+/// A type listed in `disabled_tasks` keeps its handler: rows created before it was disabled
+/// still run.
+/// An unknown handler name is an error; an unconfigured one is left out (and logged by
+/// the caller from [`off_types`]).
+pub async fn build(
+    s: &Settings,
+    repo: Arc<dyn Repository>,
+) -> Result<HashMap<TaskType, Arc<dyn TaskHandler>>, SetupError> {
+    let mut out: HashMap<TaskType, Arc<dyn TaskHandler>> = HashMap::new();
+    let http = http::client().map_err(|message| SetupError {
+        task_type: TaskType::SmsSend,
+        handler: "http".into(),
+        message,
+    })?;
+    let mut recordings: Option<Arc<recording::Recordings>> = None;
+    for t in TaskType::ALL {
+        let name = match handler_for(s, t) {
+            Ok(n) => n.to_string(),
+            Err(why) if why.starts_with("unknown handler") => {
+                return Err(SetupError { task_type: t, handler: s.tasksd.handlers[t.as_str()].clone(), message: why })
+            }
+            Err(_) => continue,
+        };
+        let err = |message: String| SetupError { task_type: t, handler: name.clone(), message };
+        let handler: Arc<dyn TaskHandler> = match name.as_str() {
+            "billing-feeder" => Arc::new(billing::BillingFeeder::connect(s).await.map_err(err)?),
+            "calllog" => Arc::new(calllog::CallLog { repo: repo.clone() }),
+            "emailer" => Arc::new(emailer::Emailer::new(&s.emailer).map_err(err)?),
+            "sms" => Arc::new(sms::Sms::new(&s.sms, http.clone())),
+            "cdr2sfapi" => Arc::new(salesforce::Salesforce::new(&s.salesforce, http.clone())),
+            "recording-delivery" | "buffered-recording" | "transcription" => {
+                let rec = match &recordings {
+                    Some(r) => r.clone(),
+                    None => {
+                        let r = Arc::new(recording::Recordings::open(s).await.map_err(err)?);
+                        recordings = Some(r.clone());
+                        r
+                    }
+                };
+                match name.as_str() {
+                    "recording-delivery" => Arc::new(recording::Delivery(rec)),
+                    "buffered-recording" => Arc::new(recording::Buffered(rec)),
+                    _ => Arc::new(transcription::Transcription::new(&s.transcription, rec, http.clone())),
+                }
+            }
+            other => return Err(err(format!("unknown handler '{other}'"))),
+        };
+        out.insert(t, handler);
+    }
+    Ok(out)
+}
