@@ -38,7 +38,12 @@ async fn metrics_after_traffic_hold_the_numbers_and_pass_promtool() {
         "cdrmunch_intake_requests_total{endpoint=\"other\",status=\"404\"} 1".to_string(),
         "cdr_queue_pending 0".to_string(),
         "cdr_queue_errors 0".to_string(),
-        format!("tasks_pending{{task_type=\"billing\"}} {billing}"),
+        // the executors run billing and calllog out of the box
+        "tasks_pending{task_type=\"billing\"} 0".to_string(),
+        format!("cdrmunch_task_outcomes_total{{task_type=\"billing\",outcome=\"done\"}} {billing}"),
+        format!("cdrmunch_task_latency_seconds_bucket{{task_type=\"billing\",le=\"21600\"}} {billing}"),
+        format!("cdrmunch_task_latency_seconds_count{{task_type=\"billing\"}} {billing}"),
+        "cdrmunch_inflight_tasks{task_type=\"billing\"} 0".to_string(),
         "tasks_errors{task_type=\"calllog\"} 0".to_string(),
         "cdrmunch_inflight_cdrs 0".to_string(),
     ];

@@ -3,6 +3,8 @@
 //! CDRMUNCH_TEST_MYSQL_URL, which `scripts/test.sh` provides.
 #![allow(dead_code)]
 
+pub mod sinks;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -101,6 +103,7 @@ pub fn test_settings(dir: &Path, db_url: &str) -> Settings {
     s.database.cdrdb_url = db_url.to_string();
     s.distiller.number_of_distilleries = 4;
     s.distiller.poll_interval = Duration::from_millis(200);
+    s.tasksd.poll_interval = Duration::from_millis(200);
     s
 }
 
@@ -165,6 +168,20 @@ impl TestApp {
             .await
             .expect("request");
         (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
+    /// Waits (bounded) until every task of the call `uuid` has left done='n'; returns them.
+    pub async fn wait_tasks_finished(&self, uuid: &str, timeout: Duration) -> Vec<TaskState> {
+        let key = *uuid::Uuid::parse_str(uuid).unwrap().as_bytes();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let tasks = self.repo().task_states(key).await.unwrap();
+            if !tasks.is_empty() && tasks.iter().all(|t| t.done != "n") {
+                return tasks;
+            }
+            assert!(Instant::now() < deadline, "tasks of {uuid} not finished in {timeout:?}: {tasks:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits (bounded) until `done` CDRs are normalized and nothing is pending.
