@@ -134,20 +134,6 @@ fn load_settings(cfg: &ConfigArgs) -> anyhow::Result<(Settings, String)> {
     }
 }
 
-/// A URL with any password replaced, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let cred = &url[s + 3..at];
-            match cred.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
 async fn serve(cfg: ConfigArgs, drain: Duration) -> anyhow::Result<ExitCode> {
     let (settings, source) = load_settings(&cfg)?;
     cdrmunch::logging::init(settings.log.level);
@@ -158,7 +144,7 @@ async fn serve(cfg: ConfigArgs, drain: Duration) -> anyhow::Result<ExitCode> {
     );
     tracing::info!(
         "database {}; raw CDRs in {}; normalized CDRs in {}; {} distilleries",
-        redact(&settings.database.cdrdb_url),
+        cdrmunch::store::redact_url(&settings.database.cdrdb_url),
         settings.request_handler.cdr_base_dir.display(),
         settings.distiller.normalized_cdr_base_dir.display(),
         settings.distiller.number_of_distilleries
@@ -192,7 +178,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (settings, _) = load_settings(&cfg)?;
             cdrmunch::logging::init(settings.log.level);
             let repo = open_repository(&settings).await.context("migration failed")?;
-            println!("{} database at {} is up to date", repo.backend(), redact(&settings.database.cdrdb_url));
+            println!("{} database at {} is up to date", repo.backend(), cdrmunch::store::redact_url(&settings.database.cdrdb_url));
             Ok(ExitCode::SUCCESS)
         }
         Command::Normalize { file, disabled_tasks } => {
@@ -273,8 +259,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 for (k, v) in &settings.raw {
                     println!("{k} = {v}");
                 }
-                println!("# database: {}", redact(&settings.database.cdrdb_url));
+                println!("# database: {}", cdrmunch::store::redact_url(&settings.database.cdrdb_url));
                 println!("# listen: {}:{}", settings.server.address, settings.server.port);
+                let off = cdrmunch::handlers::off_types(&settings);
+                for t in cdrmunch::domain::tasks::TaskType::ALL {
+                    match off.iter().find(|(o, _)| *o == t) {
+                        None => println!("# task {t}: on"),
+                        Some((_, why)) => println!("# task {t}: off ({why})"),
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

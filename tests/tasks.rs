@@ -467,3 +467,119 @@ async fn salesforce_gets_a_token_then_an_upsert_by_external_id() {
     assert_eq!(rec["Org_Id__c"], "00D000000000001");
     app.stop().await;
 }
+
+// ---- step functions: one claim / execute cycle at the executor boundary, no actors ----
+
+struct Step {
+    ctx: cdrmunch::actors::task_executor::TaskContext,
+    dir: tempfile::TempDir,
+    _db: TestDb,
+}
+
+async fn step(db: Db, tweak: impl FnOnce(&mut Settings), hooks: Hooks) -> Step {
+    let dir = tempfile::tempdir().unwrap();
+    let tdb = TestDb::new(db, dir.path());
+    let mut settings = test_settings(dir.path(), &tdb.url);
+    tweak(&mut settings);
+    let repo = cdrmunch::app::open_repository(&settings).await.unwrap();
+    let ctx = cdrmunch::actors::task_executor::TaskContext {
+        instance: "step".into(),
+        repo: repo.clone(),
+        ncdr_store: Arc::new(cdrmunch::storage::LocalStore::new(dir.path().join("ncdr"))),
+        handlers: cdrmunch::handlers::build(&settings, repo).await.unwrap(),
+        config: cdrmunch::app::tasks_config(&settings),
+        hooks,
+        draining: Default::default(),
+    };
+    Step { ctx, dir, _db: tdb }
+}
+
+impl Step {
+    /// Commits a normalized CDR whose XML is `xml`, with task rows `tasks`; returns its uuid.
+    async fn commit(&self, xml: &str, tasks: &[(&str, u32)]) -> [u8; 16] {
+        let uuid = *uuid::Uuid::new_v4().as_bytes();
+        let path = self.dir.path().join(format!("{}.xml", uuid::Uuid::from_bytes(uuid)));
+        std::fs::write(&path, xml.replace("UUID", &uuid::Uuid::from_bytes(uuid).to_string())).unwrap();
+        let row = cdrmunch::store::NewNormalizedCdr {
+            uuid,
+            path: path.display().to_string(),
+            cdr_path: String::new(),
+            table_suffix: 20231114,
+            org_id: 0,
+            tasks: tasks.iter().map(|(t, i)| (t.to_string(), *i)).collect(),
+        };
+        self.ctx.repo.commit_normalized(&[(0, row)], chrono::Utc::now()).await.unwrap();
+        uuid
+    }
+
+    async fn claim(&self, ty: &str, at: chrono::DateTime<chrono::Utc>, lease_s: i64) -> Vec<ClaimedTask> {
+        self.ctx.repo.claim_tasks(ty, at, at + chrono::Duration::seconds(lease_s), 10).await.unwrap()
+    }
+}
+
+const NCDR: &str = "<?xml version=\"1.0\"?>\n<cdr-normalized><data><uuid record=\"true\">UUID</uuid>\
+    <TableSuffix record=\"true\">20231114</TableSuffix><rmOrgID record=\"true\">0</rmOrgID>\
+    <direction>inbound</direction><billsec>5</billsec></data><tasks><task type=\"calllog\"/></tasks></cdr-normalized>";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_claims_are_leases_and_a_finished_task_stays_finished() {
+    for db in BOTH {
+        let s = step(db, |_| {}, Hooks::default()).await;
+        let uuid = s.commit(NCDR, &[("calllog", 0)]).await;
+        let now = chrono::Utc::now();
+        let claimed = s.claim("calllog", now, 60).await;
+        assert_eq!(claimed.len(), 1, "{db:?}");
+        assert_eq!(claimed[0].uuid, uuid);
+        assert!(s.claim("calllog", now, 60).await.is_empty(), "{db:?}: leased to the first claimer");
+        assert!(s.claim("billing", now, 60).await.is_empty(), "{db:?}: claims are per type");
+        // a crashed process: the lease runs out and the task is claimable again
+        let later = s.claim("calllog", now + chrono::Duration::seconds(61), 60).await;
+        assert_eq!(later.iter().map(|t| t.id).collect::<Vec<_>>(), vec![claimed[0].id], "{db:?}");
+
+        let (result, finish) = cdrmunch::actors::task_executor::execute(&s.ctx, &later[0]).await;
+        assert_eq!(result, cdrmunch::actors::task_executor::AttemptResult::Done, "{db:?}");
+        assert_eq!(finish, cdrmunch::store::TaskFinish::Done);
+        // the first claimer finishing late cannot undo or redo anything
+        let late = cdrmunch::store::TaskFinish::Error { error: "late".into() };
+        assert!(!s.ctx.repo.finish_task(claimed[0].id, &late).await.unwrap(), "{db:?}");
+        let states = s.ctx.repo.task_states(uuid).await.unwrap();
+        assert_eq!((states[0].done.as_str(), states[0].error_message.as_deref()), ("y", None), "{db:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_a_task_the_document_does_not_hold_is_a_permanent_error() {
+    let s = step(Db::Sqlite, |_| {}, Hooks::default()).await;
+    let uuid = s.commit(NCDR, &[("calllog", 0), ("billing", 3)]).await;
+    let now = chrono::Utc::now();
+    let t = s.claim("billing", now, 60).await.remove(0);
+    let (_, finish) = cdrmunch::actors::task_executor::execute(&s.ctx, &t).await;
+    let cdrmunch::store::TaskFinish::Error { error } = finish else { panic!("{finish:?}") };
+    assert!(error.starts_with("normalized CDR has no <task> at node_index 3 (it has 1)"), "{error}");
+    // a normalized CDR that has gone missing will not come back either
+    let uuid2 = s.commit(NCDR, &[("calllog", 0)]).await;
+    std::fs::remove_file(s.dir.path().join(format!("{}.xml", uuid::Uuid::from_bytes(uuid2)))).unwrap();
+    let t2 = s.claim("calllog", now, 60).await;
+    let t2 = t2.into_iter().find(|t| t.uuid == uuid2).unwrap();
+    let (_, finish) = cdrmunch::actors::task_executor::execute(&s.ctx, &t2).await;
+    assert!(matches!(&finish, cdrmunch::store::TaskFinish::Error { error } if error.contains("not found")), "{finish:?}");
+    assert_eq!(s.ctx.repo.task_states(uuid).await.unwrap()[1].done, "error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_a_hung_handler_is_cut_off_and_retried_with_backoff() {
+    let hooks = Hooks { task_fault: Some(Arc::new(|_: &ClaimedTask| Some(Fault::Hang))), ..Hooks::default() };
+    let s = step(Db::Sqlite, |s| s.tasksd.job_timeout_seconds = 1, hooks).await;
+    let uuid = s.commit(NCDR, &[("calllog", 0)]).await;
+    let before = chrono::Utc::now();
+    let t = s.claim("calllog", before, 60).await.remove(0);
+    let (result, finish) = cdrmunch::actors::task_executor::execute(&s.ctx, &t).await;
+    assert_eq!(result.label(), "retriable");
+    let cdrmunch::store::TaskFinish::Retry { next_attempt, error } = finish else { panic!("{finish:?}") };
+    assert_eq!(error, "handler did not finish within 1s");
+    // tasksd.retry_backoff_seconds = 60 (the seed's), first retry: 60 s
+    let wait = (next_attempt - before).num_seconds();
+    assert!((60..=62).contains(&wait), "{wait}");
+    let st = &s.ctx.repo.task_states(uuid).await.unwrap()[0];
+    assert_eq!((st.done.as_str(), st.retry), ("n", 1));
+}

@@ -34,7 +34,7 @@ impl BillingFeeder {
             return Err(format!("billing-feeder.table '{table}' is not a valid table name"));
         }
         let url = &s.database.billingdb_url;
-        let fail = |e: StoreError| format!("billing database {}: {e}", redact(url));
+        let fail = |e: StoreError| format!("billing database {}: {e}", crate::store::redact_url(url));
         let db = if url.starts_with("sqlite:") {
             Db::Sqlite(SqliteRepository::connect(url, 2).await.map_err(fail)?.pool().clone())
         } else {
@@ -118,17 +118,5 @@ impl TaskHandler for BillingFeeder {
             tracing::debug!(uuid = %job.uuid, "billing row already present");
         }
         Ok(())
-    }
-}
-
-/// A database URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
-        }
-        _ => url.to_string(),
     }
 }

@@ -222,3 +222,33 @@ pub async fn build(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unconfigured_handlers_turn_their_type_off_with_the_reason() {
+        let mut s = Settings::embedded_default(std::path::Path::new("/tmp/x"));
+        let off: Vec<(TaskType, String)> = off_types(&s);
+        let off_names: Vec<_> = off.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            off_names,
+            ["bufferedRecording", "CDR2SF", "SMSSend", "emailer", "CDR2SFAPI", "recordingDelivery", "transcription"],
+            "billing and calllog run out of the box"
+        );
+        assert!(off.iter().any(|(t, why)| *t == TaskType::Emailer && why == "emailer.smtp_host is not set"));
+        s.emailer.smtp_host = Some("mx".into());
+        assert_eq!(handler_for(&s, TaskType::Emailer), Err("emailer.from is not set".into()));
+        s.emailer.from = Some("a@b.c".into());
+        assert_eq!(handler_for(&s, TaskType::Emailer), Ok("emailer"));
+        s.tasksd.handlers.insert("billing".into(), "none".into());
+        s.distiller.disabled_tasks = vec!["calllog".into()];
+        let rules = task_rules(&s);
+        assert!(rules.disabled.contains(&TaskType::Billing) && rules.disabled.contains(&TaskType::Calllog));
+        assert!(!rules.disabled.contains(&TaskType::Emailer));
+        s.tasksd.handlers.insert("sms".into(), "carrier-pigeon".into());
+        s.tasksd.handlers.insert("SMSSend".into(), "carrier-pigeon".into());
+        assert!(handler_for(&s, TaskType::SmsSend).unwrap_err().starts_with("unknown handler 'carrier-pigeon'"));
+    }
+}

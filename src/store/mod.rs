@@ -429,6 +429,17 @@ pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Rep
     }
 }
 
+/// A database URL with its password replaced, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
+}
+
 /// `DATETIME` text in UTC at whole seconds, the form both engines compare correctly.
 pub(crate) fn sql_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
