@@ -10,9 +10,9 @@ use tokio::sync::oneshot;
 
 use crate::actors::distillery::DistilleryContext;
 use crate::actors::task_executor::{TaskContext, TasksConfig};
-use crate::domain::tasks::RetryPolicy;
 use crate::actors::{DistillerConfig, Hooks};
 use crate::config::Settings;
+use crate::domain::tasks::RetryPolicy;
 use crate::http::{HttpConfig, HttpState};
 use crate::storage::BlobStore;
 use crate::store::{self, Repository, StoreError};

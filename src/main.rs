@@ -178,7 +178,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (settings, _) = load_settings(&cfg)?;
             cdrmunch::logging::init(settings.log.level);
             let repo = open_repository(&settings).await.context("migration failed")?;
-            println!("{} database at {} is up to date", repo.backend(), cdrmunch::store::redact_url(&settings.database.cdrdb_url));
+            println!(
+                "{} database at {} is up to date",
+                repo.backend(),
+                cdrmunch::store::redact_url(&settings.database.cdrdb_url)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Normalize { file, disabled_tasks } => {
@@ -196,8 +200,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(1));
                 }
             };
-            let ctx =
-                NormalizeContext { cdr_path: file.display().to_string(), received_epoch: 0, rules: cdrmunch::domain::tasks::TaskRules { disabled, ..Default::default() } };
+            let ctx = NormalizeContext {
+                cdr_path: file.display().to_string(),
+                received_epoch: 0,
+                rules: cdrmunch::domain::tasks::TaskRules { disabled, ..Default::default() },
+            };
             match normalize_document(&doc, &ctx) {
                 Ok(n) => {
                     print!("{}", n.to_xml());

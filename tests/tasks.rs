@@ -294,7 +294,10 @@ async fn a_missed_call_email_reaches_a_real_smtp_server() {
     ] {
         assert!(m.contains(header), "missing '{header}' in\n{m}");
     }
-    assert!(m.contains("From: 1001\r\nTo: 2000\r\nAt: 2023-11-14 22:13:20") || m.contains("From: 1001\nTo: 2000"), "{m}");
+    assert!(
+        m.contains("From: 1001\r\nTo: 2000\r\nAt: 2023-11-14 22:13:20") || m.contains("From: 1001\nTo: 2000"),
+        "{m}"
+    );
     assert!(m.contains(&format!("Call: {uuid}")), "{m}");
     app.stop().await;
     drop(smtp);
@@ -562,7 +565,10 @@ async fn step_a_task_the_document_does_not_hold_is_a_permanent_error() {
     let t2 = s.claim("calllog", now, 60).await;
     let t2 = t2.into_iter().find(|t| t.uuid == uuid2).unwrap();
     let (_, finish) = cdrmunch::actors::task_executor::execute(&s.ctx, &t2).await;
-    assert!(matches!(&finish, cdrmunch::store::TaskFinish::Error { error } if error.contains("not found")), "{finish:?}");
+    assert!(
+        matches!(&finish, cdrmunch::store::TaskFinish::Error { error } if error.contains("not found")),
+        "{finish:?}"
+    );
     assert_eq!(s.ctx.repo.task_states(uuid).await.unwrap()[1].done, "error");
 }
 

@@ -67,8 +67,11 @@ impl AttemptResult {
 /// Reads the normalized CDR and the `<task>` the row points at. Failing to read is
 /// retriable as the store says; a document that does not hold the task never will.
 pub async fn load_job(ctx: &TaskContext, task: &ClaimedTask) -> Result<Job, HandlerError> {
-    let bytes =
-        ctx.ncdr_store.get(&task.ncdr_path).await.map_err(|e| HandlerError::from_storage("reading normalized CDR", e))?;
+    let bytes = ctx
+        .ncdr_store
+        .get(&task.ncdr_path)
+        .await
+        .map_err(|e| HandlerError::from_storage("reading normalized CDR", e))?;
     let permanent = |e: crate::domain::ncdr::NcdrError| HandlerError::Permanent(format!("{e} ({})", task.ncdr_path));
     let doc = NormalizedDoc::parse(&bytes).map_err(permanent)?;
     let node = doc.task(task.node_index, &task.task_type, &task.ncdr_path).map_err(permanent)?;
@@ -122,7 +125,12 @@ pub async fn attempt(ctx: &TaskContext, task: &ClaimedTask) -> AttemptResult {
 
 /// The row's next state: retriable failures and internal failures are retried (internal
 /// ones after 1 s, as for CDRs) until `max_retries`, then `done='error'` with the last error.
-pub fn decide(policy: &RetryPolicy, retry: u32, result: &AttemptResult, at: chrono::DateTime<chrono::Utc>) -> TaskFinish {
+pub fn decide(
+    policy: &RetryPolicy,
+    retry: u32,
+    result: &AttemptResult,
+    at: chrono::DateTime<chrono::Utc>,
+) -> TaskFinish {
     let (delay, message) = match result {
         AttemptResult::Done => return TaskFinish::Done,
         AttemptResult::Failed(HandlerError::Permanent(m)) => return TaskFinish::Error { error: m.clone() },
@@ -161,7 +169,10 @@ pub async fn execute(ctx: &TaskContext, task: &ClaimedTask) -> (AttemptResult, T
 pub enum ExecutorMsg {
     Run(Vec<ClaimedTask>),
     /// An attempt's handler panicked: its task is recorded, now the executor goes down.
-    Panicked { task_id: u64, message: String },
+    Panicked {
+        task_id: u64,
+        message: String,
+    },
 }
 
 pub struct ExecutorArgs {
@@ -177,7 +188,11 @@ impl Actor for TaskExecutor {
     type State = ExecutorArgs;
     type Arguments = ExecutorArgs;
 
-    async fn pre_start(&self, myself: ActorRef<ExecutorMsg>, args: ExecutorArgs) -> Result<ExecutorArgs, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ExecutorMsg>,
+        args: ExecutorArgs,
+    ) -> Result<ExecutorArgs, ActorProcessingErr> {
         join(&args.ctx.instance, Role::Executor(args.task_type), myself.get_cell());
         Ok(args)
     }

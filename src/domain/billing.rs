@@ -69,7 +69,8 @@ impl BillingLayout {
         self.columns
             .iter()
             .map(|(column, ty)| {
-                let mapped = self.node_name_map.iter().filter(|(_, dst)| *dst == column).find_map(|(src, _)| doc.field(src));
+                let mapped =
+                    self.node_name_map.iter().filter(|(_, dst)| *dst == column).find_map(|(src, _)| doc.field(src));
                 let value = task.param(column).map(str::to_string).or(mapped).or_else(|| doc.field(column));
                 match (value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty()), ty) {
                     (None, _) => Ok(BillingValue::Null),
@@ -99,10 +100,7 @@ mod tests {
 
     fn doc() -> NormalizedDoc {
         let data = [("uuid", "u-1"), ("billsec", "61"), ("answer_epoch", "1700000005"), ("retailRate", "0.02")];
-        NormalizedDoc {
-            data: data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            tasks: vec![],
-        }
+        NormalizedDoc { data: data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), tasks: vec![] }
     }
 
     fn layout(names: &str, types: &str) -> BillingLayout {

@@ -2,8 +2,8 @@
 //! FreeSWITCH CDRs and of the HTTP bodies that carry them, normalization, task rules and
 //! outcomes. Tests here read the shared corpus; the code never does.
 
-pub mod cdr;
 pub mod billing;
+pub mod cdr;
 pub mod intake;
 pub mod ncdr;
 pub mod normalize;

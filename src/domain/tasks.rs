@@ -199,10 +199,7 @@ mod tests {
         let b_leg = CallFacts { a_leg: false, ..answered_a.clone() };
         assert!(derive_tasks(&b_leg, &off(&[])).is_empty());
         let rec = CallFacts { recording_path: Some("/r/x.wav".into()), ..answered_a };
-        assert_eq!(
-            types(derive_tasks(&rec, &off(&[Cdr2SfApi]))),
-            [Billing, Calllog, RecordingDelivery, Transcription]
-        );
+        assert_eq!(types(derive_tasks(&rec, &off(&[Cdr2SfApi]))), [Billing, Calllog, RecordingDelivery, Transcription]);
     }
 
     #[test]

@@ -53,7 +53,9 @@ impl Emailer {
     /// The message for a job; a bad recipient is permanent (it will not parse next time).
     pub fn message(&self, job: &Job) -> Result<Message, HandlerError> {
         let to = job.node.param("to").map(str::to_string).or_else(|| self.default_to.clone());
-        let to = to.ok_or_else(|| HandlerError::Permanent("no recipient: task has no <to> and emailer.to is not set".into()))?;
+        let to = to.ok_or_else(|| {
+            HandlerError::Permanent("no recipient: task has no <to> and emailer.to is not set".into())
+        })?;
         let lookup = |k: &str| job.field(k);
         let mut b = Message::builder()
             .from(self.from.clone())
@@ -61,8 +63,9 @@ impl Emailer {
             .message_id(Some(format!("<{}@cdrmunch>", job.idempotency_key())))
             .header(ContentType::TEXT_PLAIN);
         for addr in to.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-            let mb: Mailbox =
-                addr.parse().map_err(|e| HandlerError::Permanent(format!("recipient '{addr}' is not an address: {e}")))?;
+            let mb: Mailbox = addr
+                .parse()
+                .map_err(|e| HandlerError::Permanent(format!("recipient '{addr}' is not an address: {e}")))?;
             b = b.to(mb);
         }
         b.body(render(&self.body, lookup)).map_err(|e| HandlerError::Permanent(format!("building the message: {e}")))

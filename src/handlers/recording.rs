@@ -92,7 +92,9 @@ impl Recordings {
 async fn read_source(path: &Path, missing: impl FnOnce(String) -> HandlerError) -> Result<Vec<u8>, HandlerError> {
     match tokio::fs::read(path).await {
         Ok(b) => Ok(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing(format!("recording {} not found", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(missing(format!("recording {} not found", path.display())))
+        }
         Err(e) => Err(HandlerError::Retriable(format!("reading recording {}: {e}", path.display()))),
     }
 }
@@ -123,7 +125,11 @@ impl TaskHandler for Buffered {
         if name.is_empty() || name.contains('/') || name.contains("..") {
             return Err(HandlerError::Permanent(format!("buffered_recording '{name}' is not a file name")));
         }
-        let dir = self.0.buffer_dir.as_ref().ok_or_else(|| HandlerError::Permanent("recordings.buffer_dir is not set".into()))?;
+        let dir = self
+            .0
+            .buffer_dir
+            .as_ref()
+            .ok_or_else(|| HandlerError::Permanent("recordings.buffer_dir is not set".into()))?;
         let source = dir.join(name);
         let key = Recordings::key_for(job, name);
         let bytes = match read_source(&source, HandlerError::Permanent).await {

@@ -32,7 +32,8 @@ impl Sms {
 impl TaskHandler for Sms {
     async fn run(&self, job: &Job) -> Result<(), HandlerError> {
         let to = job.node.param("to").map(str::to_string).or_else(|| self.default_to.clone());
-        let to = to.ok_or_else(|| HandlerError::Permanent("no recipient: task has no <to> and sms.to is not set".into()))?;
+        let to =
+            to.ok_or_else(|| HandlerError::Permanent("no recipient: task has no <to> and sms.to is not set".into()))?;
         let body = serde_json::json!({
             "to": to,
             "from": self.from,

@@ -37,7 +37,8 @@ impl TaskHandler for Transcription {
         let path = path.ok_or_else(|| HandlerError::Permanent("task has no recording_path".into()))?;
         let key = Recordings::key_for(job, &path);
         // recordingDelivery runs beside this task: until it has delivered, wait for it.
-        let stored = self.recordings.target.stat(&key).await.map_err(|e| HandlerError::from_storage("finding recording", e))?;
+        let stored =
+            self.recordings.target.stat(&key).await.map_err(|e| HandlerError::from_storage("finding recording", e))?;
         let stored = stored.ok_or_else(|| HandlerError::Retriable(format!("recording '{key}' not delivered yet")))?;
         let url = if self.recordings.target_is_s3 {
             Some(

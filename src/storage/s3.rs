@@ -34,8 +34,8 @@ impl S3Location {
 /// Builds the S3 client once per process from `s3.*` (static keys when given, otherwise the
 /// usual AWS environment / profile / instance-role chain).
 pub async fn client(s: &S3Settings) -> Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(s.region.clone()));
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(s.region.clone()));
     if let Some(endpoint) = &s.endpoint {
         loader = loader.endpoint_url(endpoint);
     }
@@ -78,7 +78,10 @@ impl S3Store {
 
 /// One place that decides what an S3 failure means: no answer, throttling and 5xx may clear,
 /// a 404 is `NotFound`, anything else (403, 400: credentials, bucket, request) needs an operator.
-fn s3_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(location: &str, e: SdkError<E>) -> StorageError {
+fn s3_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+    location: &str,
+    e: SdkError<E>,
+) -> StorageError {
     metrics::counter!(crate::telemetry::STORAGE_ERRORS).increment(1);
     let status = e.raw_response().map(|r| r.status().as_u16());
     let message = match &e {
@@ -86,16 +89,18 @@ fn s3_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>
             let err = se.err();
             format!("{} {}", err.code().unwrap_or("error"), err.message().unwrap_or(""))
         }
-        other => format!("{}", aws_smithy_error(other)),
+        other => aws_smithy_error(other),
     };
     match status {
         Some(404) => StorageError::NotFound(location.to_string()),
         Some(s) if s >= 500 || s == 429 || s == 408 => {
             StorageError::Remote { location: location.into(), message: format!("HTTP {s}: {message}"), retriable: true }
         }
-        Some(s) => {
-            StorageError::Remote { location: location.into(), message: format!("HTTP {s}: {message}"), retriable: false }
-        }
+        Some(s) => StorageError::Remote {
+            location: location.into(),
+            message: format!("HTTP {s}: {message}"),
+            retriable: false,
+        },
         // no response at all: timeout, connection refused, DNS
         None => StorageError::Remote { location: location.into(), message, retriable: true },
     }

@@ -258,6 +258,44 @@ pub struct ClaimedTask {
     pub cdr_path: String,
 }
 
+/// The `tasks` columns of a claim, before its normalized CDR is joined in.
+pub(crate) struct TaskHead {
+    pub id: u64,
+    pub id_normalized_cdrs: u64,
+    pub task_type: String,
+    pub node_index: u32,
+    pub retry: u32,
+    pub create_time: DateTime<Utc>,
+}
+
+/// Claims joined to their normalized CDRs `(id, uuid, path, cdr_path)`, ordered by task id.
+pub(crate) fn join_claims(
+    heads: Vec<TaskHead>,
+    cdrs: impl Iterator<Item = (u64, [u8; 16], String, String)>,
+) -> Vec<ClaimedTask> {
+    let cdrs: std::collections::HashMap<u64, ([u8; 16], String, String)> =
+        cdrs.map(|(id, uuid, path, cdr_path)| (id, (uuid, path, cdr_path))).collect();
+    let mut out: Vec<ClaimedTask> = heads
+        .into_iter()
+        .filter_map(|h| {
+            let (uuid, ncdr_path, cdr_path) = cdrs.get(&h.id_normalized_cdrs)?.clone();
+            Some(ClaimedTask {
+                id: h.id,
+                id_normalized_cdrs: h.id_normalized_cdrs,
+                task_type: h.task_type,
+                node_index: h.node_index,
+                retry: h.retry,
+                create_time: h.create_time,
+                uuid,
+                ncdr_path,
+                cdr_path,
+            })
+        })
+        .collect();
+    out.sort_by_key(|t| t.id);
+    out
+}
+
 /// How a task attempt ended, as the `tasks` row records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskFinish {

@@ -192,16 +192,8 @@ impl Repository for MysqlRepository {
                     retry: r.get::<i64, _>(5) as u32,
                 })
                 .collect();
-            if !claimed.is_empty() {
-                let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE cdr_queue SET next_attempt = ");
-                qb.push_bind(sql_time(lease_until)).push(" WHERE id IN (");
-                let mut sep = qb.separated(", ");
-                for c in &claimed {
-                    sep.push_bind(c.id);
-                }
-                qb.push(")");
-                qb.build().execute(&mut *tx).await?;
-            }
+            let ids: Vec<u64> = claimed.iter().map(|c| c.id).collect();
+            lease(&mut tx, "UPDATE cdr_queue SET next_attempt = ", &ids, lease_until).await?;
             tx.commit().await?;
             Ok(claimed)
         })
@@ -350,47 +342,30 @@ impl Repository for MysqlRepository {
                 tx.commit().await?;
                 return Ok(Vec::new());
             }
+            let heads: Vec<TaskHead> = rows
+                .iter()
+                .map(|r| TaskHead {
+                    id: r.get::<u64, _>(0),
+                    id_normalized_cdrs: r.get::<u64, _>(1),
+                    task_type: r.get(2),
+                    node_index: r.get::<i64, _>(3) as u32,
+                    retry: r.get::<i64, _>(4) as u32,
+                    create_time: parse_sql_time(&r.get::<String, _>(5)),
+                })
+                .collect();
             let mut qb: QueryBuilder<MySql> =
                 QueryBuilder::new("SELECT id, uuid, path, COALESCE(cdr_path, '') FROM normalized_cdrs WHERE id IN (");
             let mut sep = qb.separated(", ");
-            for r in &rows {
-                sep.push_bind(r.get::<u64, _>(1));
+            for h in &heads {
+                sep.push_bind(h.id_normalized_cdrs);
             }
             qb.push(")");
-            let cdrs: std::collections::HashMap<u64, ([u8; 16], String, String)> = qb
-                .build()
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| (r.get::<u64, _>(0), (uuid_bytes(&r.get::<Vec<u8>, _>(1)), r.get(2), r.get(3))))
-                .collect();
-            let claimed: Vec<ClaimedTask> = rows
-                .iter()
-                .filter_map(|r| {
-                    let (uuid, ncdr_path, cdr_path) = cdrs.get(&r.get::<u64, _>(1))?.clone();
-                    Some(ClaimedTask {
-                        id: r.get::<u64, _>(0),
-                        id_normalized_cdrs: r.get::<u64, _>(1),
-                        task_type: r.get(2),
-                        node_index: r.get::<i64, _>(3) as u32,
-                        retry: r.get::<i64, _>(4) as u32,
-                        create_time: parse_sql_time(&r.get::<String, _>(5)),
-                        uuid,
-                        ncdr_path,
-                        cdr_path,
-                    })
-                })
-                .collect();
-            if !claimed.is_empty() {
-                let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE tasks SET next_attempt = ");
-                qb.push_bind(sql_time(lease_until)).push(" WHERE id IN (");
-                let mut sep = qb.separated(", ");
-                for c in &claimed {
-                    sep.push_bind(c.id);
-                }
-                qb.push(")");
-                qb.build().execute(&mut *tx).await?;
-            }
+            let cdrs = qb.build().fetch_all(&mut *tx).await?;
+            let cdrs =
+                cdrs.iter().map(|r| (r.get::<u64, _>(0), uuid_bytes(&r.get::<Vec<u8>, _>(1)), r.get(2), r.get(3)));
+            let claimed = join_claims(heads, cdrs);
+            let ids: Vec<u64> = claimed.iter().map(|c| c.id).collect();
+            lease(&mut tx, "UPDATE tasks SET next_attempt = ", &ids, lease_until).await?;
             tx.commit().await?;
             Ok(claimed)
         })
@@ -412,6 +387,27 @@ impl Repository for MysqlRepository {
     async fn insert_call_log(&self, entry: &CallLogEntry) -> StoreResult<bool> {
         retry_deadlocks(|| async { insert_call_log_on!(&self.pool, "INSERT IGNORE", entry) }).await
     }
+}
+
+/// Moves `next_attempt` of the claimed rows to the end of their lease.
+async fn lease(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    head: &'static str,
+    ids: &[u64],
+    until: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(head);
+    qb.push_bind(sql_time(until)).push(" WHERE id IN (");
+    let mut sep = qb.separated(", ");
+    for id in ids {
+        sep.push_bind(*id);
+    }
+    qb.push(")");
+    qb.build().execute(&mut **tx).await?;
+    Ok(())
 }
 
 async fn upsert_error(

@@ -241,39 +241,28 @@ impl Repository for SqliteRepository {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
+        let heads: Vec<TaskHead> = rows
+            .iter()
+            .map(|r| TaskHead {
+                id: r.get::<i64, _>(0) as u64,
+                id_normalized_cdrs: r.get::<i64, _>(1) as u64,
+                task_type: r.get(2),
+                node_index: r.get::<i64, _>(3) as u32,
+                retry: r.get::<i64, _>(4) as u32,
+                create_time: parse_sql_time(&r.get::<String, _>(5)),
+            })
+            .collect();
         let mut qb: QueryBuilder<Sqlite> =
             QueryBuilder::new("SELECT id, uuid, path, COALESCE(cdr_path, '') FROM normalized_cdrs WHERE id IN (");
         let mut sep = qb.separated(", ");
-        for r in &rows {
-            sep.push_bind(r.get::<i64, _>(1));
+        for h in &heads {
+            sep.push_bind(h.id_normalized_cdrs as i64);
         }
         qb.push(")");
-        let cdrs: std::collections::HashMap<i64, ([u8; 16], String, String)> = qb
-            .build()
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| (r.get::<i64, _>(0), (uuid_bytes(&r.get::<Vec<u8>, _>(1)), r.get(2), r.get(3))))
-            .collect();
-        let mut out: Vec<ClaimedTask> = rows
-            .iter()
-            .filter_map(|r| {
-                let (uuid, ncdr_path, cdr_path) = cdrs.get(&r.get::<i64, _>(1))?.clone();
-                Some(ClaimedTask {
-                    id: r.get::<i64, _>(0) as u64,
-                    id_normalized_cdrs: r.get::<i64, _>(1) as u64,
-                    task_type: r.get(2),
-                    node_index: r.get::<i64, _>(3) as u32,
-                    retry: r.get::<i64, _>(4) as u32,
-                    create_time: parse_sql_time(&r.get::<String, _>(5)),
-                    uuid,
-                    ncdr_path,
-                    cdr_path,
-                })
-            })
-            .collect();
-        out.sort_by_key(|t| t.id);
-        Ok(out)
+        let cdrs = qb.build().fetch_all(&self.pool).await?;
+        let cdrs =
+            cdrs.iter().map(|r| (r.get::<i64, _>(0) as u64, uuid_bytes(&r.get::<Vec<u8>, _>(1)), r.get(2), r.get(3)));
+        Ok(join_claims(heads, cdrs))
     }
 
     async fn finish_task(&self, task_id: u64, finish: &TaskFinish) -> StoreResult<bool> {

@@ -3,12 +3,12 @@
 //! after a backoff; too many deaths in a window escalate to the root.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use super::child_failure;
-use super::policy::{Decision, RestartPolicy, RestartTracker};
+use super::policy::{RestartPolicy, RestartTracker};
+use super::{child_failure, restart_delay};
 use crate::actors::committer::{Committer, CommitterMsg, NormalizedBatch};
 use crate::actors::distillery::{Distillery, DistilleryContext, DistilleryMsg};
 use crate::actors::group_commit::GroupCommitArgs;
@@ -163,13 +163,8 @@ impl Actor for DistillerSupervisor {
             return Ok(());
         }
         let Some(child) = state.child_kind(id) else { return Ok(()) };
-        let delay = match state.tracker.on_failure(Instant::now()) {
-            Decision::RestartAfter(d) => d,
-            Decision::Escalate => return Err(format!("restart intensity exceeded ({reason}); escalating").into()),
-        };
-        tracing::error!(actor = %id, "{child:?} died: {reason}; restarting in {delay:?}");
-        metrics::counter!(crate::telemetry::RESTARTS, "actor" => format!("{child:?}").to_ascii_lowercase())
-            .increment(1);
+        let label = format!("{child:?}").to_ascii_lowercase();
+        let delay = restart_delay(&mut state.tracker, id, &format!("{child:?}"), label, &reason)?;
         match child {
             Child::Distillery => {
                 state.distilleries.retain(|d| d.get_id() != id);

@@ -14,13 +14,15 @@
 //! ```
 
 pub mod distiller;
-pub mod tasks;
 pub mod policy;
 pub mod root;
+pub mod tasks;
 
 pub use policy::{Decision, RestartPolicy, RestartTracker};
 
-use ractor::{ActorId, SupervisionEvent};
+use std::time::{Duration, Instant};
+
+use ractor::{ActorId, ActorProcessingErr, SupervisionEvent};
 
 /// The child that stopped and why, for a failure or an unrequested stop (a kill for a hang);
 /// `None` for events that need no restart. Every stop counts: a supervisor that wants a
@@ -32,5 +34,24 @@ pub(crate) fn child_failure(evt: SupervisionEvent) -> Option<(ActorId, String)> 
             Some((cell.get_id(), reason.unwrap_or_else(|| "stopped".into())))
         }
         _ => None,
+    }
+}
+
+/// A worker subtree's answer to a child's death: the backoff before restarting it (logged and
+/// counted under `label`), or an error that takes this supervisor down to its parent.
+pub(crate) fn restart_delay(
+    tracker: &mut RestartTracker,
+    id: ActorId,
+    child: &str,
+    label: String,
+    reason: &str,
+) -> Result<Duration, ActorProcessingErr> {
+    match tracker.on_failure(Instant::now()) {
+        Decision::RestartAfter(delay) => {
+            tracing::error!(actor = %id, "{child} died: {reason}; restarting in {delay:?}");
+            metrics::counter!(crate::telemetry::RESTARTS, "actor" => label).increment(1);
+            Ok(delay)
+        }
+        Decision::Escalate => Err(format!("restart intensity exceeded ({reason}); escalating").into()),
     }
 }

@@ -10,12 +10,12 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPo
 use super::child_failure;
 use super::distiller::{DistillerSupervisor, DistillerSupervisorArgs, DistillerSupervisorMsg};
 use super::policy::{Decision, RestartPolicy, RestartTracker};
+use super::tasks::{TaskSupervisor, TaskSupervisorArgs, TaskSupervisorMsg};
 use crate::actors::distillery::DistilleryContext;
 use crate::actors::group_commit::GroupCommitArgs;
 use crate::actors::intake::{IntakeActor, IntakeBatch, IntakeMsg};
 use crate::actors::queue_metrics::{QueueMetrics, QueueMetricsArgs, Refresh};
 use crate::actors::task_executor::TaskContext;
-use super::tasks::{TaskSupervisor, TaskSupervisorArgs, TaskSupervisorMsg};
 use crate::storage::BlobStore;
 use crate::store::Repository;
 
@@ -112,8 +112,15 @@ impl Actor for RootSupervisor {
 
     async fn pre_start(&self, myself: ActorRef<RootMsg>, args: RootArgs) -> Result<RootState, ActorProcessingErr> {
         let tracker = RestartTracker::new(RestartPolicy::SUBTREES);
-        let mut state =
-            RootState { args, intake: None, distiller: None, tasks: None, metrics: None, tracker, shutting_down: false };
+        let mut state = RootState {
+            args,
+            intake: None,
+            distiller: None,
+            tasks: None,
+            metrics: None,
+            tracker,
+            shutting_down: false,
+        };
         for child in [Child::Intake, Child::Distiller, Child::Tasks, Child::Metrics] {
             state.spawn(child, myself.get_cell()).await?;
         }

@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::Semaphore;
 
-use super::child_failure;
-use super::policy::{Decision, RestartPolicy, RestartTracker};
+use super::policy::{RestartPolicy, RestartTracker};
+use super::{child_failure, restart_delay};
 use crate::actors::task_executor::{ExecutorArgs, ExecutorMsg, TaskContext, TaskExecutor};
 use crate::actors::task_poller::{TaskPoller, TaskPollerMsg};
 use crate::domain::tasks::TaskType;
@@ -142,12 +142,7 @@ impl Actor for TaskSupervisor {
             return Ok(());
         }
         let Some(child) = state.child_kind(id) else { return Ok(()) };
-        let delay = match state.tracker.on_failure(Instant::now()) {
-            Decision::RestartAfter(d) => d,
-            Decision::Escalate => return Err(format!("restart intensity exceeded ({reason}); escalating").into()),
-        };
-        tracing::error!(actor = %id, "{child:?} died: {reason}; restarting in {delay:?}");
-        metrics::counter!(crate::telemetry::RESTARTS, "actor" => child.label()).increment(1);
+        let delay = restart_delay(&mut state.tracker, id, &format!("{child:?}"), child.label(), &reason)?;
         match child {
             Child::Poller => state.poller = None,
             Child::Executor(t) => {
