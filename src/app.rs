@@ -74,7 +74,8 @@ pub fn tasks_config(s: &Settings) -> TasksConfig {
         threads: t.executor_threads.max(1),
         poll_interval: t.poll_interval,
         batch: t.poll_batch_size,
-        lease: Duration::from_secs(t.lease_seconds.max(t.job_timeout_seconds + 30)),
+        // an attempt still running must never be claimed again
+        lease: Duration::from_secs(t.lease_seconds.max(t.job_timeout_seconds + 5)),
         job_timeout: Duration::from_secs(t.job_timeout_seconds),
         prefetch: t.prefetch,
         retry: RetryPolicy {

@@ -70,7 +70,9 @@ async fn kill_during_posting(db: Db) {
              request_handler.cdr_base_dir = {d}/cdr\nrequest_handler.paging_base_dir = {d}/paging\n\
              request_handler.pcap_base_dir = {d}/pcap\ncdr_base_dir = {d}/cdr\nnormalized_cdr_base_dir = {d}/ncdr\n\
              distiller.number_of_distilleries = 4\ncdr_queue_poll_interval_seconds = 0.2\n\
-             distiller.lease_seconds = 2\nlog.level = 3\nmetrics.port = 0\n",
+             distiller.lease_seconds = 2\nlog.level = 3\nmetrics.port = 0\n\
+             billingdb.url = sqlite://{d}/billing.db\ntasksd.poll_interval_seconds = 0.2\n\
+             tasksd.lease_seconds = 2\ntasksd.job_timeout_seconds = 1\n",
             tdb.url
         ),
     )
@@ -82,8 +84,13 @@ async fn kill_during_posting(db: Db) {
     let mut g = Generator::new(99, GenFormat::Xml);
     let cdrs: Vec<(String, Vec<u8>)> =
         (0..N).map(|_| g.next_cdr()).map(|c| (c.uuid, c.document.into_bytes())).collect();
-    let expected_tasks: usize =
-        cdrs.iter().map(|(_, doc)| normalize_document(doc, &NormalizeContext::default()).unwrap().tasks.len()).sum();
+    // the server's rules: billing and calllog, the handlers that run without configuration
+    let rules = cdrmunch::handlers::task_rules(&cdrmunch::config::Settings::embedded_default(dir.path()));
+    let nctx = NormalizeContext { rules, ..Default::default() };
+    let normalized: Vec<_> = cdrs.iter().map(|(_, doc)| normalize_document(doc, &nctx).unwrap()).collect();
+    let expected_tasks: usize = normalized.iter().map(|n| n.tasks.len()).sum();
+    let count_type = |ty: &str| normalized.iter().flat_map(|n| &n.tasks).filter(|t| t.task_type.as_str() == ty).count();
+    let (expected_billing, expected_calllog) = (count_type("billing"), count_type("calllog"));
 
     let mut server = start_server(&config);
     wait_healthy(&http, &base).await;
@@ -163,6 +170,36 @@ async fn kill_during_posting(db: Db) {
     assert_eq!(repo.normalized_counts().await.unwrap().1 as usize, expected_tasks, "{db:?}: task rows");
     let ncdr_files = files_under(&dir.path().join("ncdr"));
     assert_eq!(ncdr_files.iter().filter(|p| p.extension().is_some_and(|e| e == "xml")).count(), N);
+
+    // Every task done, each effect once: tasks cut off by the kill ran again after their
+    // lease, and the billing and call_log rows are keyed by call uuid.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let counts = repo.task_counts().await.unwrap();
+        let done: u64 = counts.iter().filter(|(_, d, _)| d == "y").map(|c| c.2).sum();
+        if done as usize == expected_tasks {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{db:?}: tasks not all done: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let billing = sqlx::SqlitePool::connect(&format!("sqlite://{d}/billing.db")).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM billing_feed")
+        .fetch_one(&billing)
+        .await
+        .unwrap();
+    assert_eq!(rows as usize, expected_billing, "{db:?}: one billing row per billable call");
+    let log_rows = match db {
+        Db::Sqlite => {
+            let p = sqlx::SqlitePool::connect(&tdb.url).await.unwrap();
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM call_log").fetch_one(&p).await.unwrap()
+        }
+        Db::Mysql => {
+            let p = sqlx::MySqlPool::connect(&tdb.url).await.unwrap();
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM call_log").fetch_one(&p).await.unwrap()
+        }
+    };
+    assert_eq!(log_rows as usize, expected_calllog, "{db:?}: one call_log row per A-leg");
 
     // Graceful stop: SIGTERM → exit 0.
     let pid = server.0.id();
