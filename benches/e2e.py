@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """End-to-end bench: starts `cdrmunch serve` (release build), posts K generated CDRs from C
 concurrent clients with `cdrmunch submit --generate`, waits until every CDR is normalized,
-and prints CDR/s, POST->normalized latency p50/p99 and the server's peak RSS.
+and prints CDR/s, POST->normalized latency p50/p99 and the server's peak RSS; then waits until
+every task (billing, calllog) is done and prints that time too.
 
 POST->normalized latency is taken per CDR from the POST's start (recorded by submit) to the
 mtime of its normalized XML file, which is written just before the commit.
 
-Usage: benches/e2e.sh [--count K] [--concurrency C] [--db sqlite|mysql|both] [--distilleries N] [--data-dir DIR]
+Usage: benches/e2e.sh [--count K] [--concurrency C] [--db sqlite|mysql|both] [--distilleries N] [--threads T] [--data-dir DIR]
 """
 import argparse, csv, glob, os, socket, subprocess, sys, tempfile, time, urllib.request
 
@@ -18,16 +19,21 @@ def free_port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
 
 
-def count_normalized(db_url, tmp):
+def scalar(db_url, sql):
+    """One number from the CDR database (tables unqualified)."""
     if db_url.startswith("sqlite://"):
         import sqlite3
         con = sqlite3.connect(db_url[len("sqlite://"):], timeout=30)
         try:
-            return con.execute("SELECT COUNT(*) FROM normalized_cdrs").fetchone()[0]
+            return con.execute(sql).fetchone()[0]
         finally:
             con.close()
     args, db = mariadb_cli(db_url)
-    return int(subprocess.check_output(args + ["-N", "-B", "-e", f"SELECT COUNT(*) FROM `{db}`.normalized_cdrs"]).strip())
+    return int(subprocess.check_output(args + ["-N", "-B", "-D", db, "-e", sql]).strip())
+
+
+def count_normalized(db_url, tmp):
+    return scalar(db_url, "SELECT COUNT(*) FROM normalized_cdrs")
 
 
 def mariadb_cli(db_url):
@@ -66,7 +72,7 @@ def pct(sorted_vals, p):
     return sorted_vals[k]
 
 
-def run(db, count, concurrency, distilleries, data_dir):
+def run(db, count, concurrency, distilleries, data_dir, threads):
     tmp = tempfile.mkdtemp(prefix="cdrmunch-bench-", dir=data_dir)
     port = free_port()
     if db == "sqlite":
@@ -86,6 +92,8 @@ request_handler.pcap_base_dir = {tmp}/pcap
 cdr_base_dir = {tmp}/cdr
 normalized_cdr_base_dir = {tmp}/ncdr
 distiller.number_of_distilleries = {distilleries}
+billingdb.url = sqlite://{tmp}/billing.db
+executor.threads = {threads}
 log.level = 3
 metrics.port = 0
 """)
@@ -109,8 +117,17 @@ metrics.port = 0
                 raise SystemExit(f"timed out: {count_normalized(db_url, tmp)} of {count} normalized")
             time.sleep(0.05)
         t_done = time.time()
+        cpu_normalized = cpu_seconds(server.pid)
+        # then every task (billing and calllog: the handlers that run without configuration)
+        while scalar(db_url, "SELECT COUNT(*) FROM tasks WHERE done = 'n'") > 0:
+            if time.time() > deadline:
+                raise SystemExit("timed out waiting for tasks")
+            time.sleep(0.05)
+        t_tasks = time.time()
+        n_tasks = scalar(db_url, "SELECT COUNT(*) FROM tasks WHERE done = 'y'")
+        n_task_errors = scalar(db_url, "SELECT COUNT(*) FROM tasks WHERE done = 'error'")
         rss = peak_rss_kib(server.pid)
-        cpu = cpu_seconds(server.pid)
+        cpu = cpu_normalized
         # latency from the normalized files' mtimes
         mtimes = {}
         for p in glob.glob(os.path.join(tmp, "ncdr", "*", "*.xml")):
@@ -131,6 +148,8 @@ metrics.port = 0
               f"POST->normalized p50 {pct(lat, 50):.1f} ms p99 {pct(lat, 99):.1f} ms; "
               f"POST answer p50 {pct(post_lat, 50):.1f} ms p99 {pct(post_lat, 99):.1f} ms; "
               f"server CPU {cpu:.1f}s ({cpu * 1e6 / count:.0f} us/CDR); peak RSS {rss / 1024:.1f} MiB", flush=True)
+        print(f"{'':6}    all tasks done {t_tasks - t0:.2f}s after the first POST ({count / (t_tasks - t0):,.0f} CDR/s "
+              f"with tasks): {n_tasks} tasks done, {n_task_errors} errors, executor.threads={threads}", flush=True)
     finally:
         server.terminate()
         try:
@@ -148,11 +167,12 @@ def main():
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--distilleries", type=int, default=10)
     ap.add_argument("--db", choices=["sqlite", "mysql", "both"], default="both")
+    ap.add_argument("--threads", type=int, default=5, help="executor.threads (the seed's prod value is 5)")
     ap.add_argument("--data-dir", default=None,
                     help="where raw/normalized CDRs and the SQLite file go (e.g. /dev/shm to measure without the disk)")
     a = ap.parse_args()
     for db in (["sqlite", "mysql"] if a.db == "both" else [a.db]):
-        run(db, a.count, a.concurrency, a.distilleries, a.data_dir)
+        run(db, a.count, a.concurrency, a.distilleries, a.data_dir, a.threads)
 
 
 if __name__ == "__main__":

@@ -85,11 +85,8 @@ async fn http_sink() -> String {
             let (parts, body) = r.into_parts();
             let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
             let text = String::from_utf8_lossy(&bytes).into_owned();
-            let text = if text == "TOKEN" {
-                format!("{{\"access_token\":\"t\",\"instance_url\":\"{base}\"}}")
-            } else {
-                text
-            };
+            let text =
+                if text == "TOKEN" { format!("{{\"access_token\":\"t\",\"instance_url\":\"{base}\"}}") } else { text };
             axum::response::Response::from_parts(parts, axum::body::Body::from(text))
         }
     }));
@@ -155,7 +152,9 @@ async fn run_one(db: &str, task: &str, a: &Args, sink: &str, smtp: Option<u16>) 
     let recording = d.join("rec.wav");
     std::fs::write(&recording, vec![7u8; 64 * 1024]).unwrap();
     match task {
-        "recordingDelivery" | "transcription" => s.recordings.delivery_target = Some(d.join("delivered").display().to_string()),
+        "recordingDelivery" | "transcription" => {
+            s.recordings.delivery_target = Some(d.join("delivered").display().to_string())
+        }
         _ => {}
     }
     match task {
@@ -222,7 +221,8 @@ async fn run_one(db: &str, task: &str, a: &Args, sink: &str, smtp: Option<u16>) 
         use sqlx::Connection;
         let base = std::env::var("CDRMUNCH_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
         if let Ok(mut c) = sqlx::MySqlConnection::connect(&base).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{mysql_db}`"))).execute(&mut c).await;
+            let _ =
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{mysql_db}`"))).execute(&mut c).await;
         }
     }
     Some(format!(

@@ -184,10 +184,7 @@ async fn kill_during_posting(db: Db) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let billing = sqlx::SqlitePool::connect(&format!("sqlite://{d}/billing.db")).await.unwrap();
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM billing_feed")
-        .fetch_one(&billing)
-        .await
-        .unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM billing_feed").fetch_one(&billing).await.unwrap();
     assert_eq!(rows as usize, expected_billing, "{db:?}: one billing row per billable call");
     let log_rows = match db {
         Db::Sqlite => {
