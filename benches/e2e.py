@@ -96,6 +96,7 @@ billingdb.url = sqlite://{tmp}/billing.db
 executor.threads = {threads}
 log.level = 3
 metrics.port = 0
+app.pid_file = {tmp}/cdrmunch.pid
 """)
     server = subprocess.Popen([BIN, "serve", "--config", conf], stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "serve.log"), "w"))
     try:

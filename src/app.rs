@@ -13,6 +13,7 @@ use crate::actors::task_executor::{TaskContext, TasksConfig};
 use crate::actors::{DistillerConfig, Hooks};
 use crate::config::Settings;
 use crate::domain::tasks::RetryPolicy;
+use crate::http::probe::Probes;
 use crate::http::{HttpConfig, HttpState};
 use crate::storage::BlobStore;
 use crate::store::{self, Repository, StoreError};
@@ -30,6 +31,8 @@ pub enum AppError {
     Spawn(String),
     #[error("{0}")]
     Handler(#[from] crate::handlers::SetupError),
+    #[error("{0}")]
+    Privileges(String),
 }
 
 pub struct App {
@@ -97,10 +100,50 @@ fn log_off_types(s: &Settings) {
     }
 }
 
+/// The roles of `app.roles` / `serve --roles`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub intake: bool,
+    pub distiller: bool,
+    pub tasks: bool,
+}
+
+impl Roles {
+    pub fn of(names: &[String]) -> Roles {
+        let has = |r: &str| names.iter().any(|n| n == r);
+        Roles { intake: has("intake"), distiller: has("distiller"), tasks: has("tasks") }
+    }
+}
+
+/// The sockets a process listens on, bound before anything else so a low port can be taken
+/// as root before the privileges are dropped.
+pub struct Listeners {
+    pub http: tokio::net::TcpListener,
+    pub metrics: Option<tokio::net::TcpListener>,
+}
+
+async fn bind_one(address: &str, port: u16) -> Result<tokio::net::TcpListener, AppError> {
+    let addr = format!("{address}:{port}");
+    tokio::net::TcpListener::bind(&addr).await.map_err(|source| AppError::Bind { addr, source })
+}
+
+pub async fn bind(settings: &Settings) -> Result<Listeners, AppError> {
+    let http = bind_one(&settings.server.address, settings.server.port).await?;
+    let metrics = match settings.metrics.enabled {
+        true => Some(bind_one(&settings.metrics.address, settings.metrics.port).await?),
+        false => None,
+    };
+    Ok(Listeners { http, metrics })
+}
+
 impl App {
+    /// Binds, drops privileges (`app.run_as_user`/`run_as_group`), opens the database, starts.
     pub async fn start(settings: &Settings, hooks: Hooks) -> Result<App, AppError> {
+        let listeners = bind(settings).await?;
+        crate::process::drop_privileges(settings.app.run_as_user.as_deref(), settings.app.run_as_group.as_deref())
+            .map_err(AppError::Privileges)?;
         let repo = open_repository(settings).await?;
-        Self::start_with_repository(settings, hooks, repo).await
+        Self::start_on(settings, hooks, repo, listeners).await
     }
 
     /// Starts on an already opened repository (tests wrap it to inject faults).
@@ -109,6 +152,17 @@ impl App {
         hooks: Hooks,
         repo: Arc<dyn Repository>,
     ) -> Result<App, AppError> {
+        let listeners = bind(settings).await?;
+        Self::start_on(settings, hooks, repo, listeners).await
+    }
+
+    async fn start_on(
+        settings: &Settings,
+        hooks: Hooks,
+        repo: Arc<dyn Repository>,
+        listeners: Listeners,
+    ) -> Result<App, AppError> {
+        let roles = Roles::of(&settings.app.roles);
         let rh = &settings.request_handler;
         for dir in [&rh.paging_base_dir, &rh.pcap_base_dir] {
             std::fs::create_dir_all(dir).map_err(|source| AppError::Dir { dir: dir.display().to_string(), source })?;
@@ -125,8 +179,14 @@ impl App {
         let raw_store: Arc<dyn BlobStore> = open(&rh.cdr_base_dir).await?;
         let ncdr_store: Arc<dyn BlobStore> = open(&settings.distiller.normalized_cdr_base_dir).await?;
         let instance = uuid::Uuid::new_v4().simple().to_string();
-        log_off_types(settings);
-        let handlers = crate::handlers::build(settings, repo.clone()).await?;
+        if roles.distiller || roles.tasks {
+            log_off_types(settings);
+        }
+        // only a tasks process connects to the sinks (the billing database among them)
+        let handlers = match roles.tasks {
+            true => crate::handlers::build(settings, repo.clone()).await?,
+            false => Default::default(),
+        };
         let tasks = Arc::new(TaskContext {
             instance: instance.clone(),
             repo: repo.clone(),
@@ -141,7 +201,7 @@ impl App {
             instance: instance.clone(),
             repo: repo.clone(),
             raw_store: raw_store.clone(),
-            ncdr_store,
+            ncdr_store: ncdr_store.clone(),
             config: distiller_config(settings),
             hooks,
         });
@@ -150,20 +210,27 @@ impl App {
             raw_store: raw_store.clone(),
             instance: instance.clone(),
             intake_batch: rh.group_commit_max,
-            distillery: Some(ctx),
-            tasks: Some(tasks),
+            intake: roles.intake,
+            distillery: roles.distiller.then_some(ctx),
+            tasks: roles.tasks.then_some(tasks),
         };
         let (root, root_handle) =
             Actor::spawn(None, RootSupervisor, root_args).await.map_err(|e| AppError::Spawn(e.to_string()))?;
+        let tree_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let alive = tree_alive.clone();
         let root_done = tokio::spawn(async move {
             let _ = root_handle.await;
+            alive.store(false, std::sync::atomic::Ordering::SeqCst);
+        });
+        let probes = Arc::new(Probes {
+            tree_alive,
+            roles: settings.app.roles.join(","),
+            repo: repo.clone(),
+            stores: vec![("raw_storage", raw_store.clone()), ("normalized_storage", ncdr_store)],
         });
 
-        let bind = format!("{}:{}", settings.server.address, settings.server.port);
-        let listener = tokio::net::TcpListener::bind(&bind)
-            .await
-            .map_err(|source| AppError::Bind { addr: bind.clone(), source })?;
-        let addr = listener.local_addr().map_err(|source| AppError::Bind { addr: bind, source })?;
+        let listener = listeners.http;
+        let addr = listener.local_addr().map_err(|source| AppError::Bind { addr: "http".into(), source })?;
         let http = Arc::new(HttpState {
             instance: instance.clone(),
             repo: repo.clone(),
@@ -177,23 +244,22 @@ impl App {
                 pcap_dir: rh.pcap_base_dir.clone(),
                 commit_timeout: Duration::from_secs(30),
             },
+            probes: probes.clone(),
+            intake: roles.intake,
         });
         let (stop_http, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(crate::http::serve(listener, http, async move {
             let _ = stopped.await;
         }));
-        let (metrics_addr, metrics_server) = if settings.metrics.enabled {
-            let handle = crate::telemetry::install();
-            let bind = format!("{}:{}", settings.metrics.address, settings.metrics.port);
-            let listener = tokio::net::TcpListener::bind(&bind)
-                .await
-                .map_err(|source| AppError::Bind { addr: bind.clone(), source })?;
-            let addr = listener.local_addr().map_err(|source| AppError::Bind { addr: bind, source })?;
-            // Lives until the App is dropped or shut down, so scrapes still work while draining.
-            let server = tokio::spawn(crate::http::serve_metrics(listener, handle, std::future::pending()));
-            (Some(addr), Some(server))
-        } else {
-            (None, None)
+        let (metrics_addr, metrics_server) = match listeners.metrics {
+            Some(listener) => {
+                let handle = crate::telemetry::install();
+                let addr = listener.local_addr().map_err(|source| AppError::Bind { addr: "metrics".into(), source })?;
+                // Lives until the App is dropped or shut down, so scrapes still work while draining.
+                let server = tokio::spawn(crate::http::serve_metrics(listener, handle, probes, std::future::pending()));
+                (Some(addr), Some(server))
+            }
+            None => (None, None),
         };
         Ok(App {
             addr,

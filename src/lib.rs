@@ -10,6 +10,7 @@ pub mod domain;
 pub mod handlers;
 pub mod http;
 pub mod logging;
+pub mod process;
 pub mod storage;
 pub mod store;
 pub mod supervisors;

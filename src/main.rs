@@ -51,6 +51,11 @@ enum Command {
         /// How long shutdown waits for in-flight CDRs.
         #[arg(long, default_value_t = 30)]
         drain_seconds: u64,
+        /// What this process runs, comma separated: intake (HTTP CDR intake), distiller,
+        /// tasks (tasksd). Default: app.roles, which defaults to all three. Split roles over
+        /// processes sharing one database to run the seed's hurler, distiller and tasksd apart.
+        #[arg(long, value_delimiter = ',')]
+        roles: Option<Vec<String>>,
     },
     /// Create or upgrade the CDR database schema (serve also does this on start).
     Migrate {
@@ -134,13 +139,37 @@ fn load_settings(cfg: &ConfigArgs) -> anyhow::Result<(Settings, String)> {
     }
 }
 
-async fn serve(cfg: ConfigArgs, drain: Duration) -> anyhow::Result<ExitCode> {
-    let (settings, source) = load_settings(&cfg)?;
-    cdrmunch::logging::init(settings.log.level);
+async fn serve(cfg: ConfigArgs, drain: Duration, roles: Option<Vec<String>>) -> anyhow::Result<ExitCode> {
+    let (mut settings, source) = load_settings(&cfg)?;
+    if let Some(roles) = roles {
+        if let Some(bad) = roles.iter().find(|r| !cdrmunch::config::ROLES.contains(&r.as_str())) {
+            bail!("--roles: unknown role '{bad}' (roles: intake, distiller, tasks)");
+        }
+        if roles.is_empty() {
+            bail!("--roles: name at least one of intake, distiller, tasks");
+        }
+        settings.app.roles = roles;
+    }
+    let target = match (&settings.log.facility, &settings.log.file) {
+        (Some(f), _) => cdrmunch::logging::Target::Syslog {
+            facility: cdrmunch::logging::facility_code(f).with_context(|| {
+                format!("log.facility '{f}' is not a syslog facility (daemon, local0 .. local7, ...)")
+            })?,
+            socket: settings.log.syslog_socket.clone(),
+        },
+        (None, Some(file)) => cdrmunch::logging::Target::File(file.clone()),
+        (None, None) => cdrmunch::logging::Target::Stderr,
+    };
+    let reopen = cdrmunch::logging::init_service(settings.log.level, &target).map_err(anyhow::Error::msg)?;
+    let _pid_file = match &settings.app.pid_file {
+        Some(path) => Some(cdrmunch::process::PidFile::acquire(path)?),
+        None => None,
+    };
     tracing::info!(
-        "cdrmunch {} starting with {source}{}",
+        "cdrmunch {} starting with {source}{}; roles {}",
         env!("CARGO_PKG_VERSION"),
-        cfg.env.as_deref().map(|e| format!(", env {e}")).unwrap_or_default()
+        cfg.env.as_deref().map(|e| format!(", env {e}")).unwrap_or_default(),
+        settings.app.roles.join(",")
     );
     tracing::info!(
         "database {}; raw CDRs in {}; normalized CDRs in {}; {} distilleries",
@@ -150,15 +179,25 @@ async fn serve(cfg: ConfigArgs, drain: Duration) -> anyhow::Result<ExitCode> {
         settings.distiller.number_of_distilleries
     );
     let mut app = App::start(&settings, Hooks::default()).await?;
-    tracing::info!("listening on http://{} (POST /api/v2/cdr, /api/v2/paging, /api/v2/pcap; GET /health)", app.addr);
+    tracing::info!(
+        "listening on http://{} (POST /api/v2/cdr, /api/v2/paging, /api/v2/pcap; GET /health, /ready)",
+        app.addr
+    );
     if let Some(m) = app.metrics_addr {
         tracing::info!("Prometheus metrics on http://{m}/metrics");
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let fatal = tokio::select! {
-        _ = tokio::signal::ctrl_c() => false,
-        _ = term.recv() => false,
-        _ = app.tree_stopped() => true,
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let fatal = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break false,
+            _ = term.recv() => break false,
+            _ = app.tree_stopped() => break true,
+            _ = hup.recv() => match reopen.reopen() {
+                Ok(()) => tracing::info!("SIGHUP: log file reopened"),
+                Err(e) => eprintln!("cdrmunch: SIGHUP: cannot reopen the log file: {e}"),
+            },
+        }
     };
     if fatal {
         tracing::error!("supervision tree stopped after repeated failures; exiting");
@@ -173,7 +212,7 @@ async fn serve(cfg: ConfigArgs, drain: Duration) -> anyhow::Result<ExitCode> {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { cfg, drain_seconds } => serve(cfg, Duration::from_secs(drain_seconds)).await,
+        Command::Serve { cfg, drain_seconds, roles } => serve(cfg, Duration::from_secs(drain_seconds), roles).await,
         Command::Migrate { cfg } => {
             let (settings, _) = load_settings(&cfg)?;
             cdrmunch::logging::init(settings.log.level);

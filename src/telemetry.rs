@@ -27,6 +27,26 @@ pub const TASK_OUTCOMES: &str = "cdrmunch_task_outcomes_total";
 pub const TASK_LATENCY: &str = "cdrmunch_task_latency_seconds";
 pub const TASKS_INFLIGHT: &str = "cdrmunch_inflight_tasks";
 
+/// Every metric this service exports (dashboards and alert rules are checked against it).
+pub const ALL: [&str; 16] = [
+    CDR_QUEUE_PENDING,
+    CDR_QUEUE_ERRORS,
+    TASKS_PENDING,
+    TASKS_ERRORS,
+    DISTILLER_THROUGHPUT,
+    OUTCOMES,
+    INTAKE_REQUESTS,
+    RESTARTS,
+    INFLIGHT,
+    DATABASE_ERRORS,
+    STORAGE_ERRORS,
+    GROUP_COMMIT_SECONDS,
+    GROUP_COMMIT_BATCH,
+    TASK_OUTCOMES,
+    TASK_LATENCY,
+    TASKS_INFLIGHT,
+];
+
 /// Create -> done of a task spans a poll interval at best and retry backoffs at worst.
 const TASK_LATENCY_BUCKETS: [f64; 14] =
     [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0];

@@ -133,9 +133,16 @@ async fn database_outage_gives_503_with_retry_after_then_recovers() {
             app.http.post(app.url("/api/v2/cdr")).header("Content-Type", ct).body(body.clone()).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 503, "{db:?}");
         assert_eq!(r.headers().get("retry-after").unwrap(), "5");
+        // liveness stays up (a restart would not bring the database back); readiness says why not
         let h = app.http.get(app.url("/health")).send().await.unwrap();
-        assert_eq!(h.status().as_u16(), 503);
-        assert!(h.text().await.unwrap().contains("database unavailable"));
+        assert_eq!(h.status().as_u16(), 200);
+        let r = app.http.get(app.url("/ready")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 503);
+        let ready: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(ready["status"], "unavailable");
+        assert!(ready["database"].as_str().unwrap().contains("database unavailable"), "{ready}");
+        assert_eq!(ready["raw_storage"], "ok", "{ready}");
+        assert_eq!(ready["actors"], "ok", "{ready}");
         assert_eq!(app.repo().queue_counts().await.unwrap(), Default::default(), "no row while down");
         // FreeSWITCH retries; the database is back: stored exactly once.
         down.store(false, Ordering::SeqCst);

@@ -72,7 +72,7 @@ async fn kill_during_posting(db: Db) {
              distiller.number_of_distilleries = 4\ncdr_queue_poll_interval_seconds = 0.2\n\
              distiller.lease_seconds = 2\nlog.level = 3\nmetrics.port = 0\n\
              billingdb.url = sqlite://{d}/billing.db\ntasksd.poll_interval_seconds = 0.2\n\
-             tasksd.lease_seconds = 2\ntasksd.job_timeout_seconds = 1\n",
+             tasksd.lease_seconds = 2\ntasksd.job_timeout_seconds = 1\napp.pid_file = {d}/cdrmunch.pid\n",
             tdb.url
         ),
     )
@@ -138,8 +138,12 @@ async fn kill_during_posting(db: Db) {
     );
 
     // Restart; FreeSWITCH retries everything that did not get a 2xx.
+    // the pid file of the killed server is stale and must not block the restart
+    let pid_file = dir.path().join("cdrmunch.pid");
+    assert!(pid_file.exists(), "kill -9 leaves the pid file behind");
     server = start_server(&config);
     wait_healthy(&http, &base).await;
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap().trim(), server.0.id().to_string());
     for (uuid, doc) in cdrs.iter().filter(|(u, _)| !ok_before.contains(u)) {
         let (ct, body) = encode_body(doc, SubmitEncoding::Urlencoded);
         let r = http.post(&url).header("Content-Type", ct).body(body).send().await.unwrap();
@@ -210,6 +214,7 @@ async fn kill_during_posting(db: Db) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "exit status {status:?}");
+    assert!(!pid_file.exists(), "removed on a clean exit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,9 @@ pub const TASK_TYPES: [&str; 9] = [
     "transcription",
 ];
 
+/// The parts of the seed's deployment one process can run (`app.roles`, `serve --roles`).
+pub const ROLES: [&str; 3] = ["intake", "distiller", "tasks"];
+
 /// How a value is checked and what it becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -59,6 +62,8 @@ pub(crate) enum Kind {
     Store,
     /// A directory or `s3://bucket/prefix`; empty means "not set".
     OptStore,
+    /// Comma list of intake, distiller, tasks; at least one.
+    Roles,
 }
 
 /// What cdrmunch does with a known key.
@@ -206,11 +211,13 @@ pub(crate) static KEYS: &[KeySpec] = &[
     key("billing-feeder.field_types", K::TypeList, FIELD_TYPES, "type of each billing column: s or d, one per field name"),
     key("billing-feeder.node_name_map__<name>", K::Text, "billsec=quantity", "CDR variable <name> fills this billing field (adds to the defaults)"),
     key("log.level", K::Level, "4", "1 critical, 2 error, 3 warning, 4 message, 5 verbose, 6 debug"),
-    key("log.facility", K::OptText, "", "syslog facility; empty logs to stdout"),
-    key("log.file", K::OptPath, "", "log file; empty for none"),
+    key("log.facility", K::OptText, "", "syslog facility (daemon, local0 .. local7, ...); empty logs to stderr or log.file"),
+    key("log.file", K::OptPath, "", "log file, reopened on SIGHUP; empty logs to stderr"),
+    key("log.syslog_socket", K::Path, "/dev/log", "the syslog daemon's socket"),
     key("app.pid_file", K::OptPath, "{run_dir}/cdrmunch.pid", "pid file; empty for none"),
     key("app.memory_limit", K::Bytes, "", "accepted for compatibility; not used").accepted(),
-    key("app.run_as_user", K::OptText, "", "user to switch to after start"),
+    key("app.run_as_user", K::OptText, "", "user to switch to after binding the listeners (when started as root)"),
+    key("app.roles", K::Roles, "intake,distiller,tasks", "what this process runs: intake (HTTP CDR intake), distiller, tasks (tasksd); `serve --roles` overrides"),
     key("app.run_as_group", K::OptText, "", "group to switch to after start"),
     key("metrics.enabled", K::Bool, "true", "serve Prometheus metrics"),
     key("metrics.address", K::Host, "127.0.0.1", "address the metrics endpoint listens on"),
@@ -283,6 +290,7 @@ impl Kind {
             K::OptUrl => "URL (optional)",
             K::Store => "directory or s3://bucket/prefix",
             K::OptStore => "directory or s3://bucket/prefix (optional)",
+            K::Roles => "list of intake|distiller|tasks",
         }
     }
 
@@ -340,6 +348,10 @@ impl Kind {
                     Ok(Parsed::Opt(Some(v.to_string())))
                 }
                 _ => Err("an http:// or https:// URL (or nothing)".into()),
+            },
+            K::Roles => match list(v, |r| ROLES.contains(&r), "roles (intake, distiller, tasks)")? {
+                Parsed::List(l) if l.is_empty() => Err("at least one of intake, distiller, tasks".into()),
+                other => Ok(other),
             },
             K::Store | K::OptStore => match v {
                 "" if self == K::OptStore => Ok(Parsed::Opt(None)),

@@ -17,7 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use keys::{describe_keys, TASK_TYPES};
+pub use keys::{describe_keys, ROLES, TASK_TYPES};
 use keys::{FromParsed, Usage};
 pub use raw::RawConfig;
 
@@ -263,6 +263,7 @@ pub struct LogSettings {
     /// Syslog facility; `None` logs to stdout.
     pub facility: Option<String>,
     pub file: Option<PathBuf>,
+    pub syslog_socket: PathBuf,
 }
 
 /// Process settings (`app.*`).
@@ -271,6 +272,8 @@ pub struct AppSettings {
     pub pid_file: Option<PathBuf>,
     pub run_as_user: Option<String>,
     pub run_as_group: Option<String>,
+    /// Subset of intake, distiller, tasks.
+    pub roles: Vec<String>,
 }
 
 /// Prometheus endpoint (`metrics.*`).
@@ -477,11 +480,17 @@ impl Settings {
                 access_key_id: v.get("s3.access_key_id"),
                 secret_access_key: v.get("s3.secret_access_key"),
             },
-            log: LogSettings { level: v.get("log.level"), facility: v.get("log.facility"), file: v.get("log.file") },
+            log: LogSettings {
+                level: v.get("log.level"),
+                facility: v.get("log.facility"),
+                file: v.get("log.file"),
+                syslog_socket: v.get("log.syslog_socket"),
+            },
             app: AppSettings {
                 pid_file: v.get("app.pid_file"),
                 run_as_user: v.get("app.run_as_user"),
                 run_as_group: v.get("app.run_as_group"),
+                roles: v.get("app.roles"),
             },
             metrics: MetricsSettings {
                 enabled: v.get("metrics.enabled"),

@@ -1,10 +1,12 @@
-//! HTTP endpoints of the Hurler: `/api/v2/cdr`, `/api/v2/paging`, `/api/v2/pcap`, `/health`.
+//! HTTP endpoints of the Hurler: `/api/v2/cdr`, `/api/v2/paging`, `/api/v2/pcap`, and the
+//! probes `/health` and `/ready`.
 //!
 //! FreeSWITCH treats any 2xx as "stored" and anything else as "try again later", so a 200
 //! is sent only when the raw CDR is fsynced and its `cdr_queue` row committed; input that
 //! can never succeed gets a 4xx with a message, trouble on our side a 503 + Retry-After.
 
 mod intake;
+pub mod probe;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,16 +42,23 @@ pub struct HttpState {
     pub repo: Arc<dyn Repository>,
     pub raw_store: Arc<dyn BlobStore>,
     pub cfg: HttpConfig,
+    pub probes: Arc<probe::Probes>,
+    /// False when this process does not run the intake role: the API answers 404 saying so.
+    pub intake: bool,
 }
 
 pub fn router(state: Arc<HttpState>) -> Router {
-    let api = Router::new()
-        .route("/api/v2/cdr", post(intake::post_cdr))
-        .route("/api/v2/paging", post(intake::post_paging))
-        .route("/api/v2/pcap", post(intake::post_pcap))
-        .layer(middleware::from_fn_with_state(state.clone(), basic_auth));
+    let api = if state.intake {
+        Router::new()
+            .route("/api/v2/cdr", post(intake::post_cdr))
+            .route("/api/v2/paging", post(intake::post_paging))
+            .route("/api/v2/pcap", post(intake::post_pcap))
+            .layer(middleware::from_fn_with_state(state.clone(), basic_auth))
+    } else {
+        Router::new().route("/api/v2/{*endpoint}", post(not_intake))
+    };
     Router::new()
-        .route("/health", get(health))
+        .merge(probe::routes(state.probes.clone()))
         .merge(api)
         // outermost, so refusals by auth and limits are counted too
         .layer(middleware::from_fn(count_requests))
@@ -122,6 +131,7 @@ async fn count_requests(req: Request, next: Next) -> Response {
         "/api/v2/paging" => "/api/v2/paging",
         "/api/v2/pcap" => "/api/v2/pcap",
         "/health" => "/health",
+        "/ready" => "/ready",
         _ => "other",
     };
     let resp = next.run(req).await;
@@ -130,19 +140,22 @@ async fn count_requests(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Serves `GET /metrics` (Prometheus text format) until `shutdown` resolves.
+/// Serves `GET /metrics` (Prometheus text format) and the probes until `shutdown` resolves.
 pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
     handle: metrics_exporter_prometheus::PrometheusHandle,
+    probes: Arc<probe::Probes>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let handle = handle.clone();
-            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()) }
-        }),
-    );
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let handle = handle.clone();
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()) }
+            }),
+        )
+        .merge(probe::routes(probes));
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
@@ -150,19 +163,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Liveness with the database: 200 when it answers, 503 with the reason when not.
-async fn health(State(st): State<Arc<HttpState>>) -> Response {
-    let db = tokio::time::timeout(Duration::from_secs(2), st.repo.ping()).await;
-    match db {
-        Ok(Ok(())) => Json(serde_json::json!({ "status": "ok", "database": "ok" })).into_response(),
-        Ok(Err(e)) => unhealthy(e.to_string()),
-        Err(_) => unhealthy("database did not answer within 2s".into()),
-    }
-}
-
-fn unhealthy(why: String) -> Response {
-    let body = Json(serde_json::json!({ "status": "unavailable", "database": why }));
-    (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+/// A CDR sent to a process that does not run the intake role: FreeSWITCH will retry it, and
+/// the message says where the mistake is.
+async fn not_intake(State(st): State<Arc<HttpState>>) -> Response {
+    let msg = format!("this cdrmunch runs the roles {}; CDR intake is not one of them", st.probes.roles);
+    ApiError::new(StatusCode::NOT_FOUND, msg).into_response()
 }
 
 /// Serves until `shutdown` resolves; in-flight requests finish first.

@@ -80,6 +80,13 @@ impl BlobStore for LocalStore {
         tokio::fs::read(location).await.map_err(|e| StorageError::io(location, e))
     }
 
+    async fn check(&self) -> Result<(), StorageError> {
+        let probe = self.root.join(format!(".ready-{}", std::process::id()));
+        let loc = self.root.display().to_string();
+        tokio::fs::write(&probe, b"").await.map_err(|e| StorageError::io(&loc, e))?;
+        tokio::fs::remove_file(&probe).await.map_err(|e| StorageError::io(&loc, e))
+    }
+
     async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
         let path = self.path_of(key)?;
         let location = path.display().to_string();

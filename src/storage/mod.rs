@@ -68,6 +68,8 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn get(&self, location: &str) -> Result<Vec<u8>, StorageError>;
     /// Size and MD5 of the object under `key`, `None` if there is none (delivery checks).
     async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError>;
+    /// Whether the store can be written now (`/ready`): cheap, no object left behind.
+    async fn check(&self) -> Result<(), StorageError>;
     /// A URL a third party can fetch the object from for `ttl` (S3 only).
     async fn presign_get(&self, key: &str, _ttl: Duration) -> Result<String, StorageError> {
         Err(StorageError::Unsupported(format!("'{key}' is on local disk: a presigned URL needs an s3:// store")))

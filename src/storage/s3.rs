@@ -156,6 +156,12 @@ impl BlobStore for S3Store {
         Ok(body.into_bytes().to_vec())
     }
 
+    async fn check(&self) -> Result<(), StorageError> {
+        let location = format!("s3://{}", self.at.bucket);
+        self.client.head_bucket().bucket(&self.at.bucket).send().await.map_err(|e| s3_error(&location, e))?;
+        Ok(())
+    }
+
     async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
         let object_key = self.object_key(key)?;
         let location = self.location(&object_key);

@@ -41,6 +41,8 @@ pub struct RootArgs {
     pub raw_store: Arc<dyn BlobStore>,
     pub instance: String,
     pub intake_batch: usize,
+    /// False when this process runs no intake role.
+    pub intake: bool,
     /// None when this process runs no distiller role.
     pub distillery: Option<Arc<DistilleryContext>>,
     /// None when this process runs no tasks role.
@@ -76,6 +78,7 @@ impl RootState {
     async fn spawn(&mut self, child: Child, sup: ActorCell) -> Result<(), ActorProcessingErr> {
         let a = &self.args;
         match child {
+            Child::Intake if !a.intake => {}
             Child::Intake => {
                 let batch =
                     IntakeBatch { repo: a.repo.clone(), raw_store: a.raw_store.clone(), instance: a.instance.clone() };

@@ -1,0 +1,65 @@
+//! `/health` (liveness: the actor tree is up; restarting the process is the cure when it is
+//! not) and `/ready` (the database and every store answer; send traffic elsewhere while not).
+//! Both answer JSON saying what is wrong, on the intake listener and on the metrics listener.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+
+use crate::storage::BlobStore;
+use crate::store::Repository;
+
+/// A check that takes longer than this counts as failed: a probe must answer quickly.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct Probes {
+    /// False once the supervision tree has stopped for good.
+    pub tree_alive: Arc<AtomicBool>,
+    pub roles: String,
+    pub repo: Arc<dyn Repository>,
+    /// `(name, store)` for each store this process writes: raw_storage, normalized_storage.
+    pub stores: Vec<(&'static str, Arc<dyn BlobStore>)>,
+}
+
+pub fn routes<S: Clone + Send + Sync + 'static>(probes: Arc<Probes>) -> Router<S> {
+    Router::new().route("/health", get(health)).route("/ready", get(ready)).with_state(probes)
+}
+
+async fn health(State(p): State<Arc<Probes>>) -> Response {
+    if p.tree_alive.load(Ordering::SeqCst) {
+        Json(json!({ "status": "ok", "actors": "up", "roles": p.roles })).into_response()
+    } else {
+        let body =
+            json!({ "status": "unavailable", "actors": "the supervision tree has stopped after repeated failures" });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn ready(State(p): State<Arc<Probes>>) -> Response {
+    let mut checks = Map::new();
+    let mut ok = true;
+    let mut record = |name: &str, result: Result<(), String>| {
+        ok &= result.is_ok();
+        checks.insert(name.to_string(), Value::String(result.err().unwrap_or_else(|| "ok".into())));
+    };
+    let timed_out = || format!("did not answer within {}s", PROBE_TIMEOUT.as_secs());
+    let db = tokio::time::timeout(PROBE_TIMEOUT, p.repo.ping()).await;
+    record("database", db.map_err(|_| timed_out()).and_then(|r| r.map_err(|e| e.to_string())));
+    for (name, store) in &p.stores {
+        let r = tokio::time::timeout(PROBE_TIMEOUT, store.check()).await;
+        record(name, r.map_err(|_| timed_out()).and_then(|r| r.map_err(|e| e.to_string())));
+    }
+    record("actors", if p.tree_alive.load(Ordering::SeqCst) { Ok(()) } else { Err("stopped".into()) });
+    let mut body = Map::new();
+    body.insert("status".into(), Value::String(if ok { "ok" } else { "unavailable" }.into()));
+    body.extend(checks);
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(Value::Object(body))).into_response()
+}
