@@ -12,7 +12,7 @@ use crate::actors::distillery::DistilleryContext;
 use crate::actors::task_executor::{TaskContext, TasksConfig};
 use crate::actors::{DistillerConfig, Hooks};
 use crate::config::Settings;
-use crate::domain::tasks::RetryPolicy;
+use crate::domain::tasks::{RetryPolicy, TaskType};
 use crate::http::probe::Probes;
 use crate::http::{HttpConfig, HttpState};
 use crate::storage::BlobStore;
@@ -89,14 +89,22 @@ pub fn tasks_config(s: &Settings) -> TasksConfig {
     }
 }
 
-/// Says once, at start, which task types are off and why.
+/// Says once, at start, which task types are off and why: one line for the unconfigured
+/// handlers (a warning), one for the types turned off on purpose.
 fn log_off_types(s: &Settings) {
-    for (t, why) in crate::handlers::off_types(s) {
-        if why == "listed in disabled_tasks" || why.ends_with("= none") {
-            tracing::info!("task type {t} is off: {why}");
-        } else {
-            tracing::warn!("task type {t} is off: its handler is not configured ({why}); no {t} tasks are created");
-        }
+    let (on_purpose, unconfigured): (Vec<_>, Vec<_>) = crate::handlers::off_types(s)
+        .into_iter()
+        .partition(|(_, why)| why == "listed in disabled_tasks" || why.ends_with("= none"));
+    let list =
+        |v: &[(TaskType, String)]| v.iter().map(|(t, why)| format!("{t} ({why})")).collect::<Vec<_>>().join(", ");
+    if !unconfigured.is_empty() {
+        tracing::warn!(
+            "task types off, their handlers are not configured (no such tasks are created): {}",
+            list(&unconfigured)
+        );
+    }
+    if !on_purpose.is_empty() {
+        tracing::info!("task types off: {}", list(&on_purpose));
     }
 }
 
@@ -226,7 +234,10 @@ impl App {
             tree_alive,
             roles: settings.app.roles.join(","),
             repo: repo.clone(),
-            stores: vec![("raw_storage", raw_store.clone()), ("normalized_storage", ncdr_store)],
+            stores: vec![
+                ("raw_storage", rh.cdr_base_dir.display().to_string(), raw_store.clone()),
+                ("normalized_storage", settings.distiller.normalized_cdr_base_dir.display().to_string(), ncdr_store),
+            ],
         });
 
         let listener = listeners.http;

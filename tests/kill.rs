@@ -6,8 +6,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,45 +15,6 @@ use cdrmunch::cli::gen::{GenFormat, Generator};
 use cdrmunch::domain::intake::{encode_body, SubmitEncoding};
 use cdrmunch::domain::normalize::{normalize_document, NormalizeContext};
 use common::*;
-
-/// Kills the server if a test fails halfway.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn start_server(config: &Path) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_cdrmunch"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "cdrmunch=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn cdrmunch serve");
-    Server(child)
-}
-
-async fn wait_healthy(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = http.get(format!("{base}/health")).send().await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "server did not become healthy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn kill_during_posting(db: Db) {
     const N: usize = 2000;

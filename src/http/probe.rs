@@ -24,8 +24,8 @@ pub struct Probes {
     pub tree_alive: Arc<AtomicBool>,
     pub roles: String,
     pub repo: Arc<dyn Repository>,
-    /// `(name, store)` for each store this process writes: raw_storage, normalized_storage.
-    pub stores: Vec<(&'static str, Arc<dyn BlobStore>)>,
+    /// `(name, where, store)` for each store this process writes: raw_storage, normalized_storage.
+    pub stores: Vec<(&'static str, String, Arc<dyn BlobStore>)>,
 }
 
 pub fn routes<S: Clone + Send + Sync + 'static>(probes: Arc<Probes>) -> Router<S> {
@@ -52,9 +52,9 @@ async fn ready(State(p): State<Arc<Probes>>) -> Response {
     let timed_out = || format!("did not answer within {}s", PROBE_TIMEOUT.as_secs());
     let db = tokio::time::timeout(PROBE_TIMEOUT, p.repo.ping()).await;
     record("database", db.map_err(|_| timed_out()).and_then(|r| r.map_err(|e| e.to_string())));
-    for (name, store) in &p.stores {
+    for (name, at, store) in &p.stores {
         let r = tokio::time::timeout(PROBE_TIMEOUT, store.check()).await;
-        record(name, r.map_err(|_| timed_out()).and_then(|r| r.map_err(|e| e.to_string())));
+        record(name, r.map_err(|_| format!("{at} {}", timed_out())).and_then(|r| r.map_err(|e| e.to_string())));
     }
     record("actors", if p.tree_alive.load(Ordering::SeqCst) { Ok(()) } else { Err("stopped".into()) });
     let mut body = Map::new();

@@ -329,3 +329,50 @@ impl Repository for SwitchableRepository {
         self.inner.insert_call_log(entry).await
     }
 }
+
+/// A `cdrmunch serve` child process, killed (and reaped) if a test fails halfway.
+pub struct Server(pub std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    sinks::free_port()
+}
+
+/// Runs the real binary: `cdrmunch serve --config <config> [extra…]`, with `RUST_LOG` set to
+/// `rust_log` or, for None, left to the config's `log.level`.
+pub fn start_server_with(config: &Path, extra: &[&str], rust_log: Option<&str>) -> Server {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cdrmunch"));
+    cmd.args(["serve", "--config"]).arg(config).args(extra).env_remove("RUST_LOG");
+    if let Some(level) = rust_log {
+        cmd.env("RUST_LOG", level);
+    }
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn cdrmunch serve");
+    Server(child)
+}
+
+pub fn start_server(config: &Path) -> Server {
+    start_server_with(config, &[], Some("cdrmunch=warn"))
+}
+
+pub async fn wait_healthy(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/health")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "server did not become healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
