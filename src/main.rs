@@ -109,6 +109,72 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// The seed's health checks in one report: cdr_queue by state, CDRs stuck over an hour,
+    /// tasks by type and state, recent CDR and task errors with their descriptions.
+    Status {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// How many recent errors of each kind to list.
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+    },
+    /// Put failed work back: done='n', retry=0, due now. Prints how many rows changed.
+    /// A running cdrmunch picks them up at its next poll.
+    Retry {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// One cdr_queue row (not one already done).
+        #[arg(long, conflicts_with_all = ["task", "errors"])]
+        cdr: Option<u64>,
+        /// One task, whatever its state (a done task runs again: a resend).
+        #[arg(long, conflicts_with = "errors")]
+        task: Option<u64>,
+        /// Every CDR in error (without --type), or every failed task (with --type, of that type;
+        /// --type all for every type).
+        #[arg(long)]
+        errors: bool,
+        #[arg(long = "type", requires = "errors")]
+        task_type: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The seed's purge: normalized CDRs older than DUR whose tasks have all finished are
+    /// archived (with --archive-to), their files and rows deleted, in batches; rerun to resume.
+    /// cdr_queue rows and raw CDR files stay (intake uses the queue rows to recognise a CDR
+    /// posted again).
+    Purge {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// Age of the normalized CDRs to purge: 90d, 12h, 2w ...
+        #[arg(long)]
+        older_than: String,
+        /// Copy each normalized CDR here first: a directory or s3://bucket/prefix.
+        #[arg(long)]
+        archive_to: Option<String>,
+        /// Count what would go, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-normalize the CDRs received in a time range after a rules change: the normalized XML
+    /// is rewritten and task rows reconciled (tasks that ran stay; new task types are added;
+    /// pending ones no longer derived are dropped). Running it twice changes nothing more.
+    Replay {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// Start (inclusive): 2026-11-01, 2026-11-01T10:00:00 (UTC) or epoch seconds.
+        #[arg(long)]
+        from: String,
+        /// End (exclusive), same forms.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show configuration: every known key with its type, default and meaning, or the
     /// resolved settings of a config file.
     Config {
@@ -210,6 +276,18 @@ async fn serve(cfg: ConfigArgs, drain: Duration, roles: Option<Vec<String>>) -> 
     Ok(ExitCode::SUCCESS)
 }
 
+/// A counter on stderr for long operator commands; hidden for --json and when not a terminal.
+fn progress_bar(json: bool) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {pos} CDRs {elapsed}").expect("template"));
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { cfg, drain_seconds, roles } => serve(cfg, Duration::from_secs(drain_seconds), roles).await,
@@ -293,6 +371,121 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             println!("wrote {count} CDRs to {}", out.display());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { cfg, json, limit } => {
+            let (settings, _) = load_settings(&cfg)?;
+            let repo = open_repository(&settings).await?;
+            let st = cdrmunch::cli::ops::status(&*repo, chrono::Utc::now(), limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print!("{}", cdrmunch::cli::ops::render_status(&st));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retry { cfg, cdr, task, errors, task_type, json } => {
+            use cdrmunch::store::{RetryCdrs, RetryTasks};
+            let (settings, _) = load_settings(&cfg)?;
+            let repo = open_repository(&settings).await?;
+            let ops = repo.operations();
+            let (what, n) = match (cdr, task, errors, task_type) {
+                (Some(id), None, false, None) => ("CDR", ops.retry_cdrs(&RetryCdrs::One(id)).await?),
+                (None, Some(id), false, None) => {
+                    ("task", ops.retry_tasks(&RetryTasks::One(id), chrono::Utc::now()).await?)
+                }
+                (None, None, true, None) => ("CDR", ops.retry_cdrs(&RetryCdrs::Errors).await?),
+                (None, None, true, Some(t)) => {
+                    let task_type = match t.as_str() {
+                        "all" => None,
+                        _ => Some(
+                            t.parse::<cdrmunch::domain::tasks::TaskType>().map_err(anyhow::Error::msg)?.to_string(),
+                        ),
+                    };
+                    ("task", ops.retry_tasks(&RetryTasks::Errors { task_type }, chrono::Utc::now()).await?)
+                }
+                _ => bail!("say what to retry: --cdr ID, --task ID, --errors, or --errors --type T|all"),
+            };
+            if json {
+                println!("{}", serde_json::json!({ "kind": what, "requeued": n }));
+            } else {
+                println!("{n} {what}{} put back to done='n', retry=0", if n == 1 { "" } else { "s" });
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Purge { cfg, older_than, archive_to, dry_run, json } => {
+            let (settings, _) = load_settings(&cfg)?;
+            let age = cdrmunch::cli::ops::parse_duration(&older_than).map_err(anyhow::Error::msg)?;
+            let repo = open_repository(&settings).await?;
+            let (_, ncdr) = cdrmunch::cli::ops::stores(&settings).await?;
+            let archive = match &archive_to {
+                Some(t) => {
+                    Some(cdrmunch::storage::open(t, &settings.s3).await.with_context(|| format!("--archive-to {t}"))?)
+                }
+                None => None,
+            };
+            let bar = progress_bar(json);
+            let report = cdrmunch::cli::ops::purge(
+                &*repo,
+                &*ncdr,
+                archive.as_deref(),
+                chrono::Utc::now() - chrono::Duration::seconds(age),
+                dry_run,
+                |n| bar.set_position(n),
+            )
+            .await?;
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{}{} normalized CDRs older than {}: {} files ({} bytes){}{}",
+                    if dry_run { "dry run: would purge " } else { "purged " },
+                    report.normalized_cdrs,
+                    report.cutoff,
+                    report.files,
+                    report.bytes,
+                    if report.archived > 0 {
+                        format!(", {} archived to {}", report.archived, archive_to.unwrap_or_default())
+                    } else {
+                        String::new()
+                    },
+                    if report.missing_files > 0 {
+                        format!(", {} files already gone", report.missing_files)
+                    } else {
+                        String::new()
+                    },
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay { cfg, from, to, json } => {
+            let (settings, _) = load_settings(&cfg)?;
+            let from = cdrmunch::cli::ops::parse_time(&from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+            let to = cdrmunch::cli::ops::parse_time(&to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+            let repo = open_repository(&settings).await?;
+            let (raw, ncdr) = cdrmunch::cli::ops::stores(&settings).await?;
+            let bar = progress_bar(json);
+            let report =
+                cdrmunch::cli::ops::replay(&*repo, &*raw, &*ncdr, &settings, from, to, |n| bar.set_position(n)).await?;
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "replayed {} of {} CDRs: tasks {} added, {} re-pointed, {} dropped; {} failed, {} not normalized",
+                    report.renormalized,
+                    report.cdrs,
+                    report.tasks_added,
+                    report.tasks_repointed,
+                    report.tasks_dropped,
+                    report.failed,
+                    report.not_normalized
+                );
+                for f in &report.failures {
+                    println!("  {f}");
+                }
+            }
+            Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Config { cfg, keys } => {
             if keys {

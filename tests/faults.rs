@@ -137,6 +137,9 @@ impl BlobStore for FailingStore {
     async fn get(&self, location: &str) -> Result<Vec<u8>, StorageError> {
         Err(StorageError::Io { location: location.into(), source: std::io::Error::other("EIO") })
     }
+    async fn delete(&self, _: &str) -> Result<(), StorageError> {
+        unreachable!("the raw store is only read by distilleries")
+    }
     async fn check(&self) -> Result<(), StorageError> {
         Err(StorageError::Io { location: "raw".into(), source: std::io::Error::other("EIO") })
     }

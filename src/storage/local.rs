@@ -80,6 +80,14 @@ impl BlobStore for LocalStore {
         tokio::fs::read(location).await.map_err(|e| StorageError::io(location, e))
     }
 
+    async fn delete(&self, location: &str) -> Result<(), StorageError> {
+        match tokio::fs::remove_file(location).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::io(location, e)),
+        }
+    }
+
     async fn check(&self) -> Result<(), StorageError> {
         let probe = self.root.join(format!(".ready-{}", std::process::id()));
         let loc = self.root.display().to_string();

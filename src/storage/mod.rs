@@ -68,6 +68,8 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn get(&self, location: &str) -> Result<Vec<u8>, StorageError>;
     /// Size and MD5 of the object under `key`, `None` if there is none (delivery checks).
     async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError>;
+    /// Removes an object by its location; one already gone is fine (purge resumes).
+    async fn delete(&self, location: &str) -> Result<(), StorageError>;
     /// Whether the store can be written now (`/ready`): cheap, no object left behind.
     async fn check(&self) -> Result<(), StorageError>;
     /// A URL a third party can fetch the object from for `ttl` (S3 only).

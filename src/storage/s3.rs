@@ -156,6 +156,18 @@ impl BlobStore for S3Store {
         Ok(body.into_bytes().to_vec())
     }
 
+    async fn delete(&self, location: &str) -> Result<(), StorageError> {
+        let object_key = self.key_of_location(location)?;
+        self.client
+            .delete_object()
+            .bucket(&self.at.bucket)
+            .key(&object_key)
+            .send()
+            .await
+            .map_err(|e| s3_error(location, e))?;
+        Ok(())
+    }
+
     async fn check(&self) -> Result<(), StorageError> {
         let location = format!("s3://{}", self.at.bucket);
         self.client.head_bucket().bucket(&self.at.bucket).send().await.map_err(|e| s3_error(&location, e))?;

@@ -94,6 +94,10 @@ impl MysqlRepository {
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
     }
+
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'_, MySql>, sqlx::Error> {
+        self.pool.begin().await
+    }
 }
 
 /// sqlx 0.9.0 stopped setting TCP_NODELAY on its sockets (upstream issue #4335). A write
@@ -387,6 +391,10 @@ impl Repository for MysqlRepository {
     async fn insert_call_log(&self, entry: &CallLogEntry) -> StoreResult<bool> {
         retry_deadlocks(|| async { insert_call_log_on!(&self.pool, "INSERT IGNORE", entry) }).await
     }
+
+    fn operations(&self) -> &dyn Operations {
+        self
+    }
 }
 
 /// Moves `next_attempt` of the claimed rows to the end of their lease.
@@ -486,3 +494,5 @@ mod tests {
         assert_eq!(v1, 2, "the other transaction and our restarted one both committed");
     }
 }
+
+operator_methods!(MysqlRepository, MySql);

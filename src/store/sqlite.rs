@@ -42,6 +42,11 @@ impl SqliteRepository {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    /// Takes the write lock up front: a deferred transaction that upgrades can deadlock.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'_, Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
 }
 
 #[async_trait]
@@ -280,6 +285,10 @@ impl Repository for SqliteRepository {
     async fn insert_call_log(&self, entry: &CallLogEntry) -> StoreResult<bool> {
         insert_call_log_on!(&self.pool, "INSERT OR IGNORE", entry)
     }
+
+    fn operations(&self) -> &dyn Operations {
+        self
+    }
 }
 
 async fn upsert_error(
@@ -316,3 +325,5 @@ pub(super) fn counts_from(rows: impl Iterator<Item = (String, i64)>) -> QueueCou
     }
     c
 }
+
+operator_methods!(SqliteRepository, Sqlite);

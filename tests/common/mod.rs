@@ -199,6 +199,13 @@ impl TestApp {
         }
     }
 
+    /// Stops the service but keeps its database and directory (operator tests).
+    pub async fn halt(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown(Duration::from_secs(10)).await;
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(app) = self.app.take() {
             app.shutdown(Duration::from_secs(10)).await;
@@ -327,6 +334,9 @@ impl Repository for SwitchableRepository {
     async fn insert_call_log(&self, entry: &CallLogEntry) -> StoreResult<bool> {
         self.check()?;
         self.inner.insert_call_log(entry).await
+    }
+    fn operations(&self) -> &dyn Operations {
+        self.inner.operations()
     }
 }
 
