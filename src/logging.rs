@@ -1,4 +1,4 @@
-//! The seed's log levels (1 critical … 6 debug) onto tracing, written to stderr, to a file
+//! The seed's log levels (1 critical … 6 debug) onto tracing. The service logs to stdout, to a file
 //! (`log.file`, reopened on SIGHUP so logrotate can move it) or to syslog (`log.facility`,
 //! RFC 3164 datagrams to `log.syslog_socket`). `RUST_LOG` overrides the level.
 
@@ -25,7 +25,7 @@ fn filter(level: u8) -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter_for(level)))
 }
 
-/// Logs to stderr (stdout stays for command output such as `normalize`).
+/// Logs of the other commands go to stderr (stdout is for their output, e.g. `normalize`).
 pub fn init(level: u8) {
     let _ =
         tracing_subscriber::fmt().with_env_filter(filter(level)).with_writer(io::stderr).with_target(false).try_init();
@@ -34,7 +34,7 @@ pub fn init(level: u8) {
 /// Where the service logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    Stderr,
+    Stdout,
     File(PathBuf),
     /// Facility code (e.g. 3 = daemon, 16..23 = local0..local7) and the socket.
     Syslog {
@@ -91,8 +91,8 @@ impl Reopen {
 pub fn init_service(level: u8, target: &Target) -> Result<Reopen, String> {
     let builder = tracing_subscriber::fmt().with_env_filter(filter(level)).with_target(false);
     match target {
-        Target::Stderr => {
-            let _ = builder.with_writer(io::stderr).try_init();
+        Target::Stdout => {
+            let _ = builder.with_writer(io::stdout).try_init();
             Ok(Reopen(None))
         }
         Target::File(path) => {

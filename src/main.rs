@@ -23,7 +23,8 @@ use cdrmunch::domain::normalize::{normalize_document, NormalizeContext};
 )]
 #[command(long_about = "cdrmunch receives FreeSWITCH CDRs over HTTP (mod_xml_cdr / mod_json_cdr), queues them \
 durably in MySQL/MariaDB or SQLite, normalizes each into <cdr-normalized> XML with distillery workers and \
-derives post-call tasks.\n\nWith no --config, `serve` runs on the embedded default: SQLite and local storage \
+derives and executes the post-call tasks (billing feed, call log, email, SMS, Salesforce, recording delivery, \
+transcription).\n\nWith no --config, `serve` runs on the embedded default: SQLite and local storage \
 under ./data (or $CDRMUNCH_DATA_DIR), HTTP on 127.0.0.1:8080.")]
 struct Cli {
     #[command(subcommand)]
@@ -43,8 +44,11 @@ struct ConfigArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the service: HTTP intake, cdr_queue poller and distilleries. SIGTERM/SIGINT stop it
-    /// gracefully (in-flight CDRs finish, unstarted claims are released) and exit 0.
+    /// Run the service: HTTP intake, the distilleries and the post-call task executors (all
+    /// three unless --roles says otherwise). SIGTERM/SIGINT stop it gracefully (in-flight CDRs
+    /// and tasks finish, unstarted claims are released); SIGHUP reopens the log file.
+    /// Exit status: 0 stopped cleanly, 1 the supervision tree gave up after repeated
+    /// failures, 2 could not start (config, pid file, listener, database).
     Serve {
         #[command(flatten)]
         cfg: ConfigArgs,
@@ -187,26 +191,33 @@ enum Command {
 }
 
 fn load_settings(cfg: &ConfigArgs) -> anyhow::Result<(Settings, String)> {
+    let (settings, source, warnings) = load_settings_quietly(cfg)?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    Ok((settings, source))
+}
+
+/// The settings and the config's warnings, for `serve` to log once its logger is set up.
+fn load_settings_quietly(cfg: &ConfigArgs) -> anyhow::Result<(Settings, String, Vec<String>)> {
     let dirs = Dirs::from_env();
     match &cfg.config {
         None => {
             let data =
                 std::env::var_os("CDRMUNCH_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("data"));
-            Ok((Settings::embedded_default(&data), format!("embedded default (data under {})", data.display())))
+            let source = format!("embedded default (data under {})", data.display());
+            Ok((Settings::embedded_default(&data), source, Vec::new()))
         }
         Some(path) => {
             let raw = RawConfig::load(path, cfg.env.as_deref(), &dirs.config_dir)?;
             let (settings, warnings) = Settings::from_raw(&raw, &dirs)?;
-            for w in warnings {
-                tracing::warn!("{w}");
-            }
-            Ok((settings, path.display().to_string()))
+            Ok((settings, path.display().to_string(), warnings.iter().map(|w| w.to_string()).collect()))
         }
     }
 }
 
 async fn serve(cfg: ConfigArgs, drain: Duration, roles: Option<Vec<String>>) -> anyhow::Result<ExitCode> {
-    let (mut settings, source) = load_settings(&cfg)?;
+    let (mut settings, source, warnings) = load_settings_quietly(&cfg)?;
     if let Some(roles) = roles {
         if let Some(bad) = roles.iter().find(|r| !cdrmunch::config::ROLES.contains(&r.as_str())) {
             bail!("--roles: unknown role '{bad}' (roles: intake, distiller, tasks)");
@@ -224,9 +235,12 @@ async fn serve(cfg: ConfigArgs, drain: Duration, roles: Option<Vec<String>>) -> 
             socket: settings.log.syslog_socket.clone(),
         },
         (None, Some(file)) => cdrmunch::logging::Target::File(file.clone()),
-        (None, None) => cdrmunch::logging::Target::Stderr,
+        (None, None) => cdrmunch::logging::Target::Stdout,
     };
     let reopen = cdrmunch::logging::init_service(settings.log.level, &target).map_err(anyhow::Error::msg)?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
     let _pid_file = match &settings.app.pid_file {
         Some(path) => Some(cdrmunch::process::PidFile::acquire(path)?),
         None => None,
@@ -520,7 +534,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve { .. } | Command::Migrate { .. }) {
+    if !matches!(cli.command, Command::Serve { .. }) {
         cdrmunch::logging::init(3);
     }
     match run(cli).await {

@@ -11,17 +11,6 @@ use cdrmunch::store::{NewQueuedCdr, RetryTasks, TaskFinish};
 use common::*;
 use serde_json::Value;
 
-fn cdr(uuid: &str) -> Vec<u8> {
-    format!(
-        "<?xml version=\"1.0\"?>\n<cdr><variables><uuid>{uuid}</uuid><direction>inbound</direction>\
-         <start_epoch>1700000000</start_epoch><answer_epoch>1700000003</answer_epoch><end_epoch>1700000045</end_epoch>\
-         <billsec>42</billsec><hangup_cause>NORMAL_CLEARING</hangup_cause></variables>\
-         <callflow><caller_profile><caller_id_number>1001</caller_id_number>\
-         <destination_number>2000</destination_number></caller_profile></callflow></cdr>"
-    )
-    .into_bytes()
-}
-
 fn cli(conf: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cdrmunch"))
         .args(args)
@@ -55,7 +44,7 @@ async fn operator_commands(db: Db) {
     let mut app = TestApp::start(db).await;
     let uuids: Vec<String> = (0..4).map(|_| uuid::Uuid::new_v4().to_string()).collect();
     for u in &uuids {
-        assert_eq!(app.post_cdr(cdr(u), "", "text/xml").await.0, 200);
+        assert_eq!(app.post_cdr(answered_cdr(u), "", "text/xml").await.0, 200);
     }
     for u in &uuids {
         app.wait_tasks_finished(u, Duration::from_secs(30)).await;

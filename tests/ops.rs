@@ -8,17 +8,6 @@ use std::time::{Duration, Instant};
 use cdrmunch::actors::Hooks;
 use common::*;
 
-fn cdr(uuid: &str) -> Vec<u8> {
-    format!(
-        "<?xml version=\"1.0\"?>\n<cdr><variables><uuid>{uuid}</uuid><direction>inbound</direction>\
-         <start_epoch>1700000000</start_epoch><answer_epoch>1700000003</answer_epoch><end_epoch>1700000045</end_epoch>\
-         <billsec>42</billsec><hangup_cause>NORMAL_CLEARING</hangup_cause></variables>\
-         <callflow><caller_profile><caller_id_number>1001</caller_id_number>\
-         <destination_number>2000</destination_number></caller_profile></callflow></cdr>"
-    )
-    .into_bytes()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_names_the_store_that_fails_while_health_stays_up() {
     let closed = free_port();
@@ -57,7 +46,7 @@ async fn roles_split_intake_from_distiller_and_tasks() {
     // one process with the intake role only: CDRs are accepted and wait in cdr_queue
     let intake = TestApp::start_with(Db::Sqlite, |s| s.app.roles = vec!["intake".into()], Hooks::default(), None).await;
     let uuid = uuid::Uuid::new_v4().to_string();
-    let (status, body) = intake.post_cdr(cdr(&uuid), "", "text/xml").await;
+    let (status, body) = intake.post_cdr(answered_cdr(&uuid), "", "text/xml").await;
     assert_eq!(status, 200, "{body}");
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(intake.repo().queue_counts().await.unwrap().pending, 1, "no distiller in this process");
@@ -77,7 +66,8 @@ async fn roles_split_intake_from_distiller_and_tasks() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // the worker's HTTP listener has probes but no intake
-    let r = intake.http.post(format!("http://{}/api/v2/cdr", worker.addr)).body(cdr(&uuid)).send().await.unwrap();
+    let r =
+        intake.http.post(format!("http://{}/api/v2/cdr", worker.addr)).body(answered_cdr(&uuid)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 404);
     let msg = r.text().await.unwrap();
     assert!(msg.contains("runs the roles distiller,tasks; CDR intake is not one of them"), "{msg}");
@@ -212,7 +202,7 @@ async fn started_as_root_it_runs_as_the_configured_user() {
     assert!(uids.iter().all(|u| *u == "65534"), "real, effective, saved and fs uid are nobody's: {uid_line}");
     // and it still works: the database and files it made are its own
     let uuid = uuid::Uuid::new_v4().to_string();
-    let r = http.post(format!("{base}/api/v2/cdr")).body(cdr(&uuid)).send().await.unwrap();
+    let r = http.post(format!("{base}/api/v2/cdr")).body(answered_cdr(&uuid)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(dir.path().join("cdrmunch.db")).unwrap().uid(), 65534);

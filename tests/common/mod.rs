@@ -386,3 +386,15 @@ pub async fn wait_healthy(http: &reqwest::Client, base: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A minimal mod_xml_cdr document: an inbound A-leg from 1001 to 2000, answered, 42 s billed.
+pub fn answered_cdr(uuid: &str) -> Vec<u8> {
+    format!(
+        "<?xml version=\"1.0\"?>\n<cdr><variables><uuid>{uuid}</uuid><direction>inbound</direction>\
+         <start_epoch>1700000000</start_epoch><answer_epoch>1700000003</answer_epoch><end_epoch>1700000045</end_epoch>\
+         <billsec>42</billsec><hangup_cause>NORMAL_CLEARING</hangup_cause></variables>\
+         <callflow><caller_profile><caller_id_number>1001</caller_id_number>\
+         <destination_number>2000</destination_number></caller_profile></callflow></cdr>"
+    )
+    .into_bytes()
+}
