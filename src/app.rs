@@ -12,6 +12,7 @@ use crate::actors::distillery::DistilleryContext;
 use crate::actors::task_executor::{TaskContext, TasksConfig};
 use crate::actors::{DistillerConfig, Hooks};
 use crate::config::Settings;
+use crate::domain::rating::RateDeck;
 use crate::domain::tasks::{RetryPolicy, TaskType};
 use crate::http::probe::Probes;
 use crate::http::{HttpConfig, HttpState};
@@ -33,6 +34,8 @@ pub enum AppError {
     Handler(#[from] crate::handlers::SetupError),
     #[error("{0}")]
     Privileges(String),
+    #[error("{0}")]
+    Rates(String),
 }
 
 pub struct App {
@@ -55,6 +58,16 @@ pub async fn open_repository(settings: &Settings) -> Result<Arc<dyn Repository>,
     Ok(repo)
 }
 
+/// The rate deck named by `rating.deck`, parsed once at start (a bad line stops the start).
+pub fn load_rates(s: &Settings) -> Result<Option<Arc<RateDeck>>, AppError> {
+    let Some(path) = &s.rating.deck else { return Ok(None) };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| AppError::Rates(format!("rating.deck {}: {e}", path.display())))?;
+    let deck = RateDeck::parse(&text).map_err(|e| AppError::Rates(format!("rating.deck {}: {e}", path.display())))?;
+    tracing::info!("rate deck {}: {} prefixes", path.display(), deck.len());
+    Ok(Some(Arc::new(deck)))
+}
+
 pub fn distiller_config(s: &Settings) -> DistillerConfig {
     let d = &s.distiller;
     DistillerConfig {
@@ -68,6 +81,8 @@ pub fn distiller_config(s: &Settings) -> DistillerConfig {
         poison_threshold: d.poison_threshold,
         prefetch: d.prefetch,
         task_rules: crate::handlers::task_rules(s),
+        rates: None,
+        default_country_code: s.rating.default_country_code.clone(),
     }
 }
 
@@ -210,7 +225,7 @@ impl App {
             repo: repo.clone(),
             raw_store: raw_store.clone(),
             ncdr_store: ncdr_store.clone(),
-            config: distiller_config(settings),
+            config: DistillerConfig { rates: load_rates(settings)?, ..distiller_config(settings) },
             hooks,
         });
         let root_args = RootArgs {

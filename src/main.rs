@@ -73,6 +73,12 @@ enum Command {
         /// Task types to leave out, comma separated.
         #[arg(long, default_value = "")]
         disabled_tasks: String,
+        /// Rate deck CSV to rate the call with (as `rating.deck`).
+        #[arg(long)]
+        rates: Option<PathBuf>,
+        /// Country code for national numbers when rating (as `rating.default_country_code`).
+        #[arg(long)]
+        country_code: Option<String>,
     },
     /// Post CDR files or directories to a running cdrmunch as mod_xml_cdr / mod_json_cdr would.
     /// Exit 1 unless every POST got a 2xx.
@@ -316,7 +322,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Normalize { file, disabled_tasks } => {
+        Command::Normalize { file, disabled_tasks, rates, country_code } => {
+            let rates = match rates {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    let deck = cdrmunch::domain::rating::RateDeck::parse(&text)
+                        .with_context(|| format!("rate deck {}", path.display()))?;
+                    Some(std::sync::Arc::new(deck))
+                }
+                None => None,
+            };
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let disabled = disabled_tasks
                 .split(',')
@@ -335,6 +350,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cdr_path: file.display().to_string(),
                 received_epoch: 0,
                 rules: cdrmunch::domain::tasks::TaskRules { disabled, ..Default::default() },
+                rates,
+                default_country_code: country_code,
             };
             match normalize_document(&doc, &ctx) {
                 Ok(n) => {

@@ -589,3 +589,41 @@ async fn step_a_hung_handler_is_cut_off_and_retried_with_backoff() {
     let st = &s.ctx.repo.task_states(uuid).await.unwrap()[0];
     assert_eq!((st.done.as_str(), st.retry), ("n", 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rated_call_reaches_the_billing_table_with_its_retail_fields() {
+    let deck = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rates.csv");
+    let app = TestApp::start_with(
+        Db::Sqlite,
+        |s| {
+            s.rating.deck = Some(deck);
+            s.rating.default_country_code = Some("44".into());
+        },
+        Hooks::default(),
+        None,
+    )
+    .await;
+    let uuid = new_uuid();
+    // to a London number in national format, 42 s: 60/1 increments bill 60 s at 0.008/min
+    let doc = String::from_utf8(cdr(&uuid, true, &[])).unwrap().replace(">2000<", ">020 7946 0000<");
+    post(&app, doc.into_bytes()).await;
+    let tasks = app.wait_tasks_finished(&uuid, WAIT).await;
+    assert_eq!(state(&tasks, "billing").done, "y", "{tasks:?}");
+    let pool = sqlx::SqlitePool::connect(&app.settings.database.billingdb_url).await.unwrap();
+    let r = sqlx::query(
+        "SELECT CAST(quantity AS TEXT), CAST(retailRate AS TEXT), retailRateType, retailCountryCode, \
+         retailSubBandType, retailChargeBand FROM billing_feed WHERE uuid = ?",
+    )
+    .bind(&uuid)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let row: (String, String, String, String, String, String) =
+        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+    assert_eq!(
+        row,
+        ("60".into(), "0.008".into(), "perMinute".into(), "GB".into(), "London".into(), "UK1".into()),
+        "quantity follows the increments"
+    );
+    app.stop().await;
+}

@@ -74,6 +74,8 @@ pub struct DistillerConfig {
     pub prefetch: usize,
     /// What tasks a CDR gets: `disabled_tasks` and unconfigured handlers are off.
     pub task_rules: TaskRules,
+    pub rates: Option<Arc<crate::domain::rating::RateDeck>>,
+    pub default_country_code: Option<String>,
 }
 
 /// Below this size a CDR parses in well under 100 µs: cheaper inline than a hop to the

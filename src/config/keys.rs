@@ -194,6 +194,8 @@ pub(crate) static KEYS: &[KeySpec] = &[
     key("transcription.url", K::OptUrl, "", "transcription service job endpoint; empty leaves transcription off"),
     key("transcription.auth_token", K::OptText, "", "bearer token sent to the transcription service"),
     key("transcription.presign_seconds", K::Count, "3600", "lifetime of the presigned S3 URL given to the service"),
+    key("rating.deck", K::OptPath, "", "rate deck CSV (prefix,country_code,...; see config/rates.csv); empty: only retail values the CDRs carry"),
+    key("rating.default_country_code", K::OptText, "", "country code for national numbers (0...) when rating, e.g. 44"),
     key("s3.endpoint", K::OptUrl, "", "S3 endpoint for S3-compatible servers; empty uses AWS"),
     key("s3.region", K::Text, "us-east-1", "S3 region"),
     key("s3.path_style", K::Bool, "false", "path-style bucket addressing (most S3-compatible servers)"),

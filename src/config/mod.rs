@@ -233,6 +233,13 @@ pub struct TranscriptionSettings {
     pub presign_seconds: u64,
 }
 
+/// Rating (`rating.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RatingSettings {
+    pub deck: Option<PathBuf>,
+    pub default_country_code: Option<String>,
+}
+
 /// S3 client for every store given as `s3://bucket/prefix` (`s3.*`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct S3Settings {
@@ -299,6 +306,7 @@ pub struct Settings {
     pub recordings: RecordingSettings,
     pub transcription: TranscriptionSettings,
     pub s3: S3Settings,
+    pub rating: RatingSettings,
     pub log: LogSettings,
     pub app: AppSettings,
     pub metrics: MetricsSettings,
@@ -472,6 +480,10 @@ impl Settings {
                 url: v.get("transcription.url"),
                 auth_token: v.get("transcription.auth_token"),
                 presign_seconds: v.get("transcription.presign_seconds"),
+            },
+            rating: RatingSettings {
+                deck: v.get("rating.deck"),
+                default_country_code: v.get("rating.default_country_code"),
             },
             s3: S3Settings {
                 endpoint: v.get("s3.endpoint"),

@@ -9,6 +9,7 @@ pub mod ncdr;
 pub mod normalize;
 pub mod outcome;
 pub mod percent;
+pub mod rating;
 pub mod submission;
 pub mod tasks;
 

@@ -8,6 +8,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use super::cdr::{self, RawCdr};
 use super::intake::canonical_uuid;
+use super::rating::{e164, rate_call, RateDeck};
 use super::tasks::{derive_tasks, CallFacts, TaskNode, TaskRules};
 
 /// What the normalizer needs besides the CDR itself.
@@ -18,7 +19,24 @@ pub struct NormalizeContext {
     /// When intake received it; the date of last resort when the CDR has no times at all.
     pub received_epoch: i64,
     pub rules: TaskRules,
+    /// The rate deck, when one is configured (`rating.deck`).
+    pub rates: Option<std::sync::Arc<RateDeck>>,
+    /// Country code for national numbers (`rating.default_country_code`, e.g. 44).
+    pub default_country_code: Option<String>,
 }
+
+/// The retail fields a CDR may carry itself (set by the dialplan or an upstream rater): kept
+/// as they are, and the deck is not consulted.
+const RETAIL_VARIABLES: [&str; 8] = [
+    "retailConnectCharge",
+    "retailRate",
+    "retailRateType",
+    "retailCountryCode",
+    "retailCountry",
+    "retailPrimaryBandType",
+    "retailSubBandType",
+    "retailChargeBand",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Leg {
@@ -104,14 +122,49 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
         ("billsec", t.billsec.to_string()),
         ("hangup_cause", raw.var("hangup_cause").unwrap_or("").to_string()),
     ];
+    let var_text = |k: &str| raw.var(k).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
     let optional = [
         ("sip_call_id", raw.var("sip_call_id").map(str::to_string)),
         ("other_leg_uuid", other_leg),
+        ("originator_uuid", var_text("originator")),
         ("switchname", raw.switchname.clone()),
+        ("gateway", ["sip_gateway_name", "sip_gateway", "lcr_carrier"].iter().find_map(|k| var_text(k))),
+        ("sip_to_user", var_text("sip_to_user")),
+        ("lcr_carrier", var_text("lcr_carrier")),
+        ("lcr_rate", var_text("lcr_rate")),
         ("recording_path", recording_path.clone()),
         ("cdr_path", Some(ctx.cdr_path.clone()).filter(|p| !p.is_empty())),
     ];
     data.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+
+    // Retail: what the CDR carries wins; otherwise the deck, by longest prefix of the
+    // E.164 destination. Quantity is the billed seconds (0 when unanswered).
+    let mut quantity = t.billsec;
+    let carried: Vec<(&'static str, String)> =
+        RETAIL_VARIABLES.iter().filter_map(|k| var_text(k).map(|v| (*k, v))).collect();
+    if !carried.is_empty() {
+        data.extend(carried);
+    } else if let Some(deck) = &ctx.rates {
+        let rated = e164(destination, ctx.default_country_code.as_deref())
+            .and_then(|d| deck.lookup(&d))
+            .map(|r| rate_call(r, t.billsec));
+        if let Some(r) = rated {
+            quantity = r.quantity;
+            data.extend([
+                ("retailConnectCharge", r.rate.connect_charge.to_string()),
+                ("retailRate", r.rate.rate.to_string()),
+                ("retailRateType", r.rate.rate_type.as_str().to_string()),
+                ("retailCountryCode", r.rate.country_code.clone()),
+                ("retailCountry", r.rate.country.clone()),
+                ("retailPrimaryBandType", r.rate.primary_band_type.clone()),
+                ("retailSubBandType", r.rate.sub_band_type.clone()),
+                ("retailChargeBand", r.rate.charge_band.clone()),
+                ("retailPrefix", r.rate.prefix.clone()),
+                ("retailCharge", r.charge.to_string()),
+            ]);
+        }
+    }
+    data.push(("quantity", quantity.to_string()));
 
     let var = |k: &str| raw.var(k).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
     let facts = CallFacts {
@@ -119,6 +172,7 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
         inbound,
         answered: t.answer > 0,
         billsec: t.billsec,
+        quantity,
         recording_path,
         notify_email: var("notify_email"),
         notify_sms: var("notify_sms"),
@@ -266,6 +320,7 @@ pub fn xml_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::tasks::TaskType;
 
     fn xml(vars: &str, callflow: &str) -> Vec<u8> {
         format!("<?xml version=\"1.0\"?>\n<cdr><variables>{vars}</variables>{callflow}</cdr>").into_bytes()
@@ -320,6 +375,53 @@ mod tests {
         assert_eq!(normalize_document(&none, &Default::default()).unwrap_err(), NormalizeError::NoUuid);
         let bad = xml("<uuid>not-a-uuid</uuid>", "");
         assert!(matches!(normalize_document(&bad, &Default::default()), Err(NormalizeError::BadUuid(_))));
+    }
+
+    #[test]
+    fn the_deck_rates_answered_calls_unless_the_cdr_carries_retail_values() {
+        let deck = "prefix,country_code,country,primary_band_type,sub_band_type,charge_band,connect_charge,rate,rate_type,first_increment,next_increment\n\
+                    44,GB,United Kingdom,International,Geographic,A,0.01,0.02,perMinute,60,60\n\
+                    4420,GB,United Kingdom,National,London,L,0,0.006,perMinute,30,6\n";
+        let ctx = NormalizeContext {
+            rates: Some(std::sync::Arc::new(RateDeck::parse(deck).unwrap())),
+            default_country_code: Some("44".into()),
+            ..Default::default()
+        };
+        let call = |dest: &str, billsec: u32, extra: &str| {
+            let answer = if billsec > 0 { 1700000005 } else { 0 };
+            xml(
+                &format!(
+                    "<uuid>0d2e4c6a-1111-2222-3333-444455556666</uuid><direction>outbound</direction>\
+                     <start_epoch>1700000000</start_epoch><answer_epoch>{answer}</answer_epoch>\
+                     <end_epoch>1700000100</end_epoch><billsec>{billsec}</billsec>{extra}"
+                ),
+                &format!("<callflow><caller_profile><destination_number>{dest}</destination_number></caller_profile></callflow>"),
+            )
+        };
+        let get = |n: &NormalizedCdr, k: &str| n.data.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+        // London, national format, 31 s: 30/6 -> 36 s at 0.006/min = 0.0036
+        let n = normalize_document(&call("020 7123 4567", 31, ""), &ctx).unwrap();
+        assert_eq!(get(&n, "retailPrefix").as_deref(), Some("4420"));
+        assert_eq!(get(&n, "retailRateType").as_deref(), Some("perMinute"));
+        assert_eq!(get(&n, "quantity").as_deref(), Some("36"));
+        assert_eq!(get(&n, "retailCharge").as_deref(), Some("0.0036"));
+        assert_eq!(n.tasks[0].params, vec![("quantity".to_string(), "36".to_string())], "billing bills the increments");
+        // unanswered: rated but nothing billed, no billing task
+        let n = normalize_document(&call("+441312345678", 0, ""), &ctx).unwrap();
+        assert_eq!((get(&n, "quantity").as_deref(), get(&n, "retailCharge").as_deref()), (Some("0"), Some("0")));
+        assert!(n.tasks.iter().all(|t| t.task_type != TaskType::Billing));
+        // the CDR's own retail values win over the deck
+        let n = normalize_document(
+            &call("+441312345678", 60, "<retailRate>0.5</retailRate><retailRateType>perCall</retailRateType>"),
+            &ctx,
+        )
+        .unwrap();
+        assert_eq!(get(&n, "retailRate").as_deref(), Some("0.5"));
+        assert_eq!(get(&n, "retailPrefix"), None);
+        assert_eq!(get(&n, "quantity").as_deref(), Some("60"));
+        // no deck: no retail fields, quantity is billsec
+        let n = normalize_document(&call("+441312345678", 61, ""), &NormalizeContext::default()).unwrap();
+        assert_eq!((get(&n, "retailRate"), get(&n, "quantity").as_deref()), (None, Some("61")));
     }
 
     #[test]

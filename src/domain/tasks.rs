@@ -79,6 +79,8 @@ pub struct CallFacts {
     pub inbound: bool,
     pub answered: bool,
     pub billsec: i64,
+    /// Billed seconds after rating increments (billsec when unrated).
+    pub quantity: i64,
     pub recording_path: Option<String>,
     /// Per-call notification targets (variables `notify_email`, `notify_sms`).
     pub notify_email: Option<String>,
@@ -116,7 +118,8 @@ pub fn derive_tasks(facts: &CallFacts, rules: &TaskRules) -> Vec<TaskNode> {
     };
     let mut nodes = Vec::new();
     if facts.a_leg && facts.answered && facts.billsec > 0 {
-        nodes.push(node(TaskType::Billing, vec![("quantity", facts.billsec.to_string())]));
+        let quantity = if facts.quantity > 0 { facts.quantity } else { facts.billsec };
+        nodes.push(node(TaskType::Billing, vec![("quantity", quantity.to_string())]));
     }
     if facts.a_leg {
         nodes.push(node(TaskType::Calllog, vec![]));
