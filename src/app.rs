@@ -12,6 +12,9 @@ use crate::actors::distillery::DistilleryContext;
 use crate::actors::task_executor::{TaskContext, TasksConfig};
 use crate::actors::{DistillerConfig, Hooks};
 use crate::config::Settings;
+use crate::domain::mapping::FieldMap;
+use crate::domain::normalize::NormalizeContext;
+use crate::domain::orgs::OrgDirectory;
 use crate::domain::rating::RateDeck;
 use crate::domain::tasks::{RetryPolicy, TaskType};
 use crate::http::probe::Probes;
@@ -35,7 +38,7 @@ pub enum AppError {
     #[error("{0}")]
     Privileges(String),
     #[error("{0}")]
-    Rates(String),
+    Normalizer(String),
 }
 
 pub struct App {
@@ -58,14 +61,47 @@ pub async fn open_repository(settings: &Settings) -> Result<Arc<dyn Repository>,
     Ok(repo)
 }
 
-/// The rate deck named by `rating.deck`, parsed once at start (a bad line stops the start).
-pub fn load_rates(s: &Settings) -> Result<Option<Arc<RateDeck>>, AppError> {
-    let Some(path) = &s.rating.deck else { return Ok(None) };
-    let text =
-        std::fs::read_to_string(path).map_err(|e| AppError::Rates(format!("rating.deck {}: {e}", path.display())))?;
-    let deck = RateDeck::parse(&text).map_err(|e| AppError::Rates(format!("rating.deck {}: {e}", path.display())))?;
-    tracing::info!("rate deck {}: {} prefixes", path.display(), deck.len());
-    Ok(Some(Arc::new(deck)))
+/// The normalizer's configuration, read once at start: task rules, the rate deck
+/// (`rating.deck`), the field map (`normalize.field_map`, else the shipped one) and the org
+/// directory (`normalize.org_directory`). A bad line in any file stops the start, naming it.
+pub fn normalize_context(s: &Settings) -> Result<NormalizeContext, AppError> {
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|e| AppError::Normalizer(format!("{what} {}: {e}", path.display())))
+    };
+    let bad = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+        AppError::Normalizer(format!("{what} {}: {e}", path.display()))
+    };
+    let rates = match &s.rating.deck {
+        Some(path) => {
+            let deck = RateDeck::parse(&read("rating.deck", path)?).map_err(|e| bad("rating.deck", path, &e))?;
+            tracing::info!("rate deck {}: {} prefixes", path.display(), deck.len());
+            Some(Arc::new(deck))
+        }
+        None => None,
+    };
+    let field_map = match &s.normalize.field_map {
+        Some(path) => Some(Arc::new(
+            FieldMap::parse(&read("normalize.field_map", path)?).map_err(|e| bad("normalize.field_map", path, &e))?,
+        )),
+        None => None,
+    };
+    let orgs = match &s.normalize.org_directory {
+        Some(path) => {
+            let dir = OrgDirectory::parse(&read("normalize.org_directory", path)?)
+                .map_err(|e| bad("normalize.org_directory", path, &e))?;
+            tracing::info!("org directory {}: {} entries", path.display(), dir.len());
+            Some(Arc::new(dir))
+        }
+        None => None,
+    };
+    Ok(NormalizeContext {
+        rules: crate::handlers::task_rules(s),
+        rates,
+        default_country_code: s.rating.default_country_code.clone(),
+        field_map,
+        orgs,
+        ..Default::default()
+    })
 }
 
 pub fn distiller_config(s: &Settings) -> DistillerConfig {
@@ -80,9 +116,8 @@ pub fn distiller_config(s: &Settings) -> DistillerConfig {
         retry_backoff_max: d.retry_backoff_max_seconds,
         poison_threshold: d.poison_threshold,
         prefetch: d.prefetch,
-        task_rules: crate::handlers::task_rules(s),
-        rates: None,
-        default_country_code: s.rating.default_country_code.clone(),
+        // the files are read by `normalize_context` at start; this is the same without them
+        normalize: NormalizeContext { rules: crate::handlers::task_rules(s), ..Default::default() },
     }
 }
 
@@ -225,7 +260,7 @@ impl App {
             repo: repo.clone(),
             raw_store: raw_store.clone(),
             ncdr_store: ncdr_store.clone(),
-            config: DistillerConfig { rates: load_rates(settings)?, ..distiller_config(settings) },
+            config: DistillerConfig { normalize: normalize_context(settings)?, ..distiller_config(settings) },
             hooks,
         });
         let root_args = RootArgs {

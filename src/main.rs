@@ -352,6 +352,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 rules: cdrmunch::domain::tasks::TaskRules { disabled, ..Default::default() },
                 rates,
                 default_country_code: country_code,
+                ..Default::default()
             };
             match normalize_document(&doc, &ctx) {
                 Ok(n) => {

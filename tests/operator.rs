@@ -161,9 +161,9 @@ async fn operator_commands(db: Db) {
     assert_eq!(repo.queue_counts().await.unwrap().done, 4, "cdr_queue rows stay for intake's duplicate check");
     assert_eq!(json(&conf, &["purge", "--older-than", "30d"])["normalized_cdrs"], 0, "done: a rerun finds nothing");
 
-    // replay after a rules change: Salesforce configured, so every remaining A-leg gains a
-    // CDR2SFAPI task; a second replay changes nothing
-    write_conf("salesforce.client_id = cid\nsalesforce.client_secret = secret");
+    // replay after a rules change: Salesforce configured and every A-leg to be synced, so
+    // each remaining A-leg gains a CDR2SFAPI task; a second replay changes nothing
+    write_conf("salesforce.client_id = cid\nsalesforce.client_secret = secret\ntask_rules.CDR2SFAPI = a_leg");
     let r = json(&conf, &["replay", "--from", "2000-01-01", "--to", "2100-01-01"]);
     assert_eq!((r["renormalized"].as_u64(), r["tasks_added"].as_u64()), (Some(2), Some(2)), "{db:?} {r}");
     assert_eq!(r["not_normalized"], 2, "the purged ones have no normalized row to replay: {r}");

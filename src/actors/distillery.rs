@@ -129,9 +129,7 @@ pub async fn prepare(ctx: &DistilleryContext, job: &QueuedCdr) -> Result<Prepare
     let nctx = NormalizeContext {
         cdr_path: job.path.clone(),
         received_epoch: job.create_time,
-        rules: ctx.config.task_rules.clone(),
-        rates: ctx.config.rates.clone(),
-        default_country_code: ctx.config.default_country_code.clone(),
+        ..ctx.config.normalize.clone()
     };
     // A large CDR is parsed on the blocking pool, a typical one inline.
     let normalized: NormalizedCdr = cpu_bound(raw.len(), move || normalize_document(&raw, &nctx))

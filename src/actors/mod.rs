@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use ractor::{pg, ActorCell, ActorRef};
 
-use crate::domain::tasks::{TaskRules, TaskType};
+use crate::domain::tasks::TaskType;
 use crate::store::{ClaimedTask, QueuedCdr};
 
 /// Roles that other actors look up by group.
@@ -72,10 +72,9 @@ pub struct DistillerConfig {
     pub retry_backoff_max: u64,
     pub poison_threshold: u32,
     pub prefetch: usize,
-    /// What tasks a CDR gets: `disabled_tasks` and unconfigured handlers are off.
-    pub task_rules: TaskRules,
-    pub rates: Option<Arc<crate::domain::rating::RateDeck>>,
-    pub default_country_code: Option<String>,
+    /// The normalizer's configuration (task rules, rate deck, field map, org directory);
+    /// each CDR's path and receipt time are filled in per job.
+    pub normalize: crate::domain::normalize::NormalizeContext,
 }
 
 /// Below this size a CDR parses in well under 100 µs: cheaper inline than a hop to the

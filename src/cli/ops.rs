@@ -282,8 +282,7 @@ pub async fn replay(
         return Err(OpsError::Usage("--to must be after --from".into()));
     }
     let ops = repo.operations();
-    let rules = crate::handlers::task_rules(settings);
-    let rates = crate::app::load_rates(settings).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let base = crate::app::normalize_context(settings).map_err(|e| OpsError::Usage(e.to_string()))?;
     let mut report = ReplayReport::default();
     let mut after = 0;
     loop {
@@ -296,13 +295,7 @@ pub async fn replay(
                 report.not_normalized += 1; // purged, or a duplicate queue row of a call normalized before
                 continue;
             };
-            let ctx = NormalizeContext {
-                cdr_path: q.path.clone(),
-                received_epoch: q.create_time,
-                rules: rules.clone(),
-                rates: rates.clone(),
-                default_country_code: settings.rating.default_country_code.clone(),
-            };
+            let ctx = NormalizeContext { cdr_path: q.path.clone(), received_epoch: q.create_time, ..base.clone() };
             let doc = match raw.get(&q.path).await {
                 Ok(d) => d,
                 Err(e) => {

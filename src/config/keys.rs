@@ -64,6 +64,8 @@ pub(crate) enum Kind {
     OptStore,
     /// Comma list of intake, distiller, tasks; at least one.
     Roles,
+    /// A task rule: `a_leg and not answered`.
+    Rule,
 }
 
 /// What cdrmunch does with a known key.
@@ -194,6 +196,9 @@ pub(crate) static KEYS: &[KeySpec] = &[
     key("transcription.url", K::OptUrl, "", "transcription service job endpoint; empty leaves transcription off"),
     key("transcription.auth_token", K::OptText, "", "bearer token sent to the transcription service"),
     key("transcription.presign_seconds", K::Count, "3600", "lifetime of the presigned S3 URL given to the service"),
+    key("normalize.field_map", K::OptPath, "", "field map file (see config/field-map.conf); empty: the shipped map"),
+    key("normalize.org_directory", K::OptPath, "", "org directory CSV (key,org_id,sf_org_id,notify_email,notify_sms,transcription); empty: none"),
+    key("task_rules.<type>", K::Rule, "", "when a CDR gets this task: predicates joined by 'and', each optionally 'not' (see README)"),
     key("rating.deck", K::OptPath, "", "rate deck CSV (prefix,country_code,...; see config/rates.csv); empty: only retail values the CDRs carry"),
     key("rating.default_country_code", K::OptText, "", "country code for national numbers (0...) when rating, e.g. 44"),
     key("s3.endpoint", K::OptUrl, "", "S3 endpoint for S3-compatible servers; empty uses AWS"),
@@ -293,6 +298,7 @@ impl Kind {
             K::Store => "directory or s3://bucket/prefix",
             K::OptStore => "directory or s3://bucket/prefix (optional)",
             K::Roles => "list of intake|distiller|tasks",
+            K::Rule => "task rule",
         }
     }
 
@@ -351,6 +357,7 @@ impl Kind {
                 }
                 _ => Err("an http:// or https:// URL (or nothing)".into()),
             },
+            K::Rule => crate::domain::tasks::Condition::parse(v).map(|_| Parsed::Text(v.to_string())),
             K::Roles => match list(v, |r| ROLES.contains(&r), "roles (intake, distiller, tasks)")? {
                 Parsed::List(l) if l.is_empty() => Err("at least one of intake, distiller, tasks".into()),
                 other => Ok(other),

@@ -233,6 +233,13 @@ pub struct TranscriptionSettings {
     pub presign_seconds: u64,
 }
 
+/// The normalizer's data files (`normalize.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NormalizeSettings {
+    pub field_map: Option<PathBuf>,
+    pub org_directory: Option<PathBuf>,
+}
+
 /// Rating (`rating.*`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RatingSettings {
@@ -307,6 +314,9 @@ pub struct Settings {
     pub transcription: TranscriptionSettings,
     pub s3: S3Settings,
     pub rating: RatingSettings,
+    pub normalize: NormalizeSettings,
+    /// Task type -> rule, from `task_rules.<type>`.
+    pub task_rules: BTreeMap<String, String>,
     pub log: LogSettings,
     pub app: AppSettings,
     pub metrics: MetricsSettings,
@@ -481,6 +491,11 @@ impl Settings {
                 auth_token: v.get("transcription.auth_token"),
                 presign_seconds: v.get("transcription.presign_seconds"),
             },
+            normalize: NormalizeSettings {
+                field_map: v.get("normalize.field_map"),
+                org_directory: v.get("normalize.org_directory"),
+            },
+            task_rules: v.map("task_rules.<type>"),
             rating: RatingSettings {
                 deck: v.get("rating.deck"),
                 default_country_code: v.get("rating.default_country_code"),

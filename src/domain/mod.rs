@@ -5,8 +5,10 @@
 pub mod billing;
 pub mod cdr;
 pub mod intake;
+pub mod mapping;
 pub mod ncdr;
 pub mod normalize;
+pub mod orgs;
 pub mod outcome;
 pub mod percent;
 pub mod rating;

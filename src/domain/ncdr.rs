@@ -201,12 +201,12 @@ mod tests {
         assert_eq!(doc.field("recording_path").as_deref(), Some("/rec/a&b.wav"));
         assert_eq!(doc.field("start_stamp").as_deref(), Some("2023-11-14 22:13:20"));
         let types: Vec<_> = doc.tasks.iter().map(|t| t.task_type.as_str()).collect();
-        assert_eq!(types, ["billing", "calllog", "CDR2SFAPI", "recordingDelivery", "transcription"]);
+        assert_eq!(types, ["billing", "calllog", "recordingDelivery", "transcription"]);
         assert!(doc.tasks[1].params.is_empty(), "self-closing <task/> has no params");
         assert_eq!(doc.tasks[0].param("quantity"), Some("60"));
-        let t = doc.task(3, "recordingDelivery", "/ncdr/x.xml").unwrap();
+        let t = doc.task(2, "recordingDelivery", "/ncdr/x.xml").unwrap();
         assert_eq!(t.param("CDRFilePath"), Some("/ncdr/x.xml"));
-        assert_eq!(doc.task(5, "billing", "").unwrap_err(), NcdrError::NoTask { index: 5, count: 5 });
+        assert_eq!(doc.task(5, "billing", "").unwrap_err(), NcdrError::NoTask { index: 5, count: 4 });
         assert!(matches!(doc.task(0, "calllog", ""), Err(NcdrError::TaskMismatch { .. })));
     }
 

@@ -8,6 +8,8 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use super::cdr::{self, RawCdr};
 use super::intake::canonical_uuid;
+use super::mapping::FieldMap;
+use super::orgs::OrgDirectory;
 use super::rating::{e164, rate_call, RateDeck};
 use super::tasks::{derive_tasks, CallFacts, TaskNode, TaskRules};
 
@@ -23,6 +25,10 @@ pub struct NormalizeContext {
     pub rates: Option<std::sync::Arc<RateDeck>>,
     /// Country code for national numbers (`rating.default_country_code`, e.g. 44).
     pub default_country_code: Option<String>,
+    /// `normalize.field_map`; None: the shipped `config/field-map.conf`.
+    pub field_map: Option<std::sync::Arc<FieldMap>>,
+    /// `normalize.org_directory`, when configured.
+    pub orgs: Option<std::sync::Arc<OrgDirectory>>,
 }
 
 /// The retail fields a CDR may carry itself (set by the dialplan or an upstream rater): kept
@@ -55,7 +61,7 @@ pub struct NormalizedCdr {
     /// The hour directory `YYYYMMDDTHH00` (UTC, from the call end) the XML is filed under.
     pub hour_dir: String,
     /// `<data>` children in output order; the first three carry `record="true"`.
-    pub data: Vec<(&'static str, String)>,
+    pub data: Vec<(String, String)>,
     pub tasks: Vec<TaskNode>,
 }
 
@@ -79,18 +85,38 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
     let uuid_bytes = canonical_uuid(&uuid).ok_or_else(|| NormalizeError::BadUuid(uuid.clone()))?;
     let t = Timing::of(raw);
     let leg = leg_of(raw);
+    let var = |k: &str| raw.var(k).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
+    let mapped = ctx.field_map.as_deref().unwrap_or_else(|| default_field_map()).apply(raw);
+    let mapped_value = |k: &str| mapped.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let newest = raw.newest_callflow();
     let profile = |f: &str| newest.and_then(|c| c.profile.get(f)).filter(|v| !v.is_empty());
-    let caller = profile("caller_id_number").or_else(|| raw.var("caller_id_number")).unwrap_or("");
-    let destination = profile("destination_number").or_else(|| raw.var("destination_number")).unwrap_or("");
+    // The map may rename where these come from; otherwise the newest caller profile, then
+    // the variable of the same name.
+    let caller = mapped_value("caller_id_number").unwrap_or_else(|| {
+        profile("caller_id_number").or_else(|| raw.var("caller_id_number")).unwrap_or("").to_string()
+    });
+    let destination = mapped_value("destination_number").unwrap_or_else(|| {
+        profile("destination_number").or_else(|| raw.var("destination_number")).unwrap_or("").to_string()
+    });
+    let hangup_cause =
+        mapped_value("hangup_cause").unwrap_or_else(|| raw.var("hangup_cause").unwrap_or("").to_string());
     let direction = raw.direction().map(str::to_string).unwrap_or_else(|| {
         // No direction recorded (2007 files, edited fixtures): a leg FreeSWITCH originated
         // carries an originator profile.
         if leg == Leg::B { "outbound" } else { "inbound" }.to_string()
     });
+    // The customer: the CDR's own variables win, then the org directory by any mapped field.
+    let org = ctx.orgs.as_deref().and_then(|d| {
+        d.lookup(|field| match field {
+            "caller_id_number" => Some(caller.as_str()),
+            "destination_number" => Some(destination.as_str()),
+            f => mapped.iter().find(|(n, _)| n == f).map(|(_, v)| v.as_str()),
+        })
+    });
     let org_id = ["rmOrgID", "rm_org_id"]
         .iter()
         .find_map(|k| raw.var(k).and_then(|v| v.trim().parse::<i64>().ok()))
+        .or(org.map(|o| o.org_id))
         .unwrap_or(0);
     let start_or_received = if t.start > 0 {
         t.start
@@ -107,50 +133,45 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
         .map(str::to_string);
 
     let inbound = direction == "inbound";
-    let mut data: Vec<(&'static str, String)> = vec![
+    let core: [(&str, String); 13] = [
         ("uuid", uuid.clone()),
         ("TableSuffix", table_suffix(start_or_received).to_string()),
         ("rmOrgID", org_id.to_string()),
         ("leg", if leg == Leg::A { "A" } else { "B" }.to_string()),
         ("direction", direction),
-        ("caller_id_number", caller.to_string()),
-        ("destination_number", destination.to_string()),
+        ("caller_id_number", caller),
+        ("destination_number", destination.clone()),
         ("start_epoch", t.start.to_string()),
         ("answer_epoch", t.answer.to_string()),
         ("end_epoch", t.end.to_string()),
         ("duration", t.duration.to_string()),
         ("billsec", t.billsec.to_string()),
-        ("hangup_cause", raw.var("hangup_cause").unwrap_or("").to_string()),
+        ("hangup_cause", hangup_cause),
     ];
-    let var_text = |k: &str| raw.var(k).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
-    let optional = [
-        ("sip_call_id", raw.var("sip_call_id").map(str::to_string)),
+    let mut data: Vec<(String, String)> = core.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    data.extend(mapped.iter().filter(|(n, _)| !data.iter().any(|(d, _)| d == n)).cloned().collect::<Vec<_>>());
+    let computed = [
         ("other_leg_uuid", other_leg),
-        ("originator_uuid", var_text("originator")),
-        ("switchname", raw.switchname.clone()),
-        ("gateway", ["sip_gateway_name", "sip_gateway", "lcr_carrier"].iter().find_map(|k| var_text(k))),
-        ("sip_to_user", var_text("sip_to_user")),
-        ("lcr_carrier", var_text("lcr_carrier")),
-        ("lcr_rate", var_text("lcr_rate")),
         ("recording_path", recording_path.clone()),
         ("cdr_path", Some(ctx.cdr_path.clone()).filter(|p| !p.is_empty())),
+        ("rmOriginatorOrgId", Some(org_id.to_string()).filter(|_| org_id != 0)),
     ];
-    data.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+    data.extend(computed.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))));
 
     // Retail: what the CDR carries wins; otherwise the deck, by longest prefix of the
     // E.164 destination. Quantity is the billed seconds (0 when unanswered).
     let mut quantity = t.billsec;
-    let carried: Vec<(&'static str, String)> =
-        RETAIL_VARIABLES.iter().filter_map(|k| var_text(k).map(|v| (*k, v))).collect();
+    let carried: Vec<(String, String)> =
+        RETAIL_VARIABLES.iter().filter_map(|k| var(k).map(|v| (k.to_string(), v))).collect();
     if !carried.is_empty() {
         data.extend(carried);
     } else if let Some(deck) = &ctx.rates {
-        let rated = e164(destination, ctx.default_country_code.as_deref())
+        let rated = e164(&destination, ctx.default_country_code.as_deref())
             .and_then(|d| deck.lookup(&d))
             .map(|r| rate_call(r, t.billsec));
         if let Some(r) = rated {
             quantity = r.quantity;
-            data.extend([
+            let retail = [
                 ("retailConnectCharge", r.rate.connect_charge.to_string()),
                 ("retailRate", r.rate.rate.to_string()),
                 ("retailRateType", r.rate.rate_type.as_str().to_string()),
@@ -161,12 +182,12 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
                 ("retailChargeBand", r.rate.charge_band.clone()),
                 ("retailPrefix", r.rate.prefix.clone()),
                 ("retailCharge", r.charge.to_string()),
-            ]);
+            ];
+            data.extend(retail.into_iter().map(|(k, v)| (k.to_string(), v)));
         }
     }
-    data.push(("quantity", quantity.to_string()));
+    data.push(("quantity".to_string(), quantity.to_string()));
 
-    let var = |k: &str| raw.var(k).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
     let facts = CallFacts {
         a_leg: leg == Leg::A,
         inbound,
@@ -174,10 +195,11 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
         billsec: t.billsec,
         quantity,
         recording_path,
-        notify_email: var("notify_email"),
-        notify_sms: var("notify_sms"),
+        notify_email: var("notify_email").or_else(|| org.and_then(|o| o.notify_email.clone())),
+        notify_sms: var("notify_sms").or_else(|| org.and_then(|o| o.notify_sms.clone())),
         buffered_recording: var("buffered_recording"),
-        sf_org_id: var("sf_org_id"),
+        sf_org_id: var("sf_org_id").or_else(|| org.and_then(|o| o.sf_org_id.clone())),
+        transcription_allowed: org.is_none_or(|o| o.transcription),
     };
     Ok(NormalizedCdr {
         uuid,
@@ -189,6 +211,12 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
         data,
         tasks: derive_tasks(&facts, &ctx.rules),
     })
+}
+
+/// The shipped field map, parsed once.
+fn default_field_map() -> &'static FieldMap {
+    static MAP: std::sync::OnceLock<FieldMap> = std::sync::OnceLock::new();
+    MAP.get_or_init(FieldMap::default_map)
 }
 
 /// Call timing in whole seconds since the epoch (0 = did not happen).
@@ -347,7 +375,7 @@ mod tests {
         assert_eq!(get("destination_number"), Some("+442071234567"));
         assert_eq!(get("billsec"), Some("60"));
         let rows: Vec<_> = n.task_rows().into_iter().map(|(t, i)| format!("{t}@{i}")).collect();
-        assert_eq!(rows, ["billing@0", "calllog@1", "CDR2SFAPI@2"]);
+        assert_eq!(rows, ["billing@0", "calllog@1"], "no Salesforce org: no CDR2SFAPI");
         let x = n.to_xml();
         assert!(x.contains("<uuid record=\"true\">0d2e4c6a-1111-2222-3333-444455556666</uuid>"), "{x}");
         assert!(x.contains("<task type=\"billing\">\n      <quantity>60</quantity>"), "{x}");

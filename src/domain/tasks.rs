@@ -87,12 +87,118 @@ pub struct CallFacts {
     pub notify_sms: Option<String>,
     /// A recording parked in the buffer directory (variable `buffered_recording`).
     pub buffered_recording: Option<String>,
-    /// The org's Salesforce org id when the CDR carries one (variable `sf_org_id`).
+    /// The org's Salesforce org id (variable `sf_org_id`, else the org directory).
     pub sf_org_id: Option<String>,
+    /// The org allows transcription (true unless its directory entry says no).
+    pub transcription_allowed: bool,
 }
 
+/// One fact a task rule can test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Predicate {
+    ALeg,
+    BLeg,
+    Inbound,
+    Outbound,
+    Answered,
+    /// billsec > 0.
+    Billable,
+    /// An inbound A-leg never answered.
+    Missed,
+    Recorded,
+    Buffered,
+    /// The CDR or its org names a Salesforce org.
+    Salesforce,
+    /// Someone to email: the CDR, its org or `emailer.to`.
+    NotifyEmail,
+    NotifySms,
+    /// The org allows transcription (orgs without a directory entry do).
+    Transcription,
+    Always,
+    Never,
+}
+
+const PREDICATES: [(&str, Predicate); 15] = [
+    ("a_leg", Predicate::ALeg),
+    ("b_leg", Predicate::BLeg),
+    ("inbound", Predicate::Inbound),
+    ("outbound", Predicate::Outbound),
+    ("answered", Predicate::Answered),
+    ("billable", Predicate::Billable),
+    ("missed", Predicate::Missed),
+    ("recorded", Predicate::Recorded),
+    ("buffered", Predicate::Buffered),
+    ("salesforce", Predicate::Salesforce),
+    ("notify_email", Predicate::NotifyEmail),
+    ("notify_sms", Predicate::NotifySms),
+    ("transcription", Predicate::Transcription),
+    ("always", Predicate::Always),
+    ("never", Predicate::Never),
+];
+
+/// A task rule (`task_rules.<type>`): predicates joined by `and`, each optionally `not`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition(Vec<(bool, Predicate)>);
+
+impl Condition {
+    pub fn parse(text: &str) -> Result<Condition, String> {
+        let mut terms = Vec::new();
+        for term in text.split(" and ") {
+            let words: Vec<&str> = term.split_whitespace().collect();
+            let (negated, name) = match words.as_slice() {
+                ["not", name] => (true, *name),
+                [name] => (false, *name),
+                _ => return Err(format!("'{}' is not a predicate or 'not predicate'", term.trim())),
+            };
+            let p = PREDICATES.iter().find(|(n, _)| *n == name).map(|(_, p)| *p).ok_or_else(|| {
+                let known: Vec<&str> = PREDICATES.iter().map(|(n, _)| *n).collect();
+                format!("unknown predicate '{name}' (known: {})", known.join(", "))
+            })?;
+            terms.push((negated, p));
+        }
+        Ok(Condition(terms))
+    }
+
+    fn holds(&self, f: &CallFacts, rules: &TaskRules) -> bool {
+        self.0.iter().all(|(negated, p)| {
+            let v = match p {
+                Predicate::ALeg => f.a_leg,
+                Predicate::BLeg => !f.a_leg,
+                Predicate::Inbound => f.inbound,
+                Predicate::Outbound => !f.inbound,
+                Predicate::Answered => f.answered,
+                Predicate::Billable => f.billsec > 0,
+                Predicate::Missed => f.a_leg && f.inbound && !f.answered,
+                Predicate::Recorded => f.recording_path.is_some(),
+                Predicate::Buffered => f.buffered_recording.is_some(),
+                Predicate::Salesforce => f.sf_org_id.is_some(),
+                Predicate::NotifyEmail => f.notify_email.is_some() || rules.email_default,
+                Predicate::NotifySms => f.notify_sms.is_some() || rules.sms_default,
+                Predicate::Transcription => f.transcription_allowed,
+                Predicate::Always => true,
+                Predicate::Never => false,
+            };
+            v != *negated
+        })
+    }
+}
+
+/// The default rule of each type, in `<task>` order.
+pub const DEFAULT_RULES: [(TaskType, &str); 9] = [
+    (TaskType::Billing, "a_leg and answered and billable"),
+    (TaskType::Calllog, "a_leg"),
+    (TaskType::Cdr2SfApi, "a_leg and salesforce"),
+    (TaskType::RecordingDelivery, "recorded"),
+    (TaskType::Transcription, "recorded and transcription"),
+    (TaskType::BufferedRecording, "buffered"),
+    (TaskType::Emailer, "missed and notify_email"),
+    (TaskType::SmsSend, "missed and notify_sms"),
+    // deprecated: never created, old rows run through the CDR2SFAPI handler
+    (TaskType::Cdr2Sf, "never"),
+];
+
 /// What the rules need from configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TaskRules {
     /// `disabled_tasks` plus every type whose handler is not configured.
     pub disabled: Vec<TaskType>,
@@ -100,48 +206,57 @@ pub struct TaskRules {
     /// notifies even when the CDR names nobody.
     pub email_default: bool,
     pub sms_default: bool,
+    /// `(type, rule)` in `<task>` order: the defaults with `task_rules.<type>` applied.
+    pub conditions: Vec<(TaskType, Condition)>,
 }
 
-/// The task rules, in `<task>` order:
-/// - billing: answered A-leg with billable seconds;
-/// - calllog: every A-leg;
-/// - CDR2SFAPI: every A-leg (CDR2SF, deprecated, is never generated);
-/// - recordingDelivery, then transcription: a finished recording exists;
-/// - bufferedRecording: a buffered recording is flagged;
-/// - emailer, SMSSend: a missed call (inbound A-leg never answered) with a recipient.
-///
-/// Disabled types are dropped, so positions (`node_index`) count only written nodes.
+impl Default for TaskRules {
+    fn default() -> Self {
+        TaskRules { disabled: Vec::new(), email_default: false, sms_default: false, conditions: default_conditions() }
+    }
+}
+
+pub fn default_conditions() -> Vec<(TaskType, Condition)> {
+    DEFAULT_RULES.iter().map(|(t, c)| (*t, Condition::parse(c).expect("default rules parse"))).collect()
+}
+
+/// Which `<task>` nodes a CDR gets: each type whose rule holds, in rule order, minus the
+/// disabled types (so `node_index` counts only the nodes written). Parameters per type:
+/// billing the billed quantity, recording tasks the path and `__CDRFilePath__`, notifications
+/// the recipient the CDR or its org names.
 pub fn derive_tasks(facts: &CallFacts, rules: &TaskRules) -> Vec<TaskNode> {
-    let node = |task_type, params: Vec<(&str, String)>| TaskNode {
-        task_type,
-        params: params.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-    };
     let mut nodes = Vec::new();
-    if facts.a_leg && facts.answered && facts.billsec > 0 {
-        let quantity = if facts.quantity > 0 { facts.quantity } else { facts.billsec };
-        nodes.push(node(TaskType::Billing, vec![("quantity", quantity.to_string())]));
+    for (task_type, cond) in &rules.conditions {
+        if rules.disabled.contains(task_type) || !cond.holds(facts, rules) {
+            continue;
+        }
+        let mut params: Vec<(&str, String)> = Vec::new();
+        match task_type {
+            TaskType::Billing => {
+                let quantity = if facts.quantity > 0 { facts.quantity } else { facts.billsec };
+                params.push(("quantity", quantity.to_string()));
+            }
+            TaskType::Cdr2SfApi | TaskType::Cdr2Sf => {
+                params.extend(facts.sf_org_id.iter().map(|id| ("sf_org_id", id.clone())))
+            }
+            TaskType::RecordingDelivery | TaskType::Transcription => {
+                if let Some(path) = &facts.recording_path {
+                    params.push(("recording_path", path.clone()));
+                    params.push(("CDRFilePath", CDR_FILE_PATH_PLACEHOLDER.into()));
+                }
+            }
+            TaskType::BufferedRecording => {
+                params.extend(facts.buffered_recording.iter().map(|n| ("buffered_recording", n.clone())))
+            }
+            TaskType::Emailer => params.extend(facts.notify_email.iter().map(|to| ("to", to.clone()))),
+            TaskType::SmsSend => params.extend(facts.notify_sms.iter().map(|to| ("to", to.clone()))),
+            TaskType::Calllog => {}
+        }
+        nodes.push(TaskNode {
+            task_type: *task_type,
+            params: params.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        });
     }
-    if facts.a_leg {
-        nodes.push(node(TaskType::Calllog, vec![]));
-        let sf = facts.sf_org_id.iter().map(|id| ("sf_org_id", id.clone())).collect();
-        nodes.push(node(TaskType::Cdr2SfApi, sf));
-    }
-    if let Some(path) = &facts.recording_path {
-        let params = vec![("recording_path", path.clone()), ("CDRFilePath", CDR_FILE_PATH_PLACEHOLDER.into())];
-        nodes.push(node(TaskType::RecordingDelivery, params.clone()));
-        nodes.push(node(TaskType::Transcription, params));
-    }
-    if let Some(name) = &facts.buffered_recording {
-        nodes.push(node(TaskType::BufferedRecording, vec![("buffered_recording", name.clone())]));
-    }
-    let missed = facts.a_leg && facts.inbound && !facts.answered;
-    if missed && (facts.notify_email.is_some() || rules.email_default) {
-        nodes.push(node(TaskType::Emailer, facts.notify_email.iter().map(|to| ("to", to.clone())).collect()));
-    }
-    if missed && (facts.notify_sms.is_some() || rules.sms_default) {
-        nodes.push(node(TaskType::SmsSend, facts.notify_sms.iter().map(|to| ("to", to.clone())).collect()));
-    }
-    nodes.retain(|n| !rules.disabled.contains(&n.task_type));
     nodes
 }
 
@@ -195,31 +310,36 @@ mod tests {
     fn rules_follow_leg_answer_and_disabled() {
         use TaskType::*;
         let answered_a = CallFacts { a_leg: true, answered: true, billsec: 30, ..Default::default() };
-        assert_eq!(types(derive_tasks(&answered_a, &off(&[]))), [Billing, Calllog, Cdr2SfApi]);
-        assert_eq!(types(derive_tasks(&answered_a, &off(&[Billing, Cdr2SfApi]))), [Calllog]);
+        assert_eq!(types(derive_tasks(&answered_a, &off(&[]))), [Billing, Calllog]);
+        assert_eq!(types(derive_tasks(&answered_a, &off(&[Billing]))), [Calllog]);
         let zero = CallFacts { billsec: 0, ..answered_a.clone() };
-        assert_eq!(types(derive_tasks(&zero, &off(&[Cdr2SfApi]))), [Calllog]);
+        assert_eq!(types(derive_tasks(&zero, &off(&[]))), [Calllog]);
         let b_leg = CallFacts { a_leg: false, ..answered_a.clone() };
         assert!(derive_tasks(&b_leg, &off(&[])).is_empty());
-        let rec = CallFacts { recording_path: Some("/r/x.wav".into()), ..answered_a };
-        assert_eq!(types(derive_tasks(&rec, &off(&[Cdr2SfApi]))), [Billing, Calllog, RecordingDelivery, Transcription]);
+        let sf = CallFacts { sf_org_id: Some("00D1".into()), ..answered_a.clone() };
+        assert_eq!(types(derive_tasks(&sf, &off(&[]))), [Billing, Calllog, Cdr2SfApi]);
+        let rec =
+            CallFacts { recording_path: Some("/r/x.wav".into()), transcription_allowed: true, ..answered_a.clone() };
+        assert_eq!(types(derive_tasks(&rec, &off(&[]))), [Billing, Calllog, RecordingDelivery, Transcription]);
+        let no_tx = CallFacts { transcription_allowed: false, ..rec };
+        assert_eq!(types(derive_tasks(&no_tx, &off(&[]))), [Billing, Calllog, RecordingDelivery]);
     }
 
     #[test]
-    fn missed_calls_notify_only_with_a_recipient() {
+    fn rules_are_configurable_and_checked() {
         use TaskType::*;
-        let missed = CallFacts { a_leg: true, inbound: true, ..Default::default() };
-        let rules = off(&[Cdr2SfApi]);
+        let mut rules = off(&[]);
+        rules.conditions.retain(|(t, _)| *t != Calllog);
+        rules.conditions.push((Calllog, Condition::parse("inbound and not answered").unwrap()));
+        let answered = CallFacts { a_leg: true, inbound: true, answered: true, billsec: 5, ..Default::default() };
+        assert_eq!(types(derive_tasks(&answered, &rules)), [Billing]);
+        let missed = CallFacts { answered: false, billsec: 0, ..answered };
         assert_eq!(types(derive_tasks(&missed, &rules)), [Calllog]);
-        let with_defaults = TaskRules { email_default: true, sms_default: true, ..rules.clone() };
-        assert_eq!(types(derive_tasks(&missed, &with_defaults)), [Calllog, Emailer, SmsSend]);
-        let named = CallFacts { notify_email: Some("ops@example.com".into()), ..missed.clone() };
-        let nodes = derive_tasks(&named, &rules);
-        assert_eq!(nodes.last().unwrap().params, vec![("to".to_string(), "ops@example.com".to_string())]);
-        let answered = CallFacts { answered: true, billsec: 5, ..named };
-        assert!(!types(derive_tasks(&answered, &with_defaults)).contains(&Emailer));
-        let outbound = CallFacts { inbound: false, ..missed };
-        assert_eq!(types(derive_tasks(&outbound, &with_defaults)), [Calllog]);
+        assert!(Condition::parse("a_leg and sunny").unwrap_err().contains("unknown predicate 'sunny'"));
+        assert!(Condition::parse("a_leg or b_leg").is_err(), "only 'and' and 'not'");
+        for (_, rule) in DEFAULT_RULES {
+            Condition::parse(rule).unwrap();
+        }
     }
 
     #[test]

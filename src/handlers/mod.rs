@@ -163,10 +163,20 @@ pub fn off_types(s: &Settings) -> Vec<(TaskType, String)> {
 /// The distiller's task rules: configured types only, so no task is created that nothing
 /// would run.
 pub fn task_rules(s: &Settings) -> TaskRules {
+    let mut conditions = crate::domain::tasks::default_conditions();
+    for (ty, rule) in &s.task_rules {
+        // validated when the config was loaded
+        if let (Ok(t), Ok(c)) = (ty.parse::<TaskType>(), crate::domain::tasks::Condition::parse(rule)) {
+            if let Some(slot) = conditions.iter_mut().find(|(x, _)| *x == t) {
+                slot.1 = c;
+            }
+        }
+    }
     TaskRules {
         disabled: off_types(s).into_iter().map(|(t, _)| t).collect(),
         email_default: s.emailer.to.is_some(),
         sms_default: s.sms.to.is_some(),
+        conditions,
     }
 }
 
