@@ -126,7 +126,7 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
         ctx.received_epoch
     };
     let end_or_start = if t.end > 0 { t.end } else { start_or_received };
-    let recording_path = recording_path(raw);
+    let recording_path = recording_path(raw, t.answer > 0);
     let other_leg = ["originating_leg_uuid", "originator", "bridge_uuid", "signal_bond", "last_bridge_to"]
         .iter()
         .find_map(|k| raw.var(k).filter(|v| !v.is_empty() && *v != uuid))
@@ -260,14 +260,18 @@ pub fn leg_of(raw: &RawCdr) -> Leg {
 }
 
 /// The recording target: FusionPBX-style `record_path`/`record_name`, else the file given
-/// to `record_session` in the app log, but only when a recording actually finished.
-fn recording_path(raw: &RawCdr) -> Option<String> {
+/// to `record_session` in the app log — when the recording is known to have something in it:
+/// a `record_seconds`/`record_ms`/`record_samples` variable > 0, or, for FreeSWITCH before
+/// those variables existed (2008-era CDRs carry none of them), an answered call.
+fn recording_path(raw: &RawCdr, answered: bool) -> Option<String> {
     if let (Some(dir), Some(name)) = (raw.var("record_path"), raw.var("record_name")) {
         return Some(format!("{}/{}", dir.trim_end_matches('/'), name));
     }
-    let recorded = ["record_seconds", "record_ms", "record_samples"]
+    let stats: Vec<f64> = ["record_seconds", "record_ms", "record_samples"]
         .iter()
-        .any(|k| raw.var(k).is_some_and(|v| v.trim().parse::<f64>().is_ok_and(|n| n > 0.0)));
+        .filter_map(|k| raw.var(k).and_then(|v| v.trim().parse::<f64>().ok()))
+        .collect();
+    let recorded = if stats.is_empty() { answered } else { stats.iter().any(|n| *n > 0.0) };
     if !recorded {
         return None;
     }
@@ -450,6 +454,42 @@ mod tests {
         // no deck: no retail fields, quantity is billsec
         let n = normalize_document(&call("+441312345678", 61, ""), &NormalizeContext::default()).unwrap();
         assert_eq!((get(&n, "retailRate"), get(&n, "quantity").as_deref()), (None, Some("61")));
+    }
+
+    #[test]
+    fn a_field_map_and_the_org_directory_drive_the_record_and_its_tasks() {
+        let map = FieldMap::parse(
+            "caller_id_number = number: var:pbx_caller\ndomain = text: var:pbx_domain\ngateway = text: var:trunk",
+        )
+        .unwrap();
+        let orgs = OrgDirectory::parse(
+            "key,org_id,sf_org_id,notify_email,notify_sms,transcription\n\
+             domain:acme.example,12,00D000000000ACM,alerts@acme.example,,no\n",
+        )
+        .unwrap();
+        let ctx = NormalizeContext {
+            field_map: Some(std::sync::Arc::new(map)),
+            orgs: Some(std::sync::Arc::new(orgs)),
+            ..Default::default()
+        };
+        let doc = xml(
+            "<uuid>0d2e4c6a-1111-2222-3333-444455556666</uuid><direction>inbound</direction>\
+             <start_epoch>1700000000</start_epoch><answer_epoch>0</answer_epoch><end_epoch>1700000020</end_epoch>\
+             <pbx_caller>%2B44 7700 900123</pbx_caller><pbx_domain>ACME.example</pbx_domain><trunk>carrier-a</trunk>\
+             <record_path>/rec</record_path><record_name>m.wav</record_name>",
+            "<callflow><caller_profile><caller_id_number>ignored</caller_id_number></caller_profile></callflow>",
+        );
+        let n = normalize_document(&doc, &ctx).unwrap();
+        let get = |k: &str| n.data.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("caller_id_number").as_deref(), Some("+447700900123"), "the map renames the source");
+        assert_eq!(get("gateway").as_deref(), Some("carrier-a"));
+        assert_eq!(get("sip_call_id"), None, "only the configured map applies");
+        assert_eq!((n.org_id, get("rmOriginatorOrgId").as_deref()), (12, Some("12")));
+        let types: Vec<_> = n.tasks.iter().map(|t| t.task_type).collect();
+        // missed call of an org with Salesforce and an alert address; transcription off for it
+        assert_eq!(types, [TaskType::Calllog, TaskType::Cdr2SfApi, TaskType::RecordingDelivery, TaskType::Emailer]);
+        assert_eq!(n.tasks[1].params, vec![("sf_org_id".to_string(), "00D000000000ACM".to_string())]);
+        assert_eq!(n.tasks[3].params, vec![("to".to_string(), "alerts@acme.example".to_string())]);
     }
 
     #[test]
