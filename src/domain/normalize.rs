@@ -233,8 +233,45 @@ impl Timing {
     /// Variables win (FreeSWITCH computed them from the newest profile); when they are
     /// missing (2007-era files) the same rules are applied to `<times>`: start = the first
     /// profile's creation, answer = the first answer, end = the last hangup.
+    ///
+    /// When the result contradicts itself (answer or end before start, answer after end, a
+    /// negative length, billsec over duration), the one rule is: the `<times>` of the
+    /// callflows decide if they are consistent; if they are not either, lengths are clamped
+    /// to 0 ≤ billsec ≤ duration and an answer outside the call counts as no answer.
     fn of(raw: &RawCdr) -> Timing {
-        let var = |k: &str| raw.var(k).and_then(|v| v.trim().parse::<i64>().ok());
+        let from_vars = Self::read(raw, true);
+        if from_vars.consistent() {
+            return from_vars;
+        }
+        let from_times = Self::read(raw, false);
+        if from_times.consistent() && from_times.start > 0 {
+            return from_times;
+        }
+        from_vars.clamped()
+    }
+
+    fn consistent(&self) -> bool {
+        let Timing { start, answer, end, duration, billsec } = *self;
+        duration >= 0
+            && billsec >= 0
+            && (duration == 0 || billsec <= duration)
+            && !(start > 0 && end > 0 && end < start)
+            && !(answer > 0 && start > 0 && answer < start)
+            && !(answer > 0 && end > 0 && answer > end)
+    }
+
+    fn clamped(self) -> Timing {
+        let Timing { start, mut answer, end, duration, billsec } = self;
+        if answer > 0 && ((start > 0 && answer < start) || (end > 0 && answer > end)) {
+            answer = 0;
+        }
+        let duration = duration.max(0);
+        let billsec = if answer == 0 { 0 } else { billsec.clamp(0, if duration > 0 { duration } else { i64::MAX }) };
+        Timing { start, answer, end, duration, billsec }
+    }
+
+    fn read(raw: &RawCdr, use_vars: bool) -> Timing {
+        let var = |k: &str| raw.var(k).filter(|_| use_vars).and_then(|v| v.trim().parse::<i64>().ok());
         let times = |name: &'static str| raw.callflows.iter().filter_map(move |c| c.time(name)).filter(|&us| us > 0);
         let secs = |us: i64| us / 1_000_000;
         let start =
@@ -399,6 +436,32 @@ mod tests {
         assert_eq!(get("answer_epoch"), "1181000002");
         assert_eq!(get("billsec"), "69");
         assert_eq!(get("duration"), "71");
+    }
+
+    #[test]
+    fn contradicting_timings_follow_one_rule() {
+        let get = |n: &NormalizedCdr, k: &str| n.data.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+        let times = "<callflow><caller_profile><uuid>0d2e4c6a-1111-2222-3333-444455556666</uuid></caller_profile>\
+             <times><created_time>1700000000000000</created_time><answered_time>1700000010000000</answered_time>\
+             <hangup_time>1700000070000000</hangup_time></times></callflow>";
+        // billsec larger than duration: the <times> are consistent and decide
+        let doc = xml(
+            "<start_epoch>1700000000</start_epoch><answer_epoch>1700000010</answer_epoch>\
+             <end_epoch>1700000070</end_epoch><duration>70</duration><billsec>700</billsec>",
+            times,
+        );
+        let n = normalize_document(&doc, &Default::default()).unwrap();
+        assert_eq!((get(&n, "duration"), get(&n, "billsec")), ("70".into(), "60".into()));
+        // an answer after the end and no <times>: no answer, nothing billed
+        let doc = xml(
+            "<uuid>0d2e4c6a-1111-2222-3333-444455556666</uuid><start_epoch>1700000000</start_epoch>\
+             <answer_epoch>1700000100</answer_epoch><end_epoch>1700000070</end_epoch><duration>70</duration>\
+             <billsec>-30</billsec>",
+            "",
+        );
+        let n = normalize_document(&doc, &Default::default()).unwrap();
+        assert_eq!((get(&n, "answer_epoch"), get(&n, "billsec"), get(&n, "duration")), ("0".into(), "0".into(), "70".into()));
+        assert!(n.tasks.iter().all(|t| t.task_type != TaskType::Billing), "not billed");
     }
 
     #[test]
