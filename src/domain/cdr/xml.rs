@@ -21,6 +21,9 @@ struct Node {
     text: String,
     children: Vec<Node>,
     offset: usize,
+    /// `<variables>` only: its children as `(name, raw text)`, read without building a node
+    /// per variable (a CDR has hundreds; this is most of the parse).
+    captured: Vec<(String, String)>,
 }
 
 impl Node {
@@ -48,7 +51,10 @@ pub(super) fn parse(doc: &[u8]) -> Result<RawCdr, ParseError> {
     let base = if doc.starts_with(BOM) { BOM.len() } else { 0 };
     let raw = &doc[base..];
     // quick-xml wants UTF-8; stray Latin-1 in a caller name must not sink the whole CDR.
-    let text = String::from_utf8_lossy(raw);
+    let text = match std::str::from_utf8(raw) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(raw),
+    };
     let lossy = matches!(text, Cow::Owned(_));
     let to_doc = |at: usize| base + if lossy { raw_offset(raw, at) } else { at };
     let root = read_tree(&text, &to_doc).map_err(|Problem(at, message)| {
@@ -59,7 +65,7 @@ pub(super) fn parse(doc: &[u8]) -> Result<RawCdr, ParseError> {
     if root.name != "cdr" {
         return Err(ParseError::XmlRoot { found: root.name, offset: to_doc(root.offset) as u64 });
     }
-    Ok(to_cdr(&root))
+    Ok(to_cdr(root))
 }
 
 /// Maps an offset in the lossily decoded text back to `raw` (each invalid sequence became one
@@ -94,6 +100,8 @@ fn read_tree(text: &str, to_doc: &dyn Fn(usize) -> usize) -> Result<Node, Proble
 
     let mut open: Vec<Node> = Vec::new();
     let mut root: Option<Node> = None;
+    // A variable being read: (name, text, offset).
+    let mut capture: Option<(String, String, usize)> = None;
     loop {
         let at = reader.buffer_position() as usize;
         let event = reader.read_event().map_err(|e| Problem(reader.error_position() as usize, describe(e)))?;
@@ -102,16 +110,26 @@ fn read_tree(text: &str, to_doc: &dyn Fn(usize) -> usize) -> Result<Node, Proble
             Event::Empty(s) => (s, true),
             Event::End(_) => {
                 // quick-xml has already matched the name against the open element.
+                if let Some((name, text, _)) = capture.take() {
+                    open.last_mut().expect("variables is open").captured.push((name, text));
+                    continue;
+                }
                 let node = open.pop().ok_or_else(|| Problem(at, "end tag without start tag".into()))?;
                 close(node, &mut open, &mut root);
                 continue;
             }
             Event::Text(t) => {
-                append_text(&mut open, &t.xml10_content(), at)?;
+                match &mut capture {
+                    Some((_, text, _)) => text.push_str(&t.xml10_content()),
+                    None => append_text(&mut open, &t.xml10_content(), at)?,
+                }
                 continue;
             }
             Event::CData(c) => {
-                append_text(&mut open, &c.xml10_content(), at)?;
+                match &mut capture {
+                    Some((_, text, _)) => text.push_str(&c.xml10_content()),
+                    None => append_text(&mut open, &c.xml10_content(), at)?,
+                }
                 continue;
             }
             Event::GeneralRef(r) => {
@@ -121,10 +139,19 @@ fn read_tree(text: &str, to_doc: &dyn Fn(usize) -> usize) -> Result<Node, Proble
                     resolve_xml_entity(&r).map(str::to_owned)
                 };
                 let s = resolved.ok_or_else(|| Problem(at, format!("unknown entity &{};", &*r)))?;
-                append_text(&mut open, &s, at)?;
+                match &mut capture {
+                    Some((_, text, _)) => text.push_str(&s),
+                    None => append_text(&mut open, &s, at)?,
+                }
                 continue;
             }
             Event::Eof => {
+                if let Some((name, _, offset)) = capture {
+                    return Err(Problem(
+                        text.len(),
+                        format!("document ends inside <{name}> (opened at byte {}): missing end tag", to_doc(offset)),
+                    ));
+                }
                 return match (open.pop(), root) {
                     (Some(unclosed), _) => Err(Problem(
                         text.len(),
@@ -146,6 +173,19 @@ fn read_tree(text: &str, to_doc: &dyn Fn(usize) -> usize) -> Result<Node, Proble
         if open.len() >= MAX_DEPTH {
             return Err(Problem(at, format!("elements nested deeper than {MAX_DEPTH} levels")));
         }
+        // An element inside a variable (never written by FreeSWITCH): the variable becomes an
+        // ordinary node after all.
+        if let Some((name, text, offset)) = capture.take() {
+            open.push(Node { name, attrs: Vec::new(), text, children: Vec::new(), offset, captured: Vec::new() });
+        } else if open.len() == 2 && open[1].name == "variables" && start.attributes().next().is_none() {
+            let name = start.name().as_ref().to_owned();
+            if empty {
+                open[1].captured.push((name, String::new()));
+            } else {
+                capture = Some((name, String::new(), at));
+            }
+            continue;
+        }
         let node = open_node(&start, at)?;
         if empty {
             close(node, &mut open, &mut root);
@@ -162,7 +202,14 @@ fn open_node(start: &BytesStart, at: usize) -> Result<Node, Problem> {
         let value = attr.normalized_value(XmlVersion::Implicit1_0).map_err(|e| Problem(at, describe(e)))?;
         attrs.push((attr.key.as_ref().to_owned(), value.into_owned()));
     }
-    Ok(Node { name: start.name().as_ref().to_owned(), attrs, text: String::new(), children: Vec::new(), offset: at })
+    Ok(Node {
+        name: start.name().as_ref().to_owned(),
+        attrs,
+        text: String::new(),
+        children: Vec::new(),
+        offset: at,
+        captured: Vec::new(),
+    })
 }
 
 fn close(node: Node, open: &mut [Node], root: &mut Option<Node>) {
@@ -196,14 +243,16 @@ fn describe(e: QxError) -> String {
     }
 }
 
-fn to_cdr(root: &Node) -> RawCdr {
+fn to_cdr(mut root: Node) -> RawCdr {
     let mut cdr = RawCdr::empty(CdrFormat::Xml);
     cdr.core_uuid = root.attr("core-uuid").map(str::to_owned);
     cdr.switchname = root.attr("switchname").map(str::to_owned);
-    for section in &root.children {
+    for section in &mut root.children {
         match section.name.as_str() {
             "channel_data" => cdr.channel_data.extend(section.children.iter().map(|c| (c.name.clone(), c.trimmed()))),
             "variables" => {
+                let captured = std::mem::take(&mut section.captured);
+                cdr.variables.extend(captured.into_iter().map(|(name, text)| (name, decode_owned(text))));
                 cdr.variables.extend(section.children.iter().map(|c| (c.name.clone(), percent_decode(c.text.trim()))))
             }
             "app_log" => cdr.app_log.extend(section.named("application").map(|a| Application {
@@ -221,6 +270,17 @@ fn to_cdr(root: &Node) -> RawCdr {
         }
     }
     cdr
+}
+
+/// A variable's value: trimmed and percent-decoded once, reusing the text when neither
+/// changes it (the common case).
+fn decode_owned(text: String) -> String {
+    let trimmed = text.trim();
+    if trimmed.len() == text.len() && !text.contains('%') {
+        text
+    } else {
+        percent_decode(trimmed)
+    }
 }
 
 fn callflow(node: &Node) -> Callflow {
