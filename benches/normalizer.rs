@@ -12,7 +12,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use cdrmunch::domain::normalize::{normalize_document, NormalizeContext};
-use criterion::{black_box, Criterion, Throughput};
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput};
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
@@ -110,7 +112,13 @@ fn main() {
     let (j_cdr, j_b) = rate(&json, d, |doc| {
         black_box(normalize_document(doc, &ctx).unwrap());
     });
-    println!("\nsummary, one core, {} XML CDRs ({} bytes), {} JSON CDRs ({} bytes):", xml.len(), xml_bytes, json.len(), json_bytes);
+    println!(
+        "\nsummary, one core, {} XML CDRs ({} bytes), {} JSON CDRs ({} bytes):",
+        xml.len(),
+        xml_bytes,
+        json.len(),
+        json_bytes
+    );
     println!("  XML normalize       {:>9.0} CDRs/s {:>7.1} MB/s", n_cdr, n_b / 1e6);
     println!("  XML bare quick-xml  {:>9.0} CDRs/s {:>7.1} MB/s", q_cdr, q_b / 1e6);
     println!("  XML parse only      {:>9.0} CDRs/s {:>7.1} MB/s", p_cdr, p_b / 1e6);

@@ -198,6 +198,13 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parsing_any_text_never_panics(text in "(.{0,30}\n){0,5}") {
+            let _ = FieldMap::parse(&text);
+        }
+    }
+
     #[test]
     fn mistakes_are_named_by_line() {
         let e = FieldMap::parse("ok = text: var:a\nbad = text: env:HOME").unwrap_err();

@@ -216,6 +216,21 @@ mod tests {
         assert!(matches!(NormalizedDoc::parse(b"<cdr-normalized><data><a></b>"), Err(NcdrError::Xml { .. })));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn reading_never_panics(doc in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = NormalizedDoc::parse(&doc);
+        }
+
+        #[test]
+        fn what_the_distillery_writes_reads_back(value in "[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f]{0,40}") {
+            let xml = format!("<cdr-normalized><data><uuid>{}</uuid></data><tasks/></cdr-normalized>",
+                crate::domain::normalize::xml_escape(&value));
+            let doc = NormalizedDoc::parse(xml.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(doc.field("uuid").unwrap_or_default(), value.trim().to_string());
+        }
+    }
+
     #[test]
     fn templates_fill_fields_and_line_breaks() {
         let f = |k: &str| (k == "caller_id_number").then(|| "1001".to_string());

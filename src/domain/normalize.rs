@@ -378,7 +378,9 @@ pub fn xml_escape(s: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
-            '\t' | '\n' | '\r' => out.push(c),
+            // a raw CR would come back as LF (XML end-of-line handling): keep it as a reference
+            '\r' => out.push_str("&#13;"),
+            '\t' | '\n' => out.push(c),
             c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
             c => out.push(c),
         }
@@ -460,7 +462,10 @@ mod tests {
             "",
         );
         let n = normalize_document(&doc, &Default::default()).unwrap();
-        assert_eq!((get(&n, "answer_epoch"), get(&n, "billsec"), get(&n, "duration")), ("0".into(), "0".into(), "70".into()));
+        assert_eq!(
+            (get(&n, "answer_epoch"), get(&n, "billsec"), get(&n, "duration")),
+            ("0".into(), "0".into(), "70".into())
+        );
         assert!(n.tasks.iter().all(|t| t.task_type != TaskType::Billing), "not billed");
     }
 

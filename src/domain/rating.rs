@@ -372,9 +372,23 @@ mod tests {
         assert_eq!(Micros(-1_500_000).to_string(), "-1.5");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn billing_never_undercharges_and_lookups_never_panic(billsec in 0i64..100_000, first in 1u32..120, next in 1u32..120, number in ".{0,40}") {
+            let billed = billed_seconds(billsec, first, next);
+            proptest::prop_assert!(billed >= billsec);
+            proptest::prop_assert!(billsec == 0 || billed - billsec < first.max(next) as i64);
+            let d = deck();
+            if let Some(n) = e164(&number, Some("44")) {
+                let _ = d.lookup(&n);
+            }
+            let _ = RateDeck::parse(&number);
+        }
+    }
+
     #[test]
     fn a_hundred_thousand_prefixes_load_and_match() {
-        let mut csv = String::from(DECK_COLUMNS.join(","));
+        let mut csv = DECK_COLUMNS.join(",");
         csv.push('\n');
         for i in 0..100_000u32 {
             csv.push_str(&format!("9{i:05},ZZ,Test,I,G,A,0,0.{:04},perMinute,60,60\n", i % 10_000));
