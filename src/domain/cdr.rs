@@ -28,6 +28,9 @@ pub struct RawCdr {
     /// One per caller profile, newest first (as FreeSWITCH emits them).
     pub callflows: Vec<Callflow>,
     pub hold_records: Vec<HoldRecord>,
+    /// `<call-stats>` / `callStats` leaves as `(path, value)`: `audio.inbound.mos` -> `4.49`
+    /// (arrays such as `errorLog` are left out; a non-finite `nan` reads as `null`).
+    pub call_stats: Vec<(String, String)>,
 }
 
 /// One `<app_log>` entry.
@@ -90,6 +93,7 @@ impl RawCdr {
             app_log: Vec::new(),
             callflows: Vec::new(),
             hold_records: Vec::new(),
+            call_stats: Vec::new(),
         }
     }
 
@@ -486,6 +490,25 @@ mod tests {
         assert_eq!((cdr.uuid(), cdr.direction()), (None, Some("outbound")));
         let cdr = parse(b"<cdr><callflow unique-id=\"p\"><caller_profile/></callflow></cdr>").unwrap();
         assert_eq!(cdr.uuid(), None);
+    }
+
+    #[test]
+    fn call_stats_are_read_as_dotted_paths() {
+        let x = parse(
+            b"<cdr><call-stats><audio><inbound><mos>4.49</mos><flaw_total>1</flaw_total></inbound></audio>\
+              </call-stats><variables><uuid>u</uuid></variables></cdr>",
+        )
+        .unwrap();
+        assert_eq!(
+            x.call_stats,
+            vec![("audio.inbound.mos".into(), "4.49".into()), ("audio.inbound.flaw_total".into(), "1".into())]
+        );
+        let j =
+            parse(br#"{"callStats":{"audio":{"inbound":{"mos":nan,"errorLog":[{"a":1}],"flaw_total":2}}}}"#).unwrap();
+        assert_eq!(
+            j.call_stats,
+            vec![("audio.inbound.mos".into(), "null".into()), ("audio.inbound.flaw_total".into(), "2".into())]
+        );
     }
 
     proptest! {

@@ -9,7 +9,8 @@
 //!
 //! Sources, tried in order, first non-empty wins: `var:NAME` (a channel variable,
 //! percent-decoded), `profile:NAME` (the newest caller profile), `channel:NAME`
-//! (`<channel_data>`), `cdr:switchname`, `cdr:core_uuid`. Types: `text` (trimmed), `int`
+//! (`<channel_data>`), `stats:PATH` (`<call-stats>`, e.g. `audio.inbound.mos`),
+//! `cdr:switchname`, `cdr:core_uuid`. Types: `text` (trimmed), `decimal` (finite), `int`
 //! (a whole number; a source that is not one is skipped), `uuid` (lowercased; must be a UUID),
 //! `number` (a dialled number: spaces dropped). A mapped field named like a computed one
 //! (caller_id_number, destination_number, hangup_cause) replaces it when a source has a value.
@@ -23,6 +24,8 @@ pub enum FieldType {
     Int,
     Uuid,
     Number,
+    /// A finite decimal (`nan` and `inf` are skipped), kept as written.
+    Decimal,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +33,8 @@ pub enum Source {
     Var(String),
     Profile(String),
     Channel(String),
+    /// A `<call-stats>` / `callStats` leaf by dotted path.
+    Stats(String),
     SwitchName,
     CoreUuid,
 }
@@ -106,7 +111,8 @@ impl FieldMap {
                 "int" => FieldType::Int,
                 "uuid" => FieldType::Uuid,
                 "number" => FieldType::Number,
-                other => return Err(err(format!("type '{other}' is not text, int, uuid or number"))),
+                "decimal" => FieldType::Decimal,
+                other => return Err(err(format!("type '{other}' is not text, int, decimal, uuid or number"))),
             };
             let sources = sources
                 .split('|')
@@ -117,10 +123,11 @@ impl FieldMap {
                         ("var", a) if !a.is_empty() => Ok(Source::Var(a.to_string())),
                         ("profile", a) if !a.is_empty() => Ok(Source::Profile(a.to_string())),
                         ("channel", a) if !a.is_empty() => Ok(Source::Channel(a.to_string())),
+                        ("stats", a) if !a.is_empty() => Ok(Source::Stats(a.to_string())),
                         ("cdr", "switchname") => Ok(Source::SwitchName),
                         ("cdr", "core_uuid") => Ok(Source::CoreUuid),
                         _ => Err(err(format!(
-                            "source '{s}' is not var:NAME, profile:NAME, channel:NAME, cdr:switchname or cdr:core_uuid"
+                            "source '{s}' is not var:NAME, profile:NAME, channel:NAME, stats:PATH, cdr:switchname or cdr:core_uuid"
                         ))),
                     }
                 })
@@ -141,6 +148,7 @@ impl FieldMap {
                         Source::Var(n) => raw.var(n),
                         Source::Profile(n) => profile.and_then(|p| p.get(n)),
                         Source::Channel(n) => raw.channel_data.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()),
+                        Source::Stats(p) => raw.call_stats.iter().find(|(k, _)| k == p).map(|(_, v)| v.as_str()),
                         Source::SwitchName => raw.switchname.as_deref(),
                         Source::CoreUuid => raw.core_uuid.as_deref(),
                     }?;
@@ -160,6 +168,7 @@ fn convert(ty: FieldType, v: &str) -> Option<String> {
         FieldType::Int => v.parse::<i64>().ok().map(|n| n.to_string()),
         FieldType::Uuid => canonical_uuid(v).map(|_| v.to_ascii_lowercase()),
         FieldType::Number => Some(v.chars().filter(|c| !c.is_whitespace()).collect()),
+        FieldType::Decimal => v.parse::<f64>().ok().filter(|f| f.is_finite()).map(|_| v.to_string()),
     }
 }
 

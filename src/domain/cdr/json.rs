@@ -241,10 +241,23 @@ fn to_cdr(root: &J) -> RawCdr {
             }
             // Every occurrence counts: old mod_json_cdr repeated the key instead of using an array.
             "callflow" => cdr.callflows.extend(value.objects().into_iter().map(callflow)),
+            "callStats" => flatten_stats(value, "", &mut cdr.call_stats),
             _ => {}
         }
     }
     cdr
+}
+
+/// `{"audio":{"inbound":{"mos":4.5}}}` -> `("audio.inbound.mos", "4.5")`; arrays are skipped.
+fn flatten_stats(value: &J, prefix: &str, out: &mut Vec<(String, String)>) {
+    for (k, v) in value.members() {
+        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match v {
+            J::Obj(_) => flatten_stats(v, &path, out),
+            J::Arr(_) => {}
+            scalar => out.extend(scalar.scalar().map(|s| (path, s))),
+        }
+    }
 }
 
 /// Variable values are percent-decoded only when the document was written with `encode-values`

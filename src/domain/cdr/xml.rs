@@ -261,6 +261,7 @@ fn to_cdr(mut root: Node) -> RawCdr {
                 app_stamp: a.attr("app_stamp").and_then(|s| s.trim().parse().ok()),
             })),
             "callflow" => cdr.callflows.push(callflow(section)),
+            "call-stats" => flatten_stats(section, "", &mut cdr.call_stats),
             "hold-record" => cdr.hold_records.extend(section.named("hold").map(|h| HoldRecord {
                 on: h.attr("on").and_then(|s| s.trim().parse().ok()),
                 off: h.attr("off").and_then(|s| s.trim().parse().ok()),
@@ -270,6 +271,18 @@ fn to_cdr(mut root: Node) -> RawCdr {
         }
     }
     cdr
+}
+
+/// `<call-stats><audio><inbound><mos>4.5</mos>` -> `("audio.inbound.mos", "4.5")`.
+fn flatten_stats(node: &Node, prefix: &str, out: &mut Vec<(String, String)>) {
+    for c in &node.children {
+        let path = if prefix.is_empty() { c.name.clone() } else { format!("{prefix}.{}", c.name) };
+        if c.children.is_empty() {
+            out.push((path, c.trimmed()));
+        } else {
+            flatten_stats(c, &path, out);
+        }
+    }
 }
 
 /// A variable's value: trimmed and percent-decoded once, reusing the text when neither
