@@ -1,8 +1,6 @@
 //! mod_xml_cdr documents. quick-xml without namespace processing (variable names such as
 //! `nolocal:req_uuid` contain ':'), read into a small element tree, then mapped to [`RawCdr`].
 
-use std::borrow::Cow;
-
 use quick_xml::errors::{Error as QxError, IllFormedError};
 use quick_xml::escape::resolve_xml_entity;
 use quick_xml::events::{BytesStart, Event};
@@ -50,18 +48,26 @@ struct Problem(usize, String);
 pub(super) fn parse(doc: &[u8]) -> Result<RawCdr, ParseError> {
     let base = if doc.starts_with(BOM) { BOM.len() } else { 0 };
     let raw = &doc[base..];
-    // quick-xml wants UTF-8; stray Latin-1 in a caller name must not sink the whole CDR.
-    let text = match std::str::from_utf8(raw) {
-        Ok(s) => Cow::Borrowed(s),
-        Err(_) => String::from_utf8_lossy(raw),
-    };
-    let lossy = matches!(text, Cow::Owned(_));
-    let to_doc = |at: usize| base + if lossy { raw_offset(raw, at) } else { at };
-    let root = read_tree(&text, &to_doc).map_err(|Problem(at, message)| {
+    let problem = |to_doc: &dyn Fn(usize) -> usize, Problem(at, message): Problem| {
         let offset = to_doc(at);
         let (line, column) = line_col(doc, offset);
         ParseError::Xml { offset: offset as u64, line, column, message }
-    })?;
+    };
+    // quick-xml checks each event's UTF-8 itself, so the bytes are read as they are; only a
+    // document that is not UTF-8 (stray Latin-1 in a caller name must not sink the whole CDR)
+    // is read again, lossily converted, with offsets mapped back to the document.
+    let plain = |at: usize| base + at;
+    let mut to_doc: &dyn Fn(usize) -> usize = &plain;
+    let lossy_offsets = |at: usize| base + raw_offset(raw, at);
+    let root = match read_tree(raw, &plain) {
+        Ok(root) => root,
+        Err(_) if std::str::from_utf8(raw).is_err() => {
+            to_doc = &lossy_offsets;
+            let text = String::from_utf8_lossy(raw);
+            read_tree(text.as_bytes(), &lossy_offsets).map_err(|p| problem(&lossy_offsets, p))?
+        }
+        Err(p) => return Err(problem(&plain, p)),
+    };
     if root.name != "cdr" {
         return Err(ParseError::XmlRoot { found: root.name, offset: to_doc(root.offset) as u64 });
     }
@@ -91,8 +97,8 @@ fn raw_offset(raw: &[u8], text_offset: usize) -> usize {
 }
 
 /// Reads the element tree; `to_doc` turns text offsets into document offsets for messages.
-fn read_tree(text: &str, to_doc: &dyn Fn(usize) -> usize) -> Result<Node, Problem> {
-    let mut reader = Reader::from_str(text);
+fn read_tree(text: &[u8], to_doc: &dyn Fn(usize) -> usize) -> Result<Node, Problem> {
+    let mut reader = Reader::from_reader(text);
     let config = reader.config_mut();
     config.check_end_names = true;
     config.allow_unmatched_ends = false;
@@ -177,7 +183,7 @@ fn read_tree(text: &str, to_doc: &dyn Fn(usize) -> usize) -> Result<Node, Proble
         // ordinary node after all.
         if let Some((name, text, offset)) = capture.take() {
             open.push(Node { name, attrs: Vec::new(), text, children: Vec::new(), offset, captured: Vec::new() });
-        } else if open.len() == 2 && open[1].name == "variables" && start.attributes().next().is_none() {
+        } else if open.len() == 2 && open[1].name == "variables" && start.attributes_raw().trim().is_empty() {
             let name = start.name().as_ref().to_owned();
             if empty {
                 open[1].captured.push((name, String::new()));
