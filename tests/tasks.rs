@@ -80,33 +80,15 @@ async fn billing_and_call_log_rows_land_once_on_both_databases() {
         assert_eq!(types, ["billing", "calllog"], "{db:?}: only configured handlers get tasks");
         assert!(tasks.iter().all(|t| t.done == "y" && t.retry == 0), "{db:?}: {tasks:?}");
 
-        let billing_url = app.settings.database.billingdb_url.clone();
-        let (quantity, answer_stamp, rows): (String, String, i64) = match db {
-            Db::Sqlite => {
-                let pool = sqlx::SqlitePool::connect(&billing_url).await.unwrap();
-                let r = sqlx::query(
-                    "SELECT CAST(quantity AS TEXT), answer_stamp, (SELECT COUNT(*) FROM billing_feed) \
-                     FROM billing_feed WHERE uuid = ?",
-                )
-                .bind(&uuid)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-                (r.get(0), r.get(1), r.get(2))
-            }
-            Db::Mysql => {
-                let pool = sqlx::MySqlPool::connect(&billing_url).await.unwrap();
-                let r = sqlx::query(
-                    "SELECT CAST(quantity AS CHAR), answer_stamp, (SELECT COUNT(*) FROM billing_feed) \
-                     FROM billing_feed WHERE uuid = ?",
-                )
-                .bind(&uuid)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-                (r.get(0), r.get(1), r.get(2))
-            }
-        };
+        let row = text_row(
+            db,
+            &app.settings.database.billingdb_url,
+            "SELECT CAST(quantity AS CHAR), answer_stamp, CAST((SELECT COUNT(*) FROM billing_feed) AS CHAR) \
+             FROM billing_feed WHERE uuid = ?",
+            &uuid,
+        )
+        .await;
+        let (quantity, answer_stamp, rows) = (row[0].clone(), row[1].clone(), row[2].parse::<i64>().unwrap());
         assert!(quantity.starts_with("42"), "{db:?}: quantity is billsec: {quantity}");
         assert_eq!(answer_stamp, "2023-11-14 22:13:23", "{db:?}");
         assert_eq!(rows, 1, "{db:?}");

@@ -398,3 +398,21 @@ pub fn answered_cdr(uuid: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// One row of a query whose columns are all text (`CAST(.. AS CHAR)` reads as text on both
+/// engines), with one bound parameter.
+pub async fn text_row(db: Db, url: &str, sql: &'static str, param: &str) -> Vec<String> {
+    use sqlx::Row;
+    match db {
+        Db::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            let r = sqlx::query(sql).bind(param.to_string()).fetch_one(&pool).await.unwrap();
+            (0..r.len()).map(|i| r.get::<String, _>(i)).collect()
+        }
+        Db::Mysql => {
+            let pool = sqlx::MySqlPool::connect(url).await.unwrap();
+            let r = sqlx::query(sql).bind(param.to_string()).fetch_one(&pool).await.unwrap();
+            (0..r.len()).map(|i| r.get::<String, _>(i)).collect()
+        }
+    }
+}
