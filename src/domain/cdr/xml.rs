@@ -227,6 +227,9 @@ fn close(node: Node, open: &mut [Node], root: &mut Option<Node>) {
 
 fn append_text(open: &mut [Node], s: &str, at: usize) -> Result<(), Problem> {
     match open.last_mut() {
+        // Indentation between child elements never reaches a value (every text is used
+        // trimmed): skip it instead of growing the parent's text with it.
+        Some(node) if node.text.is_empty() && s.trim_ascii().is_empty() => {}
         Some(node) => node.text.push_str(s),
         None if s.trim().is_empty() => {}
         None => return Err(Problem(at, "text outside the root element".into())),
