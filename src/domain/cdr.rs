@@ -210,6 +210,7 @@ pub fn parse(doc: &[u8]) -> Result<RawCdr, ParseError> {
 }
 
 pub(crate) use json::lenient_json;
+pub(crate) use xml::resolve_ref;
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,6 @@
 //! Reading a `<cdr-normalized>` document back: what a task executor sees. The distillery
 //! wrote it (see `normalize::to_xml`); the executor finds its `<task>` by `node_index`.
 
-use quick_xml::escape::resolve_xml_entity;
 use quick_xml::events::Event;
 use quick_xml::{Reader, XmlVersion};
 
@@ -64,12 +63,7 @@ impl NormalizedDoc {
                     continue;
                 }
                 Event::GeneralRef(r) => {
-                    let resolved = if r.is_char_ref() {
-                        r.resolve_char_ref().map_err(|e| err(&e))?.map(String::from)
-                    } else {
-                        resolve_xml_entity(&r).map(str::to_owned)
-                    };
-                    text.push_str(&resolved.ok_or_else(|| err(&format!("unknown entity &{};", &*r)))?);
+                    text.push_str(&super::cdr::resolve_ref(&r).map_err(|m| err(&m))?);
                     continue;
                 }
                 Event::End(_) => {

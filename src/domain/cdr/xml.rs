@@ -3,7 +3,7 @@
 
 use quick_xml::errors::{Error as QxError, IllFormedError};
 use quick_xml::escape::resolve_xml_entity;
-use quick_xml::events::{BytesStart, Event};
+use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::{Reader, XmlVersion};
 
 use super::{line_col, Application, Callflow, CdrFormat, Extension, HoldRecord, ParseError, Profile, RawCdr, BOM};
@@ -139,12 +139,7 @@ fn read_tree(text: &[u8], to_doc: &dyn Fn(usize) -> usize) -> Result<Node, Probl
                 continue;
             }
             Event::GeneralRef(r) => {
-                let resolved = if r.is_char_ref() {
-                    r.resolve_char_ref().map_err(|e| Problem(at, e.to_string()))?.map(String::from)
-                } else {
-                    resolve_xml_entity(&r).map(str::to_owned)
-                };
-                let s = resolved.ok_or_else(|| Problem(at, format!("unknown entity &{};", &*r)))?;
+                let s = resolve_ref(&r).map_err(|m| Problem(at, m))?;
                 match &mut capture {
                     Some((_, text, _)) => text.push_str(&s),
                     None => append_text(&mut open, &s, at)?,
@@ -235,6 +230,16 @@ fn append_text(open: &mut [Node], s: &str, at: usize) -> Result<(), Problem> {
         None => return Err(Problem(at, "text outside the root element".into())),
     }
     Ok(())
+}
+
+/// `&amp;` or `&#13;` as text; an unknown entity or a bad character reference is an error.
+pub(crate) fn resolve_ref(r: &BytesRef) -> Result<String, String> {
+    let resolved = if r.is_char_ref() {
+        r.resolve_char_ref().map_err(|e| e.to_string())?.map(String::from)
+    } else {
+        resolve_xml_entity(r).map(str::to_owned)
+    };
+    resolved.ok_or_else(|| format!("unknown entity &{};", &**r))
 }
 
 fn describe(e: QxError) -> String {
