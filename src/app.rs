@@ -142,11 +142,11 @@ pub fn tasks_config(s: &Settings) -> TasksConfig {
 /// Says once, at start, which task types are off and why: one line for the unconfigured
 /// handlers (a warning), one for the types turned off on purpose.
 fn log_off_types(s: &Settings) {
-    let (on_purpose, unconfigured): (Vec<_>, Vec<_>) = crate::handlers::off_types(s)
-        .into_iter()
-        .partition(|(_, why)| why == "listed in disabled_tasks" || why.ends_with("= none"));
-    let list =
-        |v: &[(TaskType, String)]| v.iter().map(|(t, why)| format!("{t} ({why})")).collect::<Vec<_>>().join(", ");
+    let (on_purpose, unconfigured): (Vec<_>, Vec<_>) =
+        crate::handlers::off_types(s).into_iter().partition(|(_, why)| why.on_purpose());
+    let list = |v: &[(TaskType, crate::handlers::Off)]| {
+        v.iter().map(|(t, why)| format!("{t} ({why})")).collect::<Vec<_>>().join(", ")
+    };
     if !unconfigured.is_empty() {
         tracing::warn!(
             "task types off, their handlers are not configured (no such tasks are created): {}",

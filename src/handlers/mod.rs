@@ -119,14 +119,47 @@ const HANDLER_NAMES: [&str; 8] = [
     "transcription",
 ];
 
+/// Why a task type is off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Off {
+    /// Listed in `disabled_tasks`.
+    Disabled,
+    /// `tasksd.handler.<type> = none`.
+    HandlerNone(TaskType),
+    /// The handler's section lacks a key (named here).
+    NotConfigured(String),
+    /// `tasksd.handler.<type>` names no handler: a config mistake that stops the start.
+    UnknownHandler(String),
+}
+
+impl Off {
+    /// Turned off on purpose, as opposed to left unconfigured.
+    pub fn on_purpose(&self) -> bool {
+        matches!(self, Off::Disabled | Off::HandlerNone(_))
+    }
+}
+
+impl std::fmt::Display for Off {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Off::Disabled => f.write_str("listed in disabled_tasks"),
+            Off::HandlerNone(t) => write!(f, "tasksd.handler.{t} = none"),
+            Off::NotConfigured(key) => write!(f, "{key} is not set"),
+            Off::UnknownHandler(name) => {
+                write!(f, "unknown handler '{name}' (known: {}, none)", HANDLER_NAMES.join(", "))
+            }
+        }
+    }
+}
+
 /// Which handler runs a type, or why the type is off. Pure config reading, so the distiller
 /// (which decides what tasks to create) and tasksd (which runs them) agree.
-pub fn handler_for(s: &Settings, t: TaskType) -> Result<&str, String> {
+pub fn handler_for(s: &Settings, t: TaskType) -> Result<&str, Off> {
     let name = s.tasksd.handlers.get(t.as_str()).map(String::as_str).unwrap_or(default_handler(t));
     if name == "none" {
-        return Err(format!("tasksd.handler.{t} = none"));
+        return Err(Off::HandlerNone(t));
     }
-    let missing = |what: &str| Err(format!("{what} is not set"));
+    let missing = |what: &str| Err(Off::NotConfigured(what.to_string()));
     match name {
         "billing-feeder" | "calllog" => Ok(name),
         "emailer" if s.emailer.smtp_host.is_none() => missing("emailer.smtp_host"),
@@ -142,17 +175,17 @@ pub fn handler_for(s: &Settings, t: TaskType) -> Result<&str, String> {
         "transcription" if s.transcription.url.is_none() => missing("transcription.url"),
         "transcription" if s.recordings.delivery_target.is_none() => missing("recordings.delivery_target"),
         n if HANDLER_NAMES.contains(&n) => Ok(n),
-        other => Err(format!("unknown handler '{other}' (known: {}, none)", HANDLER_NAMES.join(", "))),
+        other => Err(Off::UnknownHandler(other.to_string())),
     }
 }
 
 /// Types that are off, with the reason: `disabled_tasks` or an unconfigured handler.
-pub fn off_types(s: &Settings) -> Vec<(TaskType, String)> {
+pub fn off_types(s: &Settings) -> Vec<(TaskType, Off)> {
     TaskType::ALL
         .into_iter()
         .filter_map(|t| {
             if s.distiller.disabled_tasks.iter().any(|d| d == t.as_str()) {
-                Some((t, "listed in disabled_tasks".to_string()))
+                Some((t, Off::Disabled))
             } else {
                 handler_for(s, t).err().map(|why| (t, why))
             }
@@ -199,8 +232,9 @@ pub async fn build(
     for t in TaskType::ALL {
         let name = match handler_for(s, t) {
             Ok(n) => n.to_string(),
-            Err(why) if why.starts_with("unknown handler") => {
-                return Err(SetupError { task_type: t, handler: s.tasksd.handlers[t.as_str()].clone(), message: why })
+            Err(Off::UnknownHandler(handler)) => {
+                let message = Off::UnknownHandler(handler.clone()).to_string();
+                return Err(SetupError { task_type: t, handler, message });
             }
             Err(_) => continue,
         };
@@ -240,16 +274,18 @@ mod tests {
     #[test]
     fn unconfigured_handlers_turn_their_type_off_with_the_reason() {
         let mut s = Settings::embedded_default(std::path::Path::new("/tmp/x"));
-        let off: Vec<(TaskType, String)> = off_types(&s);
+        let off: Vec<(TaskType, Off)> = off_types(&s);
         let off_names: Vec<_> = off.iter().map(|(t, _)| t.as_str()).collect();
         assert_eq!(
             off_names,
             ["bufferedRecording", "CDR2SF", "SMSSend", "emailer", "CDR2SFAPI", "recordingDelivery", "transcription"],
             "billing and calllog run out of the box"
         );
-        assert!(off.iter().any(|(t, why)| *t == TaskType::Emailer && why == "emailer.smtp_host is not set"));
+        assert!(off
+            .iter()
+            .any(|(t, why)| *t == TaskType::Emailer && why.to_string() == "emailer.smtp_host is not set"));
         s.emailer.smtp_host = Some("mx".into());
-        assert_eq!(handler_for(&s, TaskType::Emailer), Err("emailer.from is not set".into()));
+        assert_eq!(handler_for(&s, TaskType::Emailer).unwrap_err().to_string(), "emailer.from is not set");
         s.emailer.from = Some("a@b.c".into());
         assert_eq!(handler_for(&s, TaskType::Emailer), Ok("emailer"));
         s.tasksd.handlers.insert("billing".into(), "none".into());
@@ -259,6 +295,9 @@ mod tests {
         assert!(!rules.disabled.contains(&TaskType::Emailer));
         s.tasksd.handlers.insert("sms".into(), "carrier-pigeon".into());
         s.tasksd.handlers.insert("SMSSend".into(), "carrier-pigeon".into());
-        assert!(handler_for(&s, TaskType::SmsSend).unwrap_err().starts_with("unknown handler 'carrier-pigeon'"));
+        assert!(handler_for(&s, TaskType::SmsSend)
+            .unwrap_err()
+            .to_string()
+            .starts_with("unknown handler 'carrier-pigeon'"));
     }
 }
