@@ -58,8 +58,6 @@ pub(crate) enum Kind {
     Tls,
     /// `http://` or `https://` URL; empty means "not set".
     OptUrl,
-    /// A directory or `s3://bucket/prefix`.
-    Store,
     /// A directory or `s3://bucket/prefix`; empty means "not set".
     OptStore,
     /// Comma list of intake, distiller, tasks; at least one.
@@ -295,7 +293,6 @@ impl Kind {
             K::TypeList => "list of s|d",
             K::Tls => "none|starttls|tls",
             K::OptUrl => "URL (optional)",
-            K::Store => "directory or s3://bucket/prefix",
             K::OptStore => "directory or s3://bucket/prefix (optional)",
             K::Roles => "list of intake|distiller|tasks",
             K::Rule => "task rule",
@@ -362,10 +359,10 @@ impl Kind {
                 Parsed::List(l) if l.is_empty() => Err("at least one of intake, distiller, tasks".into()),
                 other => Ok(other),
             },
-            K::Store | K::OptStore => match v {
-                "" if self == K::OptStore => Ok(Parsed::Opt(None)),
-                _ if crate::storage::S3Location::parse(v).is_some() || (!v.is_empty() && !v.contains("://")) => {
-                    Ok(if self == K::Store { Parsed::Text(v.into()) } else { Parsed::Opt(Some(v.into())) })
+            K::OptStore => match v {
+                "" => Ok(Parsed::Opt(None)),
+                _ if crate::storage::S3Location::parse(v).is_some() || !v.contains("://") => {
+                    Ok(Parsed::Opt(Some(v.into())))
                 }
                 _ => Err("a directory or s3://bucket/prefix (bucket of 3-63 characters)".into()),
             },
