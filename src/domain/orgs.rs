@@ -11,6 +11,8 @@
 //! `gateway`, ...). The first key that matches a CDR wins, in the file's order. A CDR's own
 //! variables (`rmOrgID`, `sf_org_id`, `notify_email`, `notify_sms`) take precedence.
 
+use std::collections::HashMap;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrgSettings {
     pub org_id: i64,
@@ -23,7 +25,10 @@ pub struct OrgSettings {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrgDirectory {
-    entries: Vec<(String, String, OrgSettings)>,
+    entries: Vec<OrgSettings>,
+    /// field -> lowercased value -> index of its first entry: a CDR costs one probe per key
+    /// field (a handful), whatever the directory's size.
+    index: HashMap<String, HashMap<String, usize>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,7 +49,7 @@ impl OrgDirectory {
         if names != ORG_COLUMNS {
             return Err(OrgError { line: h + 1, message: format!("header must be {}", ORG_COLUMNS.join(",")) });
         }
-        let mut entries = Vec::new();
+        let (mut entries, mut index) = (Vec::new(), HashMap::<String, HashMap<String, usize>>::new());
         for (i, line) in lines {
             let err = |message: String| OrgError { line: i + 1, message };
             let cols: Vec<&str> = line.split(',').map(str::trim).collect();
@@ -69,18 +74,21 @@ impl OrgDirectory {
                 notify_sms: opt(cols[4]),
                 transcription,
             };
-            entries.push((field.to_string(), value.to_ascii_lowercase(), settings));
+            entries.push(settings);
+            let at = entries.len() - 1;
+            index.entry(field.to_string()).or_default().entry(value.to_ascii_lowercase()).or_insert(at);
         }
-        Ok(OrgDirectory { entries })
+        Ok(OrgDirectory { entries, index })
     }
 
     /// The org of a CDR, by the first entry whose `field:value` the CDR has (case-insensitive
     /// value, as domains are).
     pub fn lookup<'a>(&self, field: impl Fn(&str) -> Option<&'a str>) -> Option<&OrgSettings> {
-        self.entries
+        self.index
             .iter()
-            .find(|(f, v, _)| field(f).is_some_and(|have| have.trim().eq_ignore_ascii_case(v)))
-            .map(|(_, _, s)| s)
+            .filter_map(|(f, values)| values.get(&field(f)?.trim().to_ascii_lowercase()).copied())
+            .min()
+            .map(|i| &self.entries[i])
     }
 
     pub fn len(&self) -> usize {
