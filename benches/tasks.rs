@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use cdrmunch::actors::Hooks;
 use cdrmunch::app::App;
 use cdrmunch::config::Settings;
-use cdrmunch::store::{NewNormalizedCdr, Repository};
+use cdrmunch::store::{NewNormalizedCdr, NormalizedCdrs, Repository};
 
 struct Args {
     count: usize,
@@ -173,7 +173,7 @@ async fn run_one(db: &str, task: &str, a: &Args, sink: &str, smtp: Option<u16>) 
         }
         _ => {}
     }
-    let repo: Arc<dyn Repository> = match cdrmunch::app::open_repository(&s).await {
+    let store = match cdrmunch::app::open_repository(&s).await {
         Ok(r) => r,
         Err(e) => return Some(format!("{db:6} {task:18} skipped: {e}")),
     };
@@ -196,20 +196,21 @@ async fn run_one(db: &str, task: &str, a: &Args, sink: &str, smtp: Option<u16>) 
             cdr_path: String::new(),
             table_suffix: 20231114,
             org_id: 77,
-            tasks: vec![(task.to_string(), 0)],
+            tasks: vec![(task.parse().unwrap(), 0)],
         };
         batch.push((i as u64 + 1, row));
         if batch.len() == 500 || i + 1 == a.count {
-            repo.commit_normalized(&batch, chrono::Utc::now()).await.unwrap();
+            store.commit_normalized(&batch, chrono::Utc::now()).await.unwrap();
             batch.clear();
         }
     }
     let started = Instant::now();
-    let app = App::start_with_repository(&s, Hooks::default(), repo.clone()).await.unwrap();
+    let repo: Arc<dyn Repository> = Arc::new(store.clone());
+    let app = App::start_with_repository(&s, Hooks::default(), store.clone(), repo).await.unwrap();
     let deadline = started + Duration::from_secs(600);
     let (done, errors) = loop {
-        let counts = repo.task_counts().await.unwrap();
-        let n = |state: &str| counts.iter().filter(|(t, d, _)| t == task && d == state).map(|c| c.2).sum::<u64>();
+        let counts = store.task_counts().await.unwrap();
+        let n = |state: &str| counts.iter().filter(|(t, d, _)| *t == task && *d == state).map(|c| c.2).sum::<u64>();
         if n("y") + n("error") >= a.count as u64 || Instant::now() > deadline {
             break (n("y"), n("error"));
         }

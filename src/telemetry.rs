@@ -1,8 +1,8 @@
-//! Prometheus metrics: every name, HELP text and bucket set in one place. Counters end in
+//! Prometheus metrics: every name, HELP text and bucket set in one place (what is recorded,
+//! and the log line beside it, comes from the typed events in `events`). Counters end in
 //! `_total`; latencies and batch sizes are real histograms (not the exporter's default
 //! summaries), so p99 aggregates across instances with `histogram_quantile`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -57,9 +57,6 @@ const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 2
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// CDRs distilled (successful or duplicate) since start, for `distiller_throughput`.
-static DISTILLED: AtomicU64 = AtomicU64::new(0);
-
 /// Installs the process-wide recorder once and returns the handle that renders `/metrics`.
 pub fn install() -> PrometheusHandle {
     HANDLE
@@ -97,16 +94,4 @@ fn describe() {
     describe_counter!(TASK_OUTCOMES, "Task attempts by task type and result (done, retry, error, internal).");
     describe_histogram!(TASK_LATENCY, Unit::Seconds, "Time from a task's creation to done='y', by task type.");
     describe_gauge!(TASKS_INFLIGHT, "Tasks claimed by this process and not finished yet, by task type.");
-}
-
-/// Records one distillery outcome.
-pub fn outcome(label: &'static str) {
-    metrics::counter!(OUTCOMES, "outcome" => label).increment(1);
-    if matches!(label, "successful" | "successful_duplicate") {
-        DISTILLED.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-pub fn distilled_so_far() -> u64 {
-    DISTILLED.load(Ordering::Relaxed)
 }

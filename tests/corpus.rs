@@ -45,12 +45,11 @@ async fn corpus_in_one_encoding(db: Db, index: usize) {
     assert_eq!(expected.len(), corpus_files().len() - 1);
     let counts = app.wait_settled(expected.len() as u64, Duration::from_secs(30)).await;
     assert_eq!((counts.done, counts.error), (expected.len() as u64, 0), "{db:?} {index}");
-    let repo = app.repo();
     let ncdr = &app.settings.distiller.normalized_cdr_base_dir;
     let files = files_under(ncdr);
     for (name, uuid, leg) in &expected {
         let bytes = *uuid::Uuid::parse_str(uuid).unwrap().as_bytes();
-        let tasks: Vec<String> = repo.tasks_for(bytes).await.unwrap().into_iter().map(|(t, _)| t).collect();
+        let tasks: Vec<String> = tasks_of(app.store(), bytes).await.into_iter().map(|(t, _)| t).collect();
         // Every A-leg gets a call log entry; B-legs get no tasks of their own.
         assert_eq!(tasks.contains(&"calllog".to_string()), leg == "A", "{name}: {tasks:?}");
         let file = files.iter().find(|f| f.file_name().unwrap().to_string_lossy() == format!("{uuid}.xml"));

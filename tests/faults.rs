@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cdrmunch::actors::distillery::{distill, DistilleryContext};
+use cdrmunch::actors::distillery::Distillery;
 use cdrmunch::actors::{Fault, Hooks};
 use cdrmunch::cli::gen::{GenFormat, Generator};
 use cdrmunch::domain::intake::{encode_body, SubmitEncoding};
 use cdrmunch::domain::outcome::Outcome;
 use cdrmunch::storage::{BlobStore, LocalStore, StorageError};
-use cdrmunch::store::{NewQueuedCdr, QueuedCdr, Repository};
+use cdrmunch::store::{NewQueuedCdr, QueuedCdr, Repository, Store};
 use common::*;
 
 /// Posts `n` generated CDRs; returns their uuids in order.
@@ -63,7 +63,7 @@ async fn a_distillery_panic_restarts_it_and_the_cdr_is_retried() {
         let counts = app.wait_settled(31, Duration::from_secs(30)).await;
         assert_eq!((counts.done, counts.error), (31, 0), "{db:?}");
         assert_eq!(seen.load(Ordering::SeqCst), 2, "tried twice: the panic, then the retry");
-        let errors = app.repo().queue_errors().await.unwrap();
+        let errors = app.store().queue_errors().await.unwrap();
         assert_eq!(errors.len(), 1, "{errors:?}");
         let e = &errors[0];
         assert_eq!(Some(e.uuid), *target.lock().unwrap());
@@ -93,7 +93,7 @@ async fn a_poison_cdr_ends_critical_while_the_rest_flow() {
         let counts = app.wait_settled(40, Duration::from_secs(60)).await;
         assert_eq!((counts.done, counts.error), (40, 1), "{db:?}");
         assert_eq!(seen.load(Ordering::SeqCst), 3, "poison threshold is 3");
-        let errors = app.repo().queue_errors().await.unwrap();
+        let errors = app.store().queue_errors().await.unwrap();
         let e = errors.iter().find(|e| Some(e.uuid) == *target.lock().unwrap()).expect("poison recorded");
         assert_eq!((e.done.as_str(), e.critical), ("error", true));
         assert!(e.description.contains("poison pill") && e.description.contains("3 times"), "{}", e.description);
@@ -118,7 +118,7 @@ async fn a_hung_distillery_is_killed_and_its_cdr_retried() {
     post_generated(&app, 10, 32).await;
     let counts = app.wait_settled(11, Duration::from_secs(30)).await;
     assert_eq!((counts.done, counts.error), (11, 0));
-    let errors = app.repo().queue_errors().await.unwrap();
+    let errors = app.store().queue_errors().await.unwrap();
     assert!(errors[0].description.contains("hung for more than 1s"), "{}", errors[0].description);
     app.stop().await;
 }
@@ -148,19 +148,19 @@ impl BlobStore for FailingStore {
     }
 }
 
-async fn step_context(db: Db, dir: &std::path::Path, raw: Arc<dyn BlobStore>) -> (DistilleryContext, TestDb) {
+async fn step_context(db: Db, dir: &std::path::Path, raw: Arc<dyn BlobStore>) -> (Distillery, Store, TestDb) {
     let tdb = TestDb::new(db, dir);
     let settings = test_settings(dir, &tdb.url);
-    let repo = cdrmunch::app::open_repository(&settings).await.unwrap();
-    let ctx = DistilleryContext {
-        instance: "step".into(),
-        repo,
+    let store = cdrmunch::app::open_repository(&settings).await.unwrap();
+    let ctx = Distillery {
+        repo: Arc::new(store.clone()),
         raw_store: raw,
         ncdr_store: Arc::new(LocalStore::new(dir.join("ncdr"))),
         config: cdrmunch::app::distiller_config(&settings),
         hooks: Hooks::default(),
+        committer: None,
     };
-    (ctx, tdb)
+    (ctx, store, tdb)
 }
 
 async fn enqueue_file(repo: &dyn Repository, path: &std::path::Path, uuid: [u8; 16]) {
@@ -177,7 +177,7 @@ async fn enqueue_file(repo: &dyn Repository, path: &std::path::Path, uuid: [u8; 
 async fn step_outcomes_permanent_retriable_duplicate() {
     for db in BOTH {
         let dir = tempfile::tempdir().unwrap();
-        let (ctx, _tdb) = step_context(db, dir.path(), Arc::new(LocalStore::new(dir.path()))).await;
+        let (ctx, store, _tdb) = step_context(db, dir.path(), Arc::new(LocalStore::new(dir.path()))).await;
         let repo = ctx.repo.clone();
         let now = chrono::Utc::now();
         let later = now + chrono::Duration::seconds(600);
@@ -204,7 +204,7 @@ async fn step_outcomes_permanent_retriable_duplicate() {
 
         let mut outcomes = HashMap::new();
         for job in &jobs {
-            outcomes.insert(job.uuid, distill(&ctx, job).await);
+            outcomes.insert(job.uuid, ctx.distill(job).await);
         }
         match &outcomes[&[1; 16]] {
             Outcome::PermanentFailure(d) => {
@@ -218,13 +218,13 @@ async fn step_outcomes_permanent_retriable_duplicate() {
         }
         assert_eq!(outcomes[&good_uuid], Outcome::Successful);
         let second = again.iter().find(|j| j.uuid == good_uuid).unwrap();
-        assert_eq!(distill(&ctx, second).await, Outcome::SuccessfulDuplicate);
-        let counts = repo.queue_counts().await.unwrap();
+        assert_eq!(ctx.distill(second).await, Outcome::SuccessfulDuplicate);
+        let counts = store.queue_counts().await.unwrap();
         assert_eq!((counts.done, counts.error, counts.pending), (1, 2, 0), "{db:?}");
-        assert_eq!(repo.normalized_counts().await.unwrap().0, 1);
-        let expected_tasks = repo.tasks_for(good_uuid).await.unwrap();
-        assert_eq!(repo.normalized_counts().await.unwrap().1, expected_tasks.len() as u64, "tasks not doubled");
-        let errors = repo.queue_errors().await.unwrap();
+        assert_eq!(store.normalized_counts().await.unwrap().0, 1);
+        let expected_tasks = tasks_of(&store, good_uuid).await;
+        assert_eq!(store.normalized_counts().await.unwrap().1, expected_tasks.len() as u64, "tasks not doubled");
+        let errors = store.queue_errors().await.unwrap();
         assert!(errors.iter().all(|e| e.done == "error" && !e.critical));
     }
 }
@@ -233,12 +233,12 @@ async fn step_outcomes_permanent_retriable_duplicate() {
 async fn step_retriable_failure_backs_off() {
     for db in BOTH {
         let dir = tempfile::tempdir().unwrap();
-        let (ctx, _tdb) = step_context(db, dir.path(), Arc::new(FailingStore)).await;
+        let (ctx, store, _tdb) = step_context(db, dir.path(), Arc::new(FailingStore)).await;
         let repo = ctx.repo.clone();
         enqueue_file(&*repo, &dir.path().join("x.xml"), [7; 16]).await;
         let now = chrono::Utc::now();
         let job = repo.claim_cdrs(now, now + chrono::Duration::seconds(300), 10).await.unwrap().remove(0);
-        match distill(&ctx, &job).await {
+        match ctx.distill(&job).await {
             Outcome::RetriableFailure(d) => assert!(d.contains("EIO"), "{d}"),
             o => panic!("{o:?}"),
         }
@@ -248,7 +248,7 @@ async fn step_retriable_failure_backs_off() {
         let retried = repo.claim_cdrs(later, later, 10).await.unwrap();
         assert_eq!(retried.len(), 1, "{db:?}");
         assert_eq!(retried[0].retry, 1);
-        let errors = repo.queue_errors().await.unwrap();
+        let errors = store.queue_errors().await.unwrap();
         assert_eq!((errors[0].done.as_str(), errors[0].critical), ("n", false));
         assert!(errors[0].description.contains("retriable_failure") || errors[0].description.contains("EIO"));
     }

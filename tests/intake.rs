@@ -19,7 +19,7 @@ fn sample() -> Vec<u8> {
 
 async fn assert_nothing_stored(app: &TestApp) {
     assert!(files_under(&app.settings.request_handler.cdr_base_dir).is_empty(), "raw files left behind");
-    assert_eq!(app.repo().queue_counts().await.unwrap(), Default::default());
+    assert_eq!(app.store().queue_counts().await.unwrap(), Default::default());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,7 +36,7 @@ async fn duplicate_post_gives_200_and_one_row() {
         assert_eq!(app.post_cdr(body, "", ct).await.0, 200);
         let counts = app.wait_settled(1, Duration::from_secs(20)).await;
         assert_eq!((counts.done, counts.pending, counts.error), (1, 0, 0), "{db:?}");
-        assert_eq!(app.repo().normalized_counts().await.unwrap().0, 1);
+        assert_eq!(app.store().normalized_counts().await.unwrap().0, 1);
         assert_eq!(files_under(&app.settings.request_handler.cdr_base_dir).len(), 1);
         app.stop().await;
     }
@@ -143,7 +143,7 @@ async fn database_outage_gives_503_with_retry_after_then_recovers() {
         assert!(ready["database"].as_str().unwrap().contains("database unavailable"), "{ready}");
         assert_eq!(ready["raw_storage"], "ok", "{ready}");
         assert_eq!(ready["actors"], "ok", "{ready}");
-        assert_eq!(app.repo().queue_counts().await.unwrap(), Default::default(), "no row while down");
+        assert_eq!(app.store().queue_counts().await.unwrap(), Default::default(), "no row while down");
         // FreeSWITCH retries; the database is back: stored exactly once.
         down.store(false, Ordering::SeqCst);
         assert_eq!(app.post_cdr(body, "", ct).await.0, 200);
@@ -218,7 +218,7 @@ async fn heavy_concurrent_posting_on_mariadb_gets_only_200s() {
     assert!(refused.is_empty(), "{refused:?}");
     let counts = app.wait_settled(N as u64, Duration::from_secs(120)).await;
     assert_eq!((counts.done, counts.error), (N as u64, 0));
-    let errors = app.repo().queue_errors().await.unwrap();
+    let errors = app.store().queue_errors().await.unwrap();
     assert!(errors.is_empty(), "no CDR went through a retry: {:?}", errors.first());
     app.stop().await;
 }

@@ -50,6 +50,7 @@ async fn operator_commands(db: Db) {
         app.wait_tasks_finished(u, Duration::from_secs(30)).await;
     }
     let repo = app.repo();
+    let store = app.store().clone();
     let s = app.settings.clone();
     let d = app.dir.path().to_path_buf();
     let conf = d.join("ops.conf");
@@ -79,12 +80,12 @@ async fn operator_commands(db: Db) {
     };
     repo.enqueue_cdrs(&[row(0xA1, 7200), row(0xA2, 60)]).await.unwrap();
     let errored = repo.claim_cdrs(now, now, 10).await.unwrap().into_iter().find(|c| c.uuid == [0xA2; 16]).unwrap();
-    repo.mark_error(errored.id, "XML parse error at byte 17: unexpected end", false, now).await.unwrap();
+    repo.mark_error(errored.id, "XML parse error at byte 17: unexpected end", now).await.unwrap();
     repo.release_claims(&[]).await.unwrap();
     exec(&s.database.cdrdb_url, db, "UPDATE cdr_queue SET next_attempt = NULL WHERE done = 'n'").await;
     let key0 = *uuid::Uuid::parse_str(&uuids[0]).unwrap().as_bytes();
-    let billing0 = repo.task_states(key0).await.unwrap().into_iter().find(|t| t.task_type == "billing").unwrap();
-    let ops = repo.operations();
+    let billing0 = store.task_states(key0).await.unwrap().into_iter().find(|t| t.task_type == "billing").unwrap();
+    let ops = &store;
     ops.retry_tasks(&RetryTasks::One(billing0.id), now).await.unwrap();
     let failed = TaskFinish::Error { error: "billing database: Duplicate column".into() };
     assert!(repo.finish_task(billing0.id, &failed).await.unwrap());
@@ -110,7 +111,7 @@ async fn operator_commands(db: Db) {
     // retry: exactly the rows named
     assert_eq!(json(&conf, &["retry", "--errors", "--type", "billing"])["requeued"], 1);
     assert_eq!(json(&conf, &["retry", "--errors", "--type", "billing"])["requeued"], 0, "nothing left in error");
-    let t = repo.task_states(key0).await.unwrap().into_iter().find(|t| t.id == billing0.id).unwrap();
+    let t = store.task_states(key0).await.unwrap().into_iter().find(|t| t.id == billing0.id).unwrap();
     assert_eq!((t.done.as_str(), t.retry), ("n", 0));
     let (code, out, _) = cli(&conf, &["retry", "--errors"]);
     assert_eq!((code, out.trim()), (0, "1 CDR put back to done='n', retry=0"));
@@ -154,11 +155,11 @@ async fn operator_commands(db: Db) {
         let archived = archive.join(hour_file[1]).join(hour_file[0]);
         assert_eq!(archived.exists(), gone, "{}", archived.display());
     }
-    let (n, _) = repo.normalized_counts().await.unwrap();
+    let (n, _) = store.normalized_counts().await.unwrap();
     assert_eq!(n, 2, "{db:?}: rows of the purged CDRs are gone");
     let k1 = *uuid::Uuid::parse_str(&uuids[1]).unwrap().as_bytes();
-    assert!(repo.task_states(k1).await.unwrap().is_empty(), "their task rows too");
-    assert_eq!(repo.queue_counts().await.unwrap().done, 4, "cdr_queue rows stay for intake's duplicate check");
+    assert!(store.task_states(k1).await.unwrap().is_empty(), "their task rows too");
+    assert_eq!(store.queue_counts().await.unwrap().done, 4, "cdr_queue rows stay for intake's duplicate check");
     assert_eq!(json(&conf, &["purge", "--older-than", "30d"])["normalized_cdrs"], 0, "done: a rerun finds nothing");
 
     // replay after a rules change: Salesforce configured and every A-leg to be synced, so
@@ -168,13 +169,13 @@ async fn operator_commands(db: Db) {
     assert_eq!((r["renormalized"].as_u64(), r["tasks_added"].as_u64()), (Some(2), Some(2)), "{db:?} {r}");
     assert_eq!(r["not_normalized"], 2, "the purged ones have no normalized row to replay: {r}");
     let k3 = *uuid::Uuid::parse_str(&uuids[3]).unwrap().as_bytes();
-    let tasks: Vec<(String, u32)> = repo.tasks_for(k3).await.unwrap();
+    let tasks: Vec<(String, u32)> = tasks_of(&store, k3).await;
     assert_eq!(tasks, vec![("billing".into(), 0), ("calllog".into(), 1), ("CDR2SFAPI".into(), 2)]);
     let xml = std::fs::read_to_string(&paths[3]).unwrap();
     assert!(xml.contains("<task type=\"CDR2SFAPI\""), "{xml}");
     let again = json(&conf, &["replay", "--from", "2000-01-01", "--to", "2100-01-01"]);
     assert_eq!((again["tasks_added"].as_u64(), again["tasks_dropped"].as_u64()), (Some(0), Some(0)), "{again}");
-    let done_before: Vec<_> = repo.task_states(k3).await.unwrap();
+    let done_before: Vec<_> = store.task_states(k3).await.unwrap();
     assert_eq!(done_before.iter().filter(|t| t.done == "y").count(), 2, "tasks that ran are kept as they were");
     let (code, _, err) = cli(&conf, &["replay", "--from", "2026-11-02", "--to", "2026-11-01"]);
     assert_eq!(code, 2);

@@ -49,16 +49,17 @@ async fn roles_split_intake_from_distiller_and_tasks() {
     let (status, body) = intake.post_cdr(answered_cdr(&uuid), "", "text/xml").await;
     assert_eq!(status, 200, "{body}");
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(intake.repo().queue_counts().await.unwrap().pending, 1, "no distiller in this process");
+    assert_eq!(intake.store().queue_counts().await.unwrap().pending, 1, "no distiller in this process");
 
     // a second process on the same database and directories, distiller + tasks
     let mut s = intake.settings.clone();
     s.app.roles = vec!["distiller".into(), "tasks".into()];
-    let repo = cdrmunch::app::open_repository(&s).await.unwrap();
-    let worker = cdrmunch::app::App::start_with_repository(&s, Hooks::default(), repo).await.unwrap();
+    let store = cdrmunch::app::open_repository(&s).await.unwrap();
+    let repo = std::sync::Arc::new(store.clone());
+    let worker = cdrmunch::app::App::start_with_repository(&s, Hooks::default(), store, repo).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let states = intake.repo().task_states(*uuid::Uuid::parse_str(&uuid).unwrap().as_bytes()).await.unwrap();
+        let states = intake.store().task_states(*uuid::Uuid::parse_str(&uuid).unwrap().as_bytes()).await.unwrap();
         if !states.is_empty() && states.iter().all(|t| t.done == "y") {
             break;
         }

@@ -102,7 +102,7 @@ async fn billing_and_call_log_rows_land_once_on_both_databases() {
             destination_number: "2000".into(),
             ..Default::default()
         };
-        assert!(!app.repo().insert_call_log(&entry).await.unwrap(), "{db:?}: the call_log row exists already");
+        assert!(!app.store().insert_call_log(&entry).await.unwrap(), "{db:?}: the call_log row exists already");
         let count = call_log_count(&app, db, &uuid).await;
         assert_eq!(count, (1, 42, "1001".to_string(), 77), "{db:?}");
         app.stop().await;
@@ -457,6 +457,7 @@ async fn salesforce_gets_a_token_then_an_upsert_by_external_id() {
 
 struct Step {
     ctx: cdrmunch::actors::task_executor::TaskContext,
+    store: cdrmunch::store::Store,
     dir: tempfile::TempDir,
     _db: TestDb,
 }
@@ -466,17 +467,15 @@ async fn step(db: Db, tweak: impl FnOnce(&mut Settings), hooks: Hooks) -> Step {
     let tdb = TestDb::new(db, dir.path());
     let mut settings = test_settings(dir.path(), &tdb.url);
     tweak(&mut settings);
-    let repo = cdrmunch::app::open_repository(&settings).await.unwrap();
+    let store = cdrmunch::app::open_repository(&settings).await.unwrap();
     let ctx = cdrmunch::actors::task_executor::TaskContext {
-        instance: "step".into(),
-        repo: repo.clone(),
+        repo: Arc::new(store.clone()),
         ncdr_store: Arc::new(cdrmunch::storage::LocalStore::new(dir.path().join("ncdr"))),
-        handlers: cdrmunch::handlers::build(&settings, repo).await.unwrap(),
+        handlers: cdrmunch::handlers::build(&settings, &store).await.unwrap(),
         config: cdrmunch::app::tasks_config(&settings),
         hooks,
-        draining: Default::default(),
     };
-    Step { ctx, dir, _db: tdb }
+    Step { ctx, store, dir, _db: tdb }
 }
 
 impl Step {
@@ -491,14 +490,14 @@ impl Step {
             cdr_path: String::new(),
             table_suffix: 20231114,
             org_id: 0,
-            tasks: tasks.iter().map(|(t, i)| (t.to_string(), *i)).collect(),
+            tasks: tasks.iter().map(|(t, i)| (t.parse().unwrap(), *i)).collect(),
         };
         self.ctx.repo.commit_normalized(&[(0, row)], chrono::Utc::now()).await.unwrap();
         uuid
     }
 
     async fn claim(&self, ty: &str, at: chrono::DateTime<chrono::Utc>, lease_s: i64) -> Vec<ClaimedTask> {
-        self.ctx.repo.claim_tasks(ty, at, at + chrono::Duration::seconds(lease_s), 10).await.unwrap()
+        self.ctx.repo.claim_tasks(ty.parse().unwrap(), at, at + chrono::Duration::seconds(lease_s), 10).await.unwrap()
     }
 }
 
@@ -522,12 +521,12 @@ async fn step_claims_are_leases_and_a_finished_task_stays_finished() {
         assert_eq!(later.iter().map(|t| t.id).collect::<Vec<_>>(), vec![claimed[0].id], "{db:?}");
 
         let (result, finish) = cdrmunch::actors::task_executor::execute(&s.ctx, &later[0]).await;
-        assert_eq!(result, cdrmunch::actors::task_executor::AttemptResult::Done, "{db:?}");
+        assert_eq!(result, cdrmunch::domain::outcome::Outcome::Successful, "{db:?}");
         assert_eq!(finish, cdrmunch::store::TaskFinish::Done);
         // the first claimer finishing late cannot undo or redo anything
         let late = cdrmunch::store::TaskFinish::Error { error: "late".into() };
         assert!(!s.ctx.repo.finish_task(claimed[0].id, &late).await.unwrap(), "{db:?}");
-        let states = s.ctx.repo.task_states(uuid).await.unwrap();
+        let states = s.store.task_states(uuid).await.unwrap();
         assert_eq!((states[0].done.as_str(), states[0].error_message.as_deref()), ("y", None), "{db:?}");
     }
 }
@@ -551,7 +550,7 @@ async fn step_a_task_the_document_does_not_hold_is_a_permanent_error() {
         matches!(&finish, cdrmunch::store::TaskFinish::Error { error } if error.contains("not found")),
         "{finish:?}"
     );
-    assert_eq!(s.ctx.repo.task_states(uuid).await.unwrap()[1].done, "error");
+    assert_eq!(s.store.task_states(uuid).await.unwrap()[1].done, "error");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -562,13 +561,13 @@ async fn step_a_hung_handler_is_cut_off_and_retried_with_backoff() {
     let before = chrono::Utc::now();
     let t = s.claim("calllog", before, 60).await.remove(0);
     let (result, finish) = cdrmunch::actors::task_executor::execute(&s.ctx, &t).await;
-    assert_eq!(result.label(), "retriable");
+    assert_eq!(result.label(), "retriable_failure");
     let cdrmunch::store::TaskFinish::Retry { next_attempt, error } = finish else { panic!("{finish:?}") };
     assert_eq!(error, "handler did not finish within 1s");
     // tasksd.retry_backoff_seconds = 60 (the seed's), first retry: 60 s
     let wait = (next_attempt - before).num_seconds();
     assert!((60..=62).contains(&wait), "{wait}");
-    let st = &s.ctx.repo.task_states(uuid).await.unwrap()[0];
+    let st = &s.store.task_states(uuid).await.unwrap()[0];
     assert_eq!((st.done.as_str(), st.retry), ("n", 1));
 }
 

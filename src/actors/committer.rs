@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::group_commit::{Batch, GroupCommitActor, GroupCommitMsg};
+use super::group_commit::{Batch, CommitError, GroupCommit, GroupCommitMsg};
+use super::mailbox::Mailbox;
 use super::task_poller::TaskPollerMsg;
-use super::Role;
 use crate::storage::BlobStore;
 use crate::store::{CommitResult, NewNormalizedCdr, Repository};
 
@@ -22,31 +22,29 @@ pub struct Prepared {
 pub struct NormalizedBatch {
     pub repo: Arc<dyn Repository>,
     pub ncdr_store: Arc<dyn BlobStore>,
-    /// To wake this instance's TaskPoller once tasks are committed.
-    pub instance: String,
+    /// This process's TaskPoller, when it runs the tasks role.
+    pub wake: Option<Mailbox<TaskPollerMsg>>,
 }
 
-pub type Committer = GroupCommitActor<NormalizedBatch>;
+pub type Committer = GroupCommit<NormalizedBatch>;
 pub type CommitterMsg = GroupCommitMsg<NormalizedBatch>;
 
 #[async_trait]
 impl Batch for NormalizedBatch {
     type Item = Prepared;
     type Output = CommitResult;
-    const ROLE: Role = Role::Committer;
+    const ROLE: &'static str = "committer";
 
-    async fn commit(&self, items: &[Prepared]) -> Vec<Result<CommitResult, String>> {
-        let results = commit_prepared(&*self.repo, &*self.ncdr_store, items).await;
+    async fn commit(&self, items: &[Prepared]) -> Result<Vec<CommitResult>, CommitError> {
+        let results = commit_prepared(&*self.repo, &*self.ncdr_store, items).await?;
         let new_tasks = results
             .iter()
             .zip(items)
-            .any(|(r, p)| matches!(r, Ok(CommitResult::Committed { .. })) && !p.row.tasks.is_empty());
-        if new_tasks {
-            for poller in super::members::<TaskPollerMsg>(&self.instance, Role::TaskPoller) {
-                let _ = poller.send_message(TaskPollerMsg::Wake);
-            }
+            .any(|(r, p)| matches!(r, CommitResult::Committed { .. }) && !p.row.tasks.is_empty());
+        if let (true, Some(poller)) = (new_tasks, &self.wake) {
+            let _ = poller.send(TaskPollerMsg::Wake);
         }
-        results
+        Ok(results)
     }
 }
 
@@ -55,17 +53,11 @@ pub async fn commit_prepared(
     repo: &dyn Repository,
     ncdr_store: &dyn BlobStore,
     items: &[Prepared],
-) -> Vec<Result<CommitResult, String>> {
+) -> Result<Vec<CommitResult>, CommitError> {
     let locations: Vec<String> = items.iter().map(|p| p.row.path.clone()).collect();
-    let result = match ncdr_store.sync(&locations).await {
-        Err(e) => Err(format!("making normalized CDRs durable: {e}")),
-        Ok(()) => {
-            let batch: Vec<(u64, NewNormalizedCdr)> = items.iter().map(|p| (p.cdr_id, p.row.clone())).collect();
-            repo.commit_normalized(&batch, super::now()).await.map_err(|e| format!("committing normalized CDRs: {e}"))
-        }
-    };
-    match result {
-        Ok(results) => results.into_iter().map(Ok).collect(),
-        Err(e) => items.iter().map(|_| Err(e.clone())).collect(),
-    }
+    ncdr_store.sync(&locations).await.map_err(|e| CommitError::storage("making normalized CDRs durable", e))?;
+    let batch: Vec<(u64, NewNormalizedCdr)> = items.iter().map(|p| (p.cdr_id, p.row.clone())).collect();
+    repo.commit_normalized(&batch, chrono::Utc::now())
+        .await
+        .map_err(|e| CommitError::database("committing normalized CDRs", e))
 }

@@ -1,29 +1,65 @@
 //! Group commit as an actor: callers `Submit` one item and wait; everything submitted while
-//! a commit runs goes into the next one. Durable throughput then comes from one fsync per
-//! batch instead of one per CDR. Intake and the normalized-CDR committer are both this
-//! actor with their own `Batch`.
+//! a commit runs goes into the next one. Durable throughput then comes from one fsync and
+//! one transaction per batch instead of one per CDR. Intake (`cdr_queue` rows) and the
+//! committer (normalized CDRs) are both this actor with their own `Batch`.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::{join, Role};
+use super::mailbox::{Mailbox, Unreachable};
+use crate::domain::outcome::{Classify, Retry};
+use crate::events;
+use crate::storage::StorageError;
+use crate::store::StoreError;
+
+/// Why an item was not committed. Shared by every item of the batch, so the errors keep
+/// their type (and their classification) behind an `Arc`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    #[error("{doing}: {source}")]
+    Storage { doing: &'static str, source: Arc<StorageError> },
+    #[error("{doing}: {source}")]
+    Database { doing: &'static str, source: Arc<StoreError> },
+    #[error(transparent)]
+    Unreachable(#[from] Unreachable),
+}
+
+impl CommitError {
+    pub fn storage(doing: &'static str, e: StorageError) -> Self {
+        CommitError::Storage { doing, source: Arc::new(e) }
+    }
+
+    pub fn database(doing: &'static str, e: StoreError) -> Self {
+        CommitError::Database { doing, source: Arc::new(e) }
+    }
+}
+
+impl Classify for CommitError {
+    fn retry(&self) -> Retry {
+        match self {
+            CommitError::Storage { source, .. } => source.retry(),
+            CommitError::Database { source, .. } => source.retry(),
+            CommitError::Unreachable(_) => Retry::Later,
+        }
+    }
+}
 
 /// What one kind of group commit does with a batch.
 #[async_trait]
 pub trait Batch: Send + Sync + 'static {
     type Item: Send + 'static;
     type Output: Send + 'static;
-    /// The group under which callers find this actor.
-    const ROLE: Role;
-    /// Commits the batch and answers every item, in order. An `Err` is the reason the item
-    /// was not committed (the database or storage failed), never a panic.
-    async fn commit(&self, items: &[Self::Item]) -> Vec<Result<Self::Output, String>>;
+    /// The `role` label of the group-commit metrics.
+    const ROLE: &'static str;
+    /// Commits the whole batch (one output per item, in order) or none of it.
+    async fn commit(&self, items: &[Self::Item]) -> Result<Vec<Self::Output>, CommitError>;
 }
 
-/// Where one submitter waits for its item's answer.
-type Reply<B> = RpcReplyPort<Result<<B as Batch>::Output, String>>;
+type Reply<B> = RpcReplyPort<Result<<B as Batch>::Output, CommitError>>;
 
 pub enum GroupCommitMsg<B: Batch> {
     Submit(B::Item, Reply<B>),
@@ -33,8 +69,6 @@ pub enum GroupCommitMsg<B: Batch> {
 
 pub struct GroupCommitArgs<B> {
     pub batch: B,
-    /// The running instance whose callers find this actor.
-    pub instance: String,
     /// A batch this large is committed without waiting for the queued `Flush`.
     pub max_batch: usize,
 }
@@ -46,31 +80,26 @@ pub struct GroupCommitState<B: Batch> {
     flush_scheduled: bool,
 }
 
-pub struct GroupCommitActor<B>(PhantomData<fn() -> B>);
+pub struct GroupCommit<B>(PhantomData<fn() -> B>);
 
-impl<B> Default for GroupCommitActor<B> {
+impl<B> Default for GroupCommit<B> {
     fn default() -> Self {
         Self(PhantomData)
     }
 }
 
-impl<B: Batch> Actor for GroupCommitActor<B> {
+impl<B: Batch> Actor for GroupCommit<B> {
     type Msg = GroupCommitMsg<B>;
     type State = GroupCommitState<B>;
     type Arguments = GroupCommitArgs<B>;
 
     async fn pre_start(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        join(&args.instance, B::ROLE, myself.get_cell());
-        Ok(GroupCommitState {
-            batch: args.batch,
-            max_batch: args.max_batch,
-            pending: Vec::new(),
-            flush_scheduled: false,
-        })
+        let GroupCommitArgs { batch, max_batch } = args;
+        Ok(GroupCommitState { batch, max_batch, pending: Vec::new(), flush_scheduled: false })
     }
 
     async fn handle(
@@ -98,7 +127,7 @@ impl<B: Batch> Actor for GroupCommitActor<B> {
     }
 
     /// A stop still commits what was submitted: its callers are waiting for an answer.
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         flush(state).await;
         Ok(())
     }
@@ -109,32 +138,39 @@ async fn flush<B: Batch>(state: &mut GroupCommitState<B>) {
         return;
     }
     let (items, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut state.pending).into_iter().unzip();
-    let started = std::time::Instant::now();
-    let mut results = state.batch.commit(&items).await.into_iter();
-    let role = format!("{:?}", B::ROLE).to_ascii_lowercase();
-    metrics::histogram!(crate::telemetry::GROUP_COMMIT_SECONDS, "role" => role.clone())
-        .record(started.elapsed().as_secs_f64());
-    metrics::histogram!(crate::telemetry::GROUP_COMMIT_BATCH, "role" => role).record(items.len() as f64);
-    tracing::trace!(role = ?B::ROLE, batch = items.len(), elapsed_us = started.elapsed().as_micros() as u64, "group commit");
-    for reply in replies {
-        let answer = results.next().unwrap_or_else(|| Err("batch answered fewer items than it got".into()));
-        let _ = reply.send(answer);
+    let started = Instant::now();
+    let result = state.batch.commit(&items).await;
+    events::GroupCommitted { role: B::ROLE, batch: items.len(), elapsed: started.elapsed() }.emit();
+    match result {
+        Ok(outputs) if outputs.len() == items.len() => {
+            for (reply, output) in replies.into_iter().zip(outputs) {
+                let _ = reply.send(Ok(output));
+            }
+        }
+        Ok(_) => unreachable!("a Batch answers one output per item"),
+        // One item the database refuses must not fail the others of its batch: each is
+        // committed on its own, so only the culprit gets the permanent error.
+        Err(e) if !e.is_retriable() && items.len() > 1 => {
+            tracing::warn!(role = B::ROLE, batch = items.len(), "batch refused ({e}); committing its items one by one");
+            for (item, reply) in items.into_iter().zip(replies) {
+                let one = state.batch.commit(std::slice::from_ref(&item)).await;
+                let _ = reply.send(one.map(|mut v| v.remove(0)));
+            }
+        }
+        Err(e) => {
+            tracing::error!(role = B::ROLE, batch = items.len(), "group commit failed: {e}");
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
     }
 }
 
-/// Submits one item to the group-commit actor of `B::ROLE` in `instance` and waits.
+/// Submits one item and waits for the batch it went into, at most `timeout`.
 pub async fn submit<B: Batch>(
-    instance: &str,
+    to: &Mailbox<GroupCommitMsg<B>>,
     item: B::Item,
-    timeout: std::time::Duration,
-) -> Result<B::Output, String> {
-    let actor = super::members::<GroupCommitMsg<B>>(instance, B::ROLE)
-        .into_iter()
-        .next()
-        .ok_or_else(|| format!("{:?} is restarting", B::ROLE))?;
-    match actor.call(|reply| GroupCommitMsg::Submit(item, reply), Some(timeout)).await {
-        Ok(ractor::rpc::CallResult::Success(answer)) => answer,
-        Ok(ractor::rpc::CallResult::Timeout) => Err(format!("{:?} did not answer within {timeout:?}", B::ROLE)),
-        _ => Err(format!("{:?} is restarting", B::ROLE)),
-    }
+    timeout: Duration,
+) -> Result<B::Output, CommitError> {
+    to.call(|reply| GroupCommitMsg::Submit(item, reply), timeout).await?
 }

@@ -1,48 +1,41 @@
-//! Intake: group commit of `cdr_queue` rows. HTTP handlers have already written the raw CDR
-//! (file fsynced, renamed); one batch then syncs the directories, inserts every row in one
+//! Intake: the group commit of `cdr_queue` rows. HTTP handlers have already written each raw
+//! CDR (file fsynced, renamed); one batch syncs their directories, inserts every row in one
 //! transaction, and wakes the QueuePoller so the CDRs are picked up at once.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::group_commit::{Batch, GroupCommitActor, GroupCommitMsg};
+use super::group_commit::{Batch, CommitError, GroupCommit, GroupCommitMsg};
+use super::mailbox::Mailbox;
 use super::queue_poller::QueuePollerMsg;
-use super::{members, Role};
 use crate::storage::BlobStore;
 use crate::store::{NewQueuedCdr, Repository};
 
 pub struct IntakeBatch {
     pub repo: Arc<dyn Repository>,
     pub raw_store: Arc<dyn BlobStore>,
-    /// To find the QueuePoller to wake.
-    pub instance: String,
+    /// This process's QueuePoller, when it runs the distiller role.
+    pub wake: Option<Mailbox<QueuePollerMsg>>,
 }
 
-pub type IntakeActor = GroupCommitActor<IntakeBatch>;
+pub type Intake = GroupCommit<IntakeBatch>;
 pub type IntakeMsg = GroupCommitMsg<IntakeBatch>;
 
 #[async_trait]
 impl Batch for IntakeBatch {
     type Item = NewQueuedCdr;
     type Output = ();
-    const ROLE: Role = Role::Intake;
+    const ROLE: &'static str = "intake";
 
-    async fn commit(&self, rows: &[NewQueuedCdr]) -> Vec<Result<(), String>> {
+    async fn commit(&self, rows: &[NewQueuedCdr]) -> Result<Vec<()>, CommitError> {
         let paths: Vec<String> = rows.iter().map(|r| r.path.clone()).collect();
-        let result = match self.raw_store.sync(&paths).await {
-            Err(e) => Err(format!("could not make the raw CDRs durable: {e}")),
-            Ok(()) => self.repo.enqueue_cdrs(rows).await.map_err(|e| e.to_string()),
-        };
-        match &result {
-            Ok(new) => {
-                tracing::debug!(batch = rows.len(), new, "cdr_queue group commit");
-                for poller in members::<QueuePollerMsg>(&self.instance, Role::QueuePoller) {
-                    let _ = poller.send_message(QueuePollerMsg::Wake);
-                }
-            }
-            Err(e) => tracing::error!(batch = rows.len(), "cdr_queue group commit failed: {e}"),
+        self.raw_store.sync(&paths).await.map_err(|e| CommitError::storage("making the raw CDRs durable", e))?;
+        let new = self.repo.enqueue_cdrs(rows).await.map_err(|e| CommitError::database("queueing the CDRs", e))?;
+        tracing::debug!(batch = rows.len(), new, "cdr_queue group commit");
+        if let Some(poller) = &self.wake {
+            let _ = poller.send(QueuePollerMsg::Wake);
         }
-        rows.iter().map(|_| result.as_ref().map(|_| ()).map_err(Clone::clone)).collect()
+        Ok(vec![(); rows.len()])
     }
 }

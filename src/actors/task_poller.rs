@@ -1,34 +1,40 @@
 //! TaskPoller: claims due tasks per type (`idx_type_done_next`) under a lease and hands them
-//! to that type's executor, never more than it has room for. Woken by the distilleries'
-//! commits, and by a timer (`tasksd.poll_interval_seconds`) for retries coming due.
+//! to that type's pool, never more than the pool has room for. Woken by the distilleries'
+//! commits, by a pool with room again, and by a timer (`tasksd.poll_interval_seconds`) for
+//! retries coming due.
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use super::task_executor::{ExecutorMsg, TaskContext};
-use super::{join, members, now, Role};
+use super::pool::Pool;
+use super::task_executor::TaskExecutor;
 use crate::domain::tasks::TaskType;
+use crate::store::TaskQueue;
 
 pub enum TaskPollerMsg {
     /// Tasks were committed: claim now rather than at the next tick.
     Wake,
     Tick,
-    /// An attempt of this type finished (or gave its task back).
-    JobDone(TaskType),
-    /// Stop claiming; reply once every claimed task has finished or been given back.
-    Drain(RpcReplyPort<()>),
+    /// A task of this type left its pool: there may be room for more.
+    Finished(TaskType),
+}
+
+pub struct TaskPollerArgs {
+    pub queue: Arc<dyn TaskQueue>,
+    /// One pool per configured task type, claimed for in this order.
+    pub pools: BTreeMap<TaskType, Pool<TaskExecutor>>,
+    pub poll_interval: Duration,
+    pub batch: usize,
+    pub lease: Duration,
 }
 
 pub struct TaskPollerState {
-    ctx: Arc<TaskContext>,
-    /// Claimed and not finished, per type.
-    inflight: HashMap<TaskType, usize>,
+    args: TaskPollerArgs,
     /// The last claim of the type was full: more are probably due.
     more_due: HashMap<TaskType, bool>,
-    draining: Option<RpcReplyPort<()>>,
 }
 
 pub struct TaskPoller;
@@ -36,16 +42,15 @@ pub struct TaskPoller;
 impl Actor for TaskPoller {
     type Msg = TaskPollerMsg;
     type State = TaskPollerState;
-    type Arguments = Arc<TaskContext>;
+    type Arguments = TaskPollerArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<TaskPollerMsg>,
-        ctx: Arc<TaskContext>,
-    ) -> Result<TaskPollerState, ActorProcessingErr> {
-        join(&ctx.instance, Role::TaskPoller, myself.get_cell());
+        args: TaskPollerArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_message(TaskPollerMsg::Tick)?;
-        Ok(TaskPollerState { ctx, inflight: HashMap::new(), more_due: HashMap::new(), draining: None })
+        Ok(TaskPollerState { args, more_due: HashMap::new() })
     }
 
     async fn handle(
@@ -58,61 +63,37 @@ impl Actor for TaskPoller {
             TaskPollerMsg::Wake => state.claim_all().await,
             TaskPollerMsg::Tick => {
                 state.claim_all().await;
-                myself.send_after(state.ctx.config.poll_interval, || TaskPollerMsg::Tick);
+                myself.send_after(state.args.poll_interval, || TaskPollerMsg::Tick);
             }
-            TaskPollerMsg::JobDone(t) => {
-                let n = state.inflight.entry(t).or_default();
-                *n = n.saturating_sub(1);
-                let half_free = *n * 2 <= state.capacity();
-                if half_free && state.more_due.get(&t).copied().unwrap_or(false) {
-                    state.claim(t).await;
+            TaskPollerMsg::Finished(t) => {
+                if state.more_due.get(&t).copied().unwrap_or(false) {
+                    state.claim(t, false).await;
                 }
             }
-            TaskPollerMsg::Drain(reply) => {
-                state.ctx.draining.store(true, Ordering::SeqCst);
-                state.draining = Some(reply);
-            }
-        }
-        for (t, n) in &state.inflight {
-            metrics::gauge!(crate::telemetry::TASKS_INFLIGHT, "task_type" => t.as_str()).set(*n as f64);
-        }
-        if state.draining.is_some() && state.inflight.values().all(|n| *n == 0) {
-            let _ = state.draining.take().expect("checked").send(());
         }
         Ok(())
     }
 }
 
 impl TaskPollerState {
-    /// Claimed-but-unfinished tasks allowed per type: the executor's threads plus prefetch.
-    fn capacity(&self) -> usize {
-        self.ctx.config.threads * self.ctx.config.prefetch.max(1)
-    }
-
     async fn claim_all(&mut self) {
-        let mut types: Vec<TaskType> = self.ctx.handlers.keys().copied().collect();
-        types.sort();
+        let types: Vec<TaskType> = self.args.pools.keys().copied().collect();
         for t in types {
-            self.claim(t).await;
+            self.claim(t, true).await;
         }
     }
 
-    async fn claim(&mut self, t: TaskType) {
-        if self.draining.is_some() {
+    /// Claims for one type when its pool has room (on a pool's signal: half its room).
+    async fn claim(&mut self, t: TaskType, forced: bool) {
+        let Some(pool) = self.args.pools.get(&t) else { return };
+        let room = pool.room().await;
+        if room == 0 || !(forced || room * 2 >= pool.capacity()) {
             return;
         }
-        let inflight = self.inflight.get(&t).copied().unwrap_or(0);
-        let free = self.capacity().saturating_sub(inflight);
-        if free == 0 {
-            return;
-        }
-        let Some(executor) = members::<ExecutorMsg>(&self.ctx.instance, Role::Executor(t)).into_iter().next() else {
-            return; // restarting; the next tick claims for it
-        };
-        let limit = free.min(self.ctx.config.batch) as u32;
-        let at = now();
-        let lease = chrono::Duration::from_std(self.ctx.config.lease).unwrap_or(chrono::Duration::seconds(600));
-        let tasks = match self.ctx.repo.claim_tasks(t.as_str(), at, at + lease, limit).await {
+        let limit = room.min(self.args.batch) as u32;
+        let now = chrono::Utc::now();
+        let lease = chrono::Duration::from_std(self.args.lease).unwrap_or(chrono::Duration::seconds(600));
+        let tasks = match self.args.queue.claim_tasks(t, now, now + lease, limit).await {
             Ok(tasks) => tasks,
             Err(e) => {
                 tracing::warn!(task_type = %t, error = %e, "task claim failed");
@@ -121,18 +102,12 @@ impl TaskPollerState {
             }
         };
         self.more_due.insert(t, tasks.len() as u32 == limit);
-        if tasks.is_empty() {
-            return;
-        }
-        let ids: Vec<u64> = tasks.iter().map(|t| t.id).collect();
-        let n = tasks.len();
-        if executor.send_message(ExecutorMsg::Run(tasks)).is_err() {
-            // it died between lookup and send: give the tasks back now rather than at lease end
-            if let Err(e) = self.ctx.repo.release_tasks(&ids, at).await {
+        let refused: Vec<u64> = tasks.into_iter().filter_map(|task| pool.dispatch(task).err()).map(|t| t.id).collect();
+        // the pool is restarting: give the tasks back now rather than at lease end
+        if !refused.is_empty() {
+            if let Err(e) = self.args.queue.release_tasks(&refused, now).await {
                 tracing::warn!(task_type = %t, error = %e, "could not release tasks; their leases will expire");
             }
-            return;
         }
-        *self.inflight.entry(t).or_default() += n;
     }
 }

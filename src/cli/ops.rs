@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::Settings;
-use crate::domain::normalize::{normalize_document, NormalizeContext};
+use crate::domain::outcome::Outcome;
 use crate::storage::BlobStore;
-use crate::store::{ErrorReport, NewNormalizedCdr, QueueCounts, Repository, TaskErrorReport};
+use crate::store::{ErrorReport, QueueCounts, RowState, Store, TaskErrorReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -85,26 +85,26 @@ impl From<QueueCounts> for QueueSummary {
 }
 
 /// The seed's health-check queries in one report.
-pub async fn status(repo: &dyn Repository, now: DateTime<Utc>, limit: u32) -> Result<Status, OpsError> {
-    let ops = repo.operations();
+pub async fn status(store: &Store, now: DateTime<Utc>, limit: u32) -> Result<Status, OpsError> {
+    let ops = store;
     let mut tasks: Vec<TaskLine> = Vec::new();
-    for (ty, done, n) in repo.task_counts().await? {
-        let line = match tasks.iter_mut().find(|l| l.task_type == ty) {
+    for (ty, done, n) in store.task_counts().await? {
+        let line = match tasks.iter_mut().find(|l| l.task_type == ty.as_str()) {
             Some(l) => l,
             None => {
-                tasks.push(TaskLine { task_type: ty.clone(), pending: 0, done: 0, error: 0 });
+                tasks.push(TaskLine { task_type: ty.to_string(), pending: 0, done: 0, error: 0 });
                 tasks.last_mut().expect("pushed")
             }
         };
-        match done.as_str() {
-            "n" => line.pending += n,
-            "y" => line.done += n,
-            _ => line.error += n,
+        match done {
+            RowState::Pending => line.pending += n,
+            RowState::Done => line.done += n,
+            RowState::Error => line.error += n,
         }
     }
     tasks.sort_by(|a, b| a.task_type.cmp(&b.task_type));
     Ok(Status {
-        cdr_queue: repo.queue_counts().await?.into(),
+        cdr_queue: store.queue_counts().await?.into(),
         stuck_over_1h: ops.stuck_cdrs(now.timestamp() - 3600).await?,
         tasks,
         recent_errors: ops.recent_errors(limit).await?,
@@ -206,14 +206,14 @@ fn archive_key(location: &str) -> Option<String> {
 /// batches. Interrupted, it resumes where it stopped: a file already gone is counted as
 /// missing, and its row still goes.
 pub async fn purge(
-    repo: &dyn Repository,
+    store: &Store,
     ncdr: &dyn BlobStore,
     archive: Option<&dyn BlobStore>,
     cutoff: DateTime<Utc>,
     dry_run: bool,
     mut progress: impl FnMut(u64),
 ) -> Result<PurgeReport, OpsError> {
-    let ops = repo.operations();
+    let ops = store;
     let mut report =
         PurgeReport { dry_run, cutoff: cutoff.format("%Y-%m-%d %H:%M:%S UTC").to_string(), ..Default::default() };
     let mut after = 0;
@@ -265,14 +265,15 @@ pub struct ReplayReport {
     pub failures: Vec<String>,
 }
 
-/// Re-normalizes the CDRs received in `[from, to)` with today's rules: the normalized XML is
-/// rewritten under its deterministic key, and task rows are reconciled (tasks that ran stay
-/// as they are, new task types are added, pending ones no longer derived are dropped).
-/// Running it twice changes nothing the second time.
+/// Re-normalizes the CDRs received in `[from, to)` with today's rules — through the
+/// distillery's own `prepare`, so exactly as the service would (the uuid check included):
+/// the normalized XML is rewritten under its deterministic key, and task rows are reconciled
+/// (tasks that ran stay as they are, new task types are added, pending ones no longer
+/// derived are dropped). Running it twice changes nothing the second time.
 pub async fn replay(
-    repo: &dyn Repository,
-    raw: &dyn BlobStore,
-    ncdr: &dyn BlobStore,
+    store: &Store,
+    raw: Arc<dyn BlobStore>,
+    ncdr: Arc<dyn BlobStore>,
     settings: &Settings,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -281,52 +282,38 @@ pub async fn replay(
     if to <= from {
         return Err(OpsError::Usage("--to must be after --from".into()));
     }
-    let ops = repo.operations();
-    let base = crate::app::normalize_context(settings).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let distillery = crate::app::standalone_distillery(settings, Arc::new(store.clone()), raw, ncdr.clone())
+        .map_err(|e| OpsError::Usage(e.to_string()))?;
     let mut report = ReplayReport::default();
     let mut after = 0;
     loop {
-        let batch = ops.replay_candidates(from.timestamp(), to.timestamp(), after, 200).await?;
+        let batch = store.replay_candidates(from.timestamp(), to.timestamp(), after, 200).await?;
         let Some(last) = batch.last() else { break };
         after = last.id;
         for q in &batch {
             report.cdrs += 1;
-            let Some((nid, _)) = ops.normalized_of(q.uuid).await? else {
+            progress(report.cdrs);
+            let Some((nid, _)) = store.normalized_of(q.uuid).await? else {
                 report.not_normalized += 1; // purged, or a duplicate queue row of a call normalized before
                 continue;
             };
-            let ctx = NormalizeContext { cdr_path: q.path.clone(), received_epoch: q.create_time, ..base.clone() };
-            let doc = match raw.get(&q.path).await {
-                Ok(d) => d,
-                Err(e) => {
+            let prepared = match distillery.prepare(q).await {
+                Ok(p) => p,
+                Err(
+                    Outcome::RetriableFailure(why) | Outcome::PermanentFailure(why) | Outcome::InternalFailure(why),
+                ) => {
                     report.failed += 1;
-                    report.failures.push(format!("cdr_queue {}: reading {}: {e}", q.id, q.path));
+                    report.failures.push(format!("cdr_queue {}: {why}", q.id));
                     continue;
                 }
+                Err(other) => unreachable!("prepare ends before the commit: {other}"),
             };
-            let n = match normalize_document(&doc, &ctx) {
-                Ok(n) => n,
-                Err(e) => {
-                    report.failed += 1;
-                    report.failures.push(format!("cdr_queue {}: {e}", q.id));
-                    continue;
-                }
-            };
-            let path = ncdr.put(&n.storage_key(), n.to_xml().as_bytes()).await?;
-            let row = NewNormalizedCdr {
-                uuid: n.uuid_bytes,
-                path,
-                cdr_path: q.path.clone(),
-                table_suffix: n.table_suffix,
-                org_id: n.org_id,
-                tasks: n.task_rows(),
-            };
-            let r = ops.renormalized(nid, &row, Utc::now()).await?;
+            ncdr.sync(std::slice::from_ref(&prepared.row.path)).await?;
+            let r = store.renormalized(nid, &prepared.row, Utc::now()).await?;
             report.renormalized += 1;
             report.tasks_added += r.added;
             report.tasks_repointed += r.repointed;
             report.tasks_dropped += r.dropped;
-            progress(report.cdrs);
         }
     }
     Ok(report)

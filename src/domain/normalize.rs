@@ -364,8 +364,8 @@ impl NormalizedCdr {
     }
 
     /// `(task_type, node_index)` for the `tasks` rows: node_index is the position among `<task>` nodes.
-    pub fn task_rows(&self) -> Vec<(String, u32)> {
-        self.tasks.iter().enumerate().map(|(i, t)| (t.task_type.as_str().to_string(), i as u32)).collect()
+    pub fn task_rows(&self) -> Vec<(crate::domain::tasks::TaskType, u32)> {
+        self.tasks.iter().enumerate().map(|(i, t)| (t.task_type, i as u32)).collect()
     }
 }
 

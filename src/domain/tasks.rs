@@ -62,6 +62,19 @@ impl FromStr for TaskType {
     }
 }
 
+/// So a row's type compares with the seed's spelling directly (`t.task_type == "billing"`).
+impl PartialEq<&str> for TaskType {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<str> for TaskType {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
 /// One `<task type="…">` node: its type and child elements.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskNode {
@@ -260,31 +273,6 @@ pub fn derive_tasks(facts: &CallFacts, rules: &TaskRules) -> Vec<TaskNode> {
     nodes
 }
 
-/// tasksd's retry settings (`tasksd.max_retries`, `retry_backoff_seconds`, `exponential_backoff`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub max_retries: u32,
-    pub backoff_seconds: u64,
-    pub exponential: bool,
-}
-
-/// No retry waits longer than a day, whatever the exponent says.
-const MAX_TASK_BACKOFF: u64 = 86_400;
-
-impl RetryPolicy {
-    /// After a retriable failure of a task that had failed `retry` times before: the delay
-    /// before the next attempt, or `None` when the retries are used up (done='error').
-    pub fn next_delay(&self, retry: u32) -> Option<u64> {
-        if retry >= self.max_retries {
-            None
-        } else if self.exponential {
-            Some(super::outcome::backoff_seconds(retry, self.backoff_seconds, MAX_TASK_BACKOFF))
-        } else {
-            Some(self.backoff_seconds.min(MAX_TASK_BACKOFF))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,16 +328,5 @@ mod tests {
         for (_, rule) in DEFAULT_RULES {
             Condition::parse(rule).unwrap();
         }
-    }
-
-    #[test]
-    fn retries_back_off_then_give_up() {
-        let p = RetryPolicy { max_retries: 3, backoff_seconds: 60, exponential: true };
-        assert_eq!([0, 1, 2].map(|r| p.next_delay(r)), [Some(60), Some(120), Some(240)]);
-        assert_eq!(p.next_delay(3), None);
-        let fixed = RetryPolicy { exponential: false, ..p };
-        assert_eq!(fixed.next_delay(2), Some(60));
-        let huge = RetryPolicy { max_retries: 100, backoff_seconds: 60, exponential: true };
-        assert_eq!(huge.next_delay(60), Some(86_400));
     }
 }

@@ -1,14 +1,12 @@
 //! calllog: one `call_log` row per A-leg in the CDR database, keyed by the call uuid.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 
 use super::{HandlerError, Job, TaskHandler};
-use crate::store::{CallLogEntry, Repository};
+use crate::store::{CallLogEntry, Store};
 
 pub struct CallLog {
-    pub repo: Arc<dyn Repository>,
+    pub store: Store,
 }
 
 /// The call log row of a normalized CDR; a field that is missing or not a number is 0/empty,
@@ -36,7 +34,7 @@ pub fn entry(job: &Job) -> CallLogEntry {
 #[async_trait]
 impl TaskHandler for CallLog {
     async fn run(&self, job: &Job) -> Result<(), HandlerError> {
-        self.repo.insert_call_log(&entry(job)).await.map_err(|e| HandlerError::from_store("writing call_log", e))?;
+        self.store.insert_call_log(&entry(job)).await.map_err(|e| HandlerError::failed("writing call_log", &e))?;
         Ok(())
     }
 }

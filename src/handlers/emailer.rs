@@ -88,6 +88,7 @@ impl Direct {
 use super::{HandlerError, Job, TaskHandler};
 use crate::config::EmailerSettings;
 use crate::domain::ncdr::render;
+use crate::domain::outcome::{Classify, Retry};
 
 pub struct Emailer {
     sender: Sender,
@@ -162,15 +163,29 @@ impl Emailer {
     }
 }
 
-/// SMTP's own split: a 5xx reply is permanent, a 4xx reply, a timeout or a lost connection
-/// is worth another try.
-fn smtp_error(host: &str, e: lettre::transport::smtp::Error) -> HandlerError {
-    let msg = format!("SMTP {host}: {e}");
-    if e.is_permanent() {
-        HandlerError::Permanent(msg)
-    } else {
-        HandlerError::Retriable(msg)
+/// An SMTP server's answer or the lack of one.
+struct SmtpFailure(lettre::transport::smtp::Error);
+
+impl std::fmt::Display for SmtpFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
+}
+
+/// SMTP's one classification: a 5xx reply is permanent, a 4xx reply, a timeout or a lost
+/// connection is worth another try.
+impl Classify for SmtpFailure {
+    fn retry(&self) -> Retry {
+        if self.0.is_permanent() {
+            Retry::Never
+        } else {
+            Retry::Later
+        }
+    }
+}
+
+fn smtp_error(host: &str, e: lettre::transport::smtp::Error) -> HandlerError {
+    HandlerError::failed(format_args!("SMTP {host}"), &SmtpFailure(e))
 }
 
 #[async_trait]

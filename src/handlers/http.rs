@@ -1,9 +1,10 @@
 //! Outbound HTTP for the SMS gateway, Salesforce and the transcription service: one client,
-//! one classification of failures.
+//! and HTTP's one classification of failures.
 
 use std::time::Duration;
 
 use super::HandlerError;
+use crate::domain::outcome::{Classify, Retry};
 
 /// Timeouts keep a stuck peer from holding an executor thread until the job timeout.
 pub fn client() -> Result<reqwest::Client, String> {
@@ -15,46 +16,75 @@ pub fn client() -> Result<reqwest::Client, String> {
         .map_err(|e| format!("building the HTTP client: {e}"))
 }
 
-/// No answer (refused, reset, timeout, DNS) may clear; so may 5xx, 429 and 408. Any other
-/// 4xx means the request itself is wrong and repeating it cannot help.
-pub fn is_retriable_status(status: u16) -> bool {
-    status >= 500 || status == 429 || status == 408
+/// What went wrong talking to an HTTP peer.
+#[derive(Debug)]
+pub struct HttpFailure {
+    pub peer: String,
+    pub kind: HttpFailureKind,
 }
 
-pub fn transport_error(peer: &str, e: reqwest::Error) -> HandlerError {
-    let mut msg = format!("{peer}: {e}");
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
+#[derive(Debug)]
+pub enum HttpFailureKind {
+    /// No answer: refused, reset, timeout, DNS — or a request we could not even build.
+    Transport(reqwest::Error),
+    /// An answer other than 2xx.
+    Status { status: u16, body: String },
+}
+
+impl HttpFailure {
+    pub fn transport(peer: &str, e: reqwest::Error) -> HandlerError {
+        HandlerError::of(&HttpFailure { peer: peer.into(), kind: HttpFailureKind::Transport(e) })
     }
-    if e.is_builder() {
-        HandlerError::Permanent(msg)
-    } else {
-        HandlerError::Retriable(msg)
+
+    pub fn status(peer: &str, status: u16, body: String) -> HandlerError {
+        HandlerError::of(&HttpFailure { peer: peer.into(), kind: HttpFailureKind::Status { status, body } })
     }
 }
 
-pub fn status_error(peer: &str, status: u16, body: &str) -> HandlerError {
-    let body: String = body.chars().take(300).collect();
-    let msg = format!("{peer} answered HTTP {status}: {}", body.trim());
-    if is_retriable_status(status) {
-        HandlerError::Retriable(msg)
-    } else {
-        HandlerError::Permanent(msg)
+/// No answer may clear; so may 5xx, 429 and 408. Any other 4xx means the request itself is
+/// wrong and repeating it cannot help; nor can a request that could not be built.
+impl Classify for HttpFailure {
+    fn retry(&self) -> Retry {
+        match &self.kind {
+            HttpFailureKind::Transport(e) if e.is_builder() => Retry::Never,
+            HttpFailureKind::Transport(_) => Retry::Later,
+            HttpFailureKind::Status { status, .. } if *status >= 500 || *status == 429 || *status == 408 => {
+                Retry::Later
+            }
+            HttpFailureKind::Status { .. } => Retry::Never,
+        }
+    }
+}
+
+impl std::fmt::Display for HttpFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            HttpFailureKind::Transport(e) => {
+                write!(f, "{}: {e}", self.peer)?;
+                let mut source = std::error::Error::source(e);
+                while let Some(s) = source {
+                    write!(f, ": {s}")?;
+                    source = s.source();
+                }
+                Ok(())
+            }
+            HttpFailureKind::Status { status, body } => {
+                let body: String = body.chars().take(300).collect();
+                write!(f, "{} answered HTTP {status}: {}", self.peer, body.trim())
+            }
+        }
     }
 }
 
 /// Sends a request and accepts any 2xx; everything else is classified above.
 pub async fn send(peer: &str, req: reqwest::RequestBuilder) -> Result<String, HandlerError> {
-    let resp = req.send().await.map_err(|e| transport_error(peer, e))?;
+    let resp = req.send().await.map_err(|e| HttpFailure::transport(peer, e))?;
     let status = resp.status().as_u16();
     let body = resp.text().await.unwrap_or_default();
     if (200..300).contains(&status) {
         Ok(body)
     } else {
-        Err(status_error(peer, status, &body))
+        Err(HttpFailure::status(peer, status, body))
     }
 }
 
@@ -62,15 +92,19 @@ pub async fn send(peer: &str, req: reqwest::RequestBuilder) -> Result<String, Ha
 mod tests {
     use super::*;
 
+    fn status(s: u16, body: &str) -> HttpFailure {
+        HttpFailure { peer: "sms".into(), kind: HttpFailureKind::Status { status: s, body: body.into() } }
+    }
+
     #[test]
     fn statuses_split_into_retriable_and_permanent() {
         for s in [500, 502, 503, 429, 408] {
-            assert!(is_retriable_status(s), "{s}");
+            assert!(status(s, "").is_retriable(), "{s}");
         }
         for s in [400, 401, 403, 404, 409, 422] {
-            assert!(!is_retriable_status(s), "{s}");
+            assert!(!status(s, "").is_retriable(), "{s}");
         }
-        assert!(!status_error("sms", 400, "bad number").is_retriable());
-        assert_eq!(status_error("sms", 503, " busy ").to_string(), "sms answered HTTP 503: busy");
+        assert!(!HttpFailure::status("sms", 400, "bad number".into()).is_retriable());
+        assert_eq!(HttpFailure::status("sms", 503, " busy ".into()).to_string(), "sms answered HTTP 503: busy");
     }
 }

@@ -1,6 +1,6 @@
 //! The side effect of each task type, one module per dependency. A handler gets a [`Job`]
 //! (the normalized CDR and its `<task>` node) and answers Ok, or an error it has classified
-//! as retriable or permanent in one place (its dependency's `is_retriable`-style function).
+//! as retriable or permanent in one place (its dependency's `Classify`).
 //! The executor turns that into `done`, a retry with backoff, or `done='error'`.
 
 pub mod billing;
@@ -19,9 +19,9 @@ use async_trait::async_trait;
 
 use crate::config::Settings;
 use crate::domain::ncdr::{NormalizedDoc, TaskDoc};
+use crate::domain::outcome::{Classify, Outcome, Retry};
 use crate::domain::tasks::{TaskRules, TaskType};
-use crate::storage::StorageError;
-use crate::store::{ClaimedTask, Repository, StoreError};
+use crate::store::{ClaimedTask, Store};
 
 /// One task attempt's input.
 #[derive(Debug, Clone)]
@@ -57,23 +57,37 @@ pub enum HandlerError {
 }
 
 impl HandlerError {
-    pub fn is_retriable(&self) -> bool {
-        matches!(self, HandlerError::Retriable(_))
-    }
-
-    pub fn from_store(doing: &str, e: StoreError) -> Self {
-        if e.is_retriable() {
-            HandlerError::Retriable(format!("{doing}: {e}"))
-        } else {
-            HandlerError::Permanent(format!("{doing}: {e}"))
+    /// A dependency's error as it classifies it, its message as it is.
+    pub fn of(e: &impl Classify) -> Self {
+        match e.retry() {
+            Retry::Later => HandlerError::Retriable(e.to_string()),
+            Retry::Never => HandlerError::Permanent(e.to_string()),
         }
     }
 
-    pub fn from_storage(doing: &str, e: StorageError) -> Self {
-        if e.is_retriable() {
-            HandlerError::Retriable(format!("{doing}: {e}"))
-        } else {
-            HandlerError::Permanent(format!("{doing}: {e}"))
+    /// A failure of `doing` as its dependency classifies it.
+    pub fn failed(doing: impl std::fmt::Display, e: &impl Classify) -> Self {
+        match e.retry() {
+            Retry::Later => HandlerError::Retriable(format!("{doing}: {e}")),
+            Retry::Never => HandlerError::Permanent(format!("{doing}: {e}")),
+        }
+    }
+}
+
+impl Classify for HandlerError {
+    fn retry(&self) -> Retry {
+        match self {
+            HandlerError::Retriable(_) => Retry::Later,
+            HandlerError::Permanent(_) => Retry::Never,
+        }
+    }
+}
+
+impl From<HandlerError> for Outcome {
+    fn from(e: HandlerError) -> Outcome {
+        match e {
+            HandlerError::Retriable(m) => Outcome::RetriableFailure(m),
+            HandlerError::Permanent(m) => Outcome::PermanentFailure(m),
         }
     }
 }
@@ -218,10 +232,7 @@ pub fn task_rules(s: &Settings) -> TaskRules {
 /// still run.
 /// An unknown handler name is an error; an unconfigured one is left out (and logged by
 /// the caller from [`off_types`]).
-pub async fn build(
-    s: &Settings,
-    repo: Arc<dyn Repository>,
-) -> Result<HashMap<TaskType, Arc<dyn TaskHandler>>, SetupError> {
+pub async fn build(s: &Settings, store: &Store) -> Result<HashMap<TaskType, Arc<dyn TaskHandler>>, SetupError> {
     let mut out: HashMap<TaskType, Arc<dyn TaskHandler>> = HashMap::new();
     let http = http::client().map_err(|message| SetupError {
         task_type: TaskType::SmsSend,
@@ -241,7 +252,7 @@ pub async fn build(
         let err = |message: String| SetupError { task_type: t, handler: name.clone(), message };
         let handler: Arc<dyn TaskHandler> = match name.as_str() {
             "billing-feeder" => Arc::new(billing::BillingFeeder::connect(s).await.map_err(err)?),
-            "calllog" => Arc::new(calllog::CallLog { repo: repo.clone() }),
+            "calllog" => Arc::new(calllog::CallLog { store: store.clone() }),
             "emailer" => Arc::new(emailer::Emailer::new(&s.emailer).map_err(err)?),
             "sms" => Arc::new(sms::Sms::new(&s.sms, http.clone())),
             "cdr2sfapi" => Arc::new(salesforce::Salesforce::new(&s.salesforce, http.clone())),

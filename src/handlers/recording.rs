@@ -66,7 +66,7 @@ impl Recordings {
         let stat = |doing: &'static str| {
             let target = self.target.clone();
             let key = key.to_string();
-            async move { target.stat(&key).await.map_err(|e| HandlerError::from_storage(doing, e)) }
+            async move { target.stat(&key).await.map_err(|e| HandlerError::failed(doing, &e)) }
         };
         let same = |o: &storage::ObjectInfo| o.size == bytes.len() as u64 && o.md5.as_ref().is_none_or(|m| *m == md5);
         if let Some(existing) = stat("checking delivered recording").await? {
@@ -74,7 +74,7 @@ impl Recordings {
                 return Ok(existing.location);
             }
         }
-        self.target.put(key, bytes).await.map_err(|e| HandlerError::from_storage("delivering recording", e))?;
+        self.target.put(key, bytes).await.map_err(|e| HandlerError::failed("delivering recording", &e))?;
         match stat("verifying delivered recording").await? {
             Some(o) if same(&o) => Ok(o.location),
             Some(o) => Err(HandlerError::Retriable(format!(

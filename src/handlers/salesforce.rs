@@ -85,7 +85,7 @@ impl Salesforce {
             .json(&self.record(job))
             .send()
             .await
-            .map_err(|e| http::transport_error("Salesforce", e))
+            .map_err(|e| http::HttpFailure::transport("Salesforce", e))
     }
 }
 
@@ -105,6 +105,6 @@ impl TaskHandler for Salesforce {
             return Ok(());
         }
         let body = resp.text().await.unwrap_or_default();
-        Err(http::status_error("Salesforce upsert", status, &body))
+        Err(http::HttpFailure::status("Salesforce upsert", status, body))
     }
 }

@@ -38,7 +38,7 @@ impl TaskHandler for Transcription {
         let key = Recordings::key_for(job, &path);
         // recordingDelivery runs beside this task: until it has delivered, wait for it.
         let stored =
-            self.recordings.target.stat(&key).await.map_err(|e| HandlerError::from_storage("finding recording", e))?;
+            self.recordings.target.stat(&key).await.map_err(|e| HandlerError::failed("finding recording", &e))?;
         let stored = stored.ok_or_else(|| HandlerError::Retriable(format!("recording '{key}' not delivered yet")))?;
         let url = if self.recordings.target_is_s3 {
             Some(
@@ -46,7 +46,7 @@ impl TaskHandler for Transcription {
                     .target
                     .presign_get(&key, self.presign)
                     .await
-                    .map_err(|e| HandlerError::from_storage("presigning recording URL", e))?,
+                    .map_err(|e| HandlerError::failed("presigning recording URL", &e))?,
             )
         } else {
             None

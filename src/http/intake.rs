@@ -13,9 +13,9 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::{ApiError, HttpState};
-use crate::actors::intake::IntakeBatch;
 use crate::actors::{cpu_bound, group_commit};
 use crate::domain::intake::{canonical_uuid, parse_uuid_param};
+use crate::domain::outcome::Classify;
 use crate::domain::submission::{self, Submission};
 use crate::storage::local::{create_dir_durable, sync_dir, temp_path};
 use crate::store::NewQueuedCdr;
@@ -35,7 +35,12 @@ pub async fn post_cdr(
     let sub: Submission =
         cpu_bound(bytes.len(), move || submission::prepare(&bytes, query.as_deref(), &peer_ip, received))
             .await
-            .map_err(|e| ApiError::unavailable(format!("intake worker failed: {e}")))?
+            .map_err(|p| {
+                ApiError::unavailable(format!(
+                    "intake worker failed: {}",
+                    crate::actors::pool::panic_message(p.as_ref())
+                ))
+            })?
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let storage_err = |e| ApiError::unavailable(format!("could not store the CDR: {e}"));
     let path = if st.cfg.cdr_queue_enabled {
@@ -47,9 +52,15 @@ pub async fn post_cdr(
             path: path.clone(),
             create_time: received,
         };
-        group_commit::submit::<IntakeBatch>(&st.instance, row, st.cfg.commit_timeout)
-            .await
-            .map_err(|e| ApiError::unavailable(format!("could not queue the CDR: {e}")))?;
+        group_commit::submit(&st.intake_commit, row, st.cfg.commit_timeout).await.map_err(|e| {
+            // a row the database refuses will be refused again: FreeSWITCH must not retry it
+            let message = format!("could not queue the CDR: {e}");
+            if e.is_retriable() {
+                ApiError::unavailable(message)
+            } else {
+                ApiError::bad_request(message)
+            }
+        })?;
         path
     } else {
         st.raw_store.put(&sub.key, &sub.document).await.map_err(storage_err)?

@@ -21,8 +21,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 
+use crate::actors::intake::IntakeMsg;
+use crate::actors::mailbox::Mailbox;
 use crate::storage::BlobStore;
-use crate::store::Repository;
 
 /// What the HTTP layer needs from the configuration.
 #[derive(Debug, Clone)]
@@ -38,8 +39,8 @@ pub struct HttpConfig {
 }
 
 pub struct HttpState {
-    pub instance: String,
-    pub repo: Arc<dyn Repository>,
+    /// The intake group commit the POSTs queue their rows through.
+    pub intake_commit: Mailbox<IntakeMsg>,
     pub raw_store: Arc<dyn BlobStore>,
     pub cfg: HttpConfig,
     pub probes: Arc<probe::Probes>,
@@ -135,8 +136,7 @@ async fn count_requests(req: Request, next: Next) -> Response {
         _ => "other",
     };
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    metrics::counter!(crate::telemetry::INTAKE_REQUESTS, "endpoint" => endpoint, "status" => status).increment(1);
+    crate::events::IntakeAnswered { endpoint, status: resp.status().as_u16() }.emit();
     resp
 }
 

@@ -183,6 +183,6 @@ mod tests {
         let missing = dir.path().join("nope.xml").display().to_string();
         let err = store.get(&missing).await.unwrap_err();
         assert!(matches!(err, StorageError::NotFound(_)));
-        assert!(!err.is_retriable());
+        assert!(!crate::domain::outcome::Classify::is_retriable(&err));
     }
 }

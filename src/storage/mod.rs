@@ -14,6 +14,7 @@ pub use local::LocalStore;
 pub use s3::{S3Location, S3Store};
 
 use crate::config::S3Settings;
+use crate::domain::outcome::{Classify, Retry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -33,15 +34,21 @@ pub enum StorageError {
     Unsupported(String),
 }
 
-impl StorageError {
-    /// A missing object will not appear by waiting; a key we built wrongly will not either.
-    /// Every other I/O error (disk full, EIO, NFS hiccup) may clear.
-    pub fn is_retriable(&self) -> bool {
-        matches!(self, StorageError::Io { .. } | StorageError::Remote { retriable: true, .. })
+/// Storage's one classification: a missing object will not appear by waiting, a key we
+/// built wrongly will not either; every other I/O error (disk full, EIO, NFS hiccup, an S3
+/// 5xx) may clear.
+impl Classify for StorageError {
+    fn retry(&self) -> Retry {
+        match self {
+            StorageError::Io { .. } | StorageError::Remote { retriable: true, .. } => Retry::Later,
+            _ => Retry::Never,
+        }
     }
+}
 
+impl StorageError {
     pub(crate) fn io(location: impl Into<String>, source: std::io::Error) -> Self {
-        metrics::counter!(crate::telemetry::STORAGE_ERRORS).increment(1);
+        crate::events::StorageError.emit();
         if source.kind() == std::io::ErrorKind::NotFound {
             StorageError::NotFound(location.into())
         } else {

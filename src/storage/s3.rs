@@ -82,7 +82,7 @@ fn s3_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>
     location: &str,
     e: SdkError<E>,
 ) -> StorageError {
-    metrics::counter!(crate::telemetry::STORAGE_ERRORS).increment(1);
+    crate::events::StorageError.emit();
     let status = e.raw_response().map(|r| r.status().as_u16());
     let message = match &e {
         SdkError::ServiceError(se) => {

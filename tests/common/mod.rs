@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use cdrmunch::actors::Hooks;
 use cdrmunch::app::App;
 use cdrmunch::config::Settings;
+use cdrmunch::domain::tasks::TaskType;
 use cdrmunch::store::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,14 +135,15 @@ impl TestApp {
         let tdb = TestDb::new(db, dir.path());
         let mut settings = test_settings(dir.path(), &tdb.url);
         tweak(&mut settings);
-        let repo = cdrmunch::app::open_repository(&settings).await.unwrap_or_else(|e| {
+        let store = cdrmunch::app::open_repository(&settings).await.unwrap_or_else(|e| {
             panic!("{db:?} database at {} not usable ({e}); run scripts/test.sh, which starts MariaDB", tdb.url)
         });
+        let repo: Arc<dyn Repository> = Arc::new(store.clone());
         let repo = match wrap {
             Some(w) => w(repo),
             None => repo,
         };
-        let app = App::start_with_repository(&settings, hooks, repo).await.expect("app starts");
+        let app = App::start_with_repository(&settings, hooks, store, repo).await.expect("app starts");
         TestApp { app: Some(app), settings, dir, db: tdb, http: reqwest::Client::new() }
     }
 
@@ -149,8 +151,14 @@ impl TestApp {
         self.app.as_ref().expect("running")
     }
 
+    /// The database as the pipeline sees it.
     pub fn repo(&self) -> Arc<dyn Repository> {
         self.app().repo.clone()
+    }
+
+    /// The database itself, for looking at what the pipeline did.
+    pub fn store(&self) -> &Store {
+        &self.app().store
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -175,7 +183,7 @@ impl TestApp {
         let key = *uuid::Uuid::parse_str(uuid).unwrap().as_bytes();
         let deadline = Instant::now() + timeout;
         loop {
-            let tasks = self.repo().task_states(key).await.unwrap();
+            let tasks = self.store().task_states(key).await.unwrap();
             if !tasks.is_empty() && tasks.iter().all(|t| t.done != "n") {
                 return tasks;
             }
@@ -186,11 +194,11 @@ impl TestApp {
 
     /// Waits (bounded) until `done` CDRs are normalized and nothing is pending.
     pub async fn wait_settled(&self, normalized: u64, timeout: Duration) -> QueueCounts {
-        let repo = self.repo();
+        let store = self.store();
         let deadline = Instant::now() + timeout;
         loop {
-            let c = repo.queue_counts().await.unwrap();
-            let (n, _) = repo.normalized_counts().await.unwrap();
+            let c = store.queue_counts().await.unwrap();
+            let (n, _) = store.normalized_counts().await.unwrap();
             if c.pending == 0 && n >= normalized {
                 return c;
             }
@@ -250,14 +258,14 @@ impl Repository for SwitchableRepository {
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
-    async fn migrate(&self) -> StoreResult<()> {
-        self.check()?;
-        self.inner.migrate().await
-    }
     async fn ping(&self) -> StoreResult<()> {
         self.check()?;
         self.inner.ping().await
     }
+}
+
+#[async_trait]
+impl CdrQueue for SwitchableRepository {
     async fn enqueue_cdrs(&self, rows: &[NewQueuedCdr]) -> StoreResult<u64> {
         self.check()?;
         self.inner.enqueue_cdrs(rows).await
@@ -271,6 +279,33 @@ impl Repository for SwitchableRepository {
         self.check()?;
         self.inner.claim_cdrs(now, lease_until, limit).await
     }
+    async fn release_claims(&self, ids: &[u64]) -> StoreResult<()> {
+        self.check()?;
+        self.inner.release_claims(ids).await
+    }
+    async fn schedule_retry(&self, cdr_id: u64, next: DateTime<Utc>, d: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        self.check()?;
+        self.inner.schedule_retry(cdr_id, next, d, now).await
+    }
+    async fn mark_error(&self, cdr_id: u64, d: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        self.check()?;
+        self.inner.mark_error(cdr_id, d, now).await
+    }
+    async fn record_crash(
+        &self,
+        cdr_id: u64,
+        reason: &str,
+        threshold: u32,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Crash> {
+        self.check()?;
+        self.inner.record_crash(cdr_id, reason, threshold, retry_at, now).await
+    }
+}
+
+#[async_trait]
+impl NormalizedCdrs for SwitchableRepository {
     async fn commit_normalized(
         &self,
         batch: &[(u64, NewNormalizedCdr)],
@@ -279,40 +314,13 @@ impl Repository for SwitchableRepository {
         self.check()?;
         self.inner.commit_normalized(batch, now).await
     }
-    async fn schedule_retry(&self, cdr_id: u64, next: DateTime<Utc>, d: &str, now: DateTime<Utc>) -> StoreResult<()> {
-        self.check()?;
-        self.inner.schedule_retry(cdr_id, next, d, now).await
-    }
-    async fn mark_error(&self, cdr_id: u64, d: &str, critical: bool, now: DateTime<Utc>) -> StoreResult<()> {
-        self.check()?;
-        self.inner.mark_error(cdr_id, d, critical, now).await
-    }
-    async fn release_claims(&self, ids: &[u64]) -> StoreResult<()> {
-        self.check()?;
-        self.inner.release_claims(ids).await
-    }
-    async fn queue_counts(&self) -> StoreResult<QueueCounts> {
-        self.inner.queue_counts().await
-    }
-    async fn queue_errors(&self) -> StoreResult<Vec<QueueError>> {
-        self.inner.queue_errors().await
-    }
-    async fn normalized_counts(&self) -> StoreResult<(u64, u64)> {
-        self.inner.normalized_counts().await
-    }
-    async fn task_counts(&self) -> StoreResult<Vec<(String, String, u64)>> {
-        self.check()?;
-        self.inner.task_counts().await
-    }
-    async fn normalized_uuids(&self) -> StoreResult<Vec<[u8; 16]>> {
-        self.inner.normalized_uuids().await
-    }
-    async fn tasks_for(&self, uuid: [u8; 16]) -> StoreResult<Vec<(String, u32)>> {
-        self.inner.tasks_for(uuid).await
-    }
+}
+
+#[async_trait]
+impl TaskQueue for SwitchableRepository {
     async fn claim_tasks(
         &self,
-        task_type: &str,
+        task_type: TaskType,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
@@ -328,16 +336,18 @@ impl Repository for SwitchableRepository {
         self.check()?;
         self.inner.release_tasks(ids, now).await
     }
-    async fn task_states(&self, uuid: [u8; 16]) -> StoreResult<Vec<TaskState>> {
-        self.inner.task_states(uuid).await
-    }
-    async fn insert_call_log(&self, entry: &CallLogEntry) -> StoreResult<bool> {
-        self.check()?;
-        self.inner.insert_call_log(entry).await
-    }
-    fn operations(&self) -> &dyn Operations {
-        self.inner.operations()
-    }
+}
+
+/// `(task_type, node_index)` of every task of a normalized uuid, by node_index.
+pub async fn tasks_of(store: &Store, uuid: [u8; 16]) -> Vec<(String, u32)> {
+    store.task_states(uuid).await.unwrap().into_iter().map(|t| (t.task_type.to_string(), t.node_index)).collect()
+}
+
+/// Every normalized call uuid.
+pub async fn normalized_uuids(store: &Store) -> Vec<[u8; 16]> {
+    use sqlx::Row;
+    let rows = sqlx::query("SELECT uuid FROM normalized_cdrs").fetch_all(store.pool()).await.unwrap();
+    rows.iter().map(|r| r.get::<Vec<u8>, _>(0).try_into().expect("16 bytes")).collect()
 }
 
 /// A `cdrmunch serve` child process, killed (and reaped) if a test fails halfway.

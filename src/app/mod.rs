@@ -1,27 +1,29 @@
 //! One running cdrmunch: database, stores, the supervision tree and the HTTP listener.
 //! `main` and the integration tests start it the same way (tests on port 0).
 
+mod context;
+pub mod tree;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorRef};
 use tokio::sync::oneshot;
 
-use crate::actors::distillery::DistilleryContext;
-use crate::actors::task_executor::{TaskContext, TasksConfig};
-use crate::actors::{DistillerConfig, Hooks};
+pub use context::{distiller_config, normalize_context, standalone_distillery, tasks_config};
+
+use crate::actors::distillery::DistillerConfig;
+use crate::actors::mailbox::Mailbox;
+use crate::actors::supervisor::{Supervisor, SupervisorMsg};
+use crate::actors::task_executor::TaskContext;
+use crate::actors::Hooks;
 use crate::config::Settings;
-use crate::domain::mapping::FieldMap;
-use crate::domain::normalize::NormalizeContext;
-use crate::domain::orgs::OrgDirectory;
-use crate::domain::rating::RateDeck;
-use crate::domain::tasks::{RetryPolicy, TaskType};
+use crate::domain::tasks::TaskType;
 use crate::http::probe::Probes;
 use crate::http::{HttpConfig, HttpState};
 use crate::storage::BlobStore;
-use crate::store::{self, Repository, StoreError};
-use crate::supervisors::root::{RootArgs, RootMsg, RootSupervisor};
+use crate::store::{Repository, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -45,9 +47,11 @@ pub struct App {
     pub addr: SocketAddr,
     /// Where `/metrics` is served; None with `metrics.enabled = false`.
     pub metrics_addr: Option<SocketAddr>,
+    /// The database as the pipeline sees it (a test may have put a fault injector in front).
     pub repo: Arc<dyn Repository>,
-    pub instance: String,
-    root: ActorRef<RootMsg>,
+    /// The database itself, for inspection.
+    pub store: Store,
+    root: ActorRef<SupervisorMsg>,
     root_done: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     stop_http: Option<oneshot::Sender<()>>,
@@ -55,88 +59,10 @@ pub struct App {
 }
 
 /// Opens (and migrates) the CDR database named by the settings.
-pub async fn open_repository(settings: &Settings) -> Result<Arc<dyn Repository>, StoreError> {
-    let repo = store::connect(&settings.database.cdrdb_url, settings.database.cdrdb_max_connections).await?;
-    repo.migrate().await?;
-    Ok(repo)
-}
-
-/// The normalizer's configuration, read once at start: task rules, the rate deck
-/// (`rating.deck`), the field map (`normalize.field_map`, else the shipped one) and the org
-/// directory (`normalize.org_directory`). A bad line in any file stops the start, naming it.
-pub fn normalize_context(s: &Settings) -> Result<NormalizeContext, AppError> {
-    let read = |what: &str, path: &std::path::Path| {
-        std::fs::read_to_string(path).map_err(|e| AppError::Normalizer(format!("{what} {}: {e}", path.display())))
-    };
-    let bad = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
-        AppError::Normalizer(format!("{what} {}: {e}", path.display()))
-    };
-    let rates = match &s.rating.deck {
-        Some(path) => {
-            let deck = RateDeck::parse(&read("rating.deck", path)?).map_err(|e| bad("rating.deck", path, &e))?;
-            tracing::info!("rate deck {}: {} prefixes", path.display(), deck.len());
-            Some(Arc::new(deck))
-        }
-        None => None,
-    };
-    let field_map = match &s.normalize.field_map {
-        Some(path) => Some(Arc::new(
-            FieldMap::parse(&read("normalize.field_map", path)?).map_err(|e| bad("normalize.field_map", path, &e))?,
-        )),
-        None => None,
-    };
-    let orgs = match &s.normalize.org_directory {
-        Some(path) => {
-            let dir = OrgDirectory::parse(&read("normalize.org_directory", path)?)
-                .map_err(|e| bad("normalize.org_directory", path, &e))?;
-            tracing::info!("org directory {}: {} entries", path.display(), dir.len());
-            Some(Arc::new(dir))
-        }
-        None => None,
-    };
-    Ok(NormalizeContext {
-        rules: crate::handlers::task_rules(s),
-        rates,
-        default_country_code: s.rating.default_country_code.clone(),
-        field_map,
-        orgs,
-        ..Default::default()
-    })
-}
-
-pub fn distiller_config(s: &Settings) -> DistillerConfig {
-    let d = &s.distiller;
-    DistillerConfig {
-        distilleries: d.number_of_distilleries,
-        poll_interval: d.poll_interval,
-        max_batch: d.poll_max_batch_size,
-        lease: Duration::from_secs(d.lease_seconds),
-        job_timeout: Duration::from_secs(d.job_timeout_seconds),
-        retry_backoff_base: d.retry_backoff_seconds,
-        retry_backoff_max: d.retry_backoff_max_seconds,
-        poison_threshold: d.poison_threshold,
-        prefetch: d.prefetch,
-        // the files are read by `normalize_context` at start; this is the same without them
-        normalize: NormalizeContext { rules: crate::handlers::task_rules(s), ..Default::default() },
-    }
-}
-
-pub fn tasks_config(s: &Settings) -> TasksConfig {
-    let t = &s.tasksd;
-    TasksConfig {
-        threads: t.executor_threads.max(1),
-        poll_interval: t.poll_interval,
-        batch: t.poll_batch_size,
-        // an attempt still running must never be claimed again
-        lease: Duration::from_secs(t.lease_seconds.max(t.job_timeout_seconds + 5)),
-        job_timeout: Duration::from_secs(t.job_timeout_seconds),
-        prefetch: t.prefetch,
-        retry: RetryPolicy {
-            max_retries: t.max_retries,
-            backoff_seconds: t.retry_backoff_seconds,
-            exponential: t.exponential_backoff,
-        },
-    }
+pub async fn open_repository(settings: &Settings) -> Result<Store, StoreError> {
+    let store = Store::connect(&settings.database.cdrdb_url, settings.database.cdrdb_max_connections).await?;
+    store.migrate().await?;
+    Ok(store)
 }
 
 /// Says once, at start, which task types are off and why: one line for the unconfigured
@@ -200,23 +126,27 @@ impl App {
         let listeners = bind(settings).await?;
         crate::process::drop_privileges(settings.app.run_as_user.as_deref(), settings.app.run_as_group.as_deref())
             .map_err(AppError::Privileges)?;
-        let repo = open_repository(settings).await?;
-        Self::start_on(settings, hooks, repo, listeners).await
+        let store = open_repository(settings).await?;
+        let repo: Arc<dyn Repository> = Arc::new(store.clone());
+        Self::start_on(settings, hooks, store, repo, listeners).await
     }
 
-    /// Starts on an already opened repository (tests wrap it to inject faults).
+    /// Starts on an opened database, the pipeline going through `repo` (tests put a
+    /// fault-injecting repository in front of the store).
     pub async fn start_with_repository(
         settings: &Settings,
         hooks: Hooks,
+        store: Store,
         repo: Arc<dyn Repository>,
     ) -> Result<App, AppError> {
         let listeners = bind(settings).await?;
-        Self::start_on(settings, hooks, repo, listeners).await
+        Self::start_on(settings, hooks, store, repo, listeners).await
     }
 
     async fn start_on(
         settings: &Settings,
         hooks: Hooks,
+        store: Store,
         repo: Arc<dyn Repository>,
         listeners: Listeners,
     ) -> Result<App, AppError> {
@@ -236,44 +166,38 @@ impl App {
         };
         let raw_store: Arc<dyn BlobStore> = open(&rh.cdr_base_dir).await?;
         let ncdr_store: Arc<dyn BlobStore> = open(&settings.distiller.normalized_cdr_base_dir).await?;
-        let instance = uuid::Uuid::new_v4().simple().to_string();
         if roles.distiller || roles.tasks {
             log_off_types(settings);
         }
         // only a tasks process connects to the sinks (the billing database among them)
-        let handlers = match roles.tasks {
-            true => crate::handlers::build(settings, repo.clone()).await?,
-            false => Default::default(),
+        let tasks = match roles.tasks {
+            true => Some(Arc::new(TaskContext {
+                repo: repo.clone(),
+                ncdr_store: ncdr_store.clone(),
+                handlers: crate::handlers::build(settings, &store).await?,
+                config: tasks_config(settings),
+                hooks: hooks.clone(),
+            })),
+            false => None,
         };
-        let tasks = Arc::new(TaskContext {
-            instance: instance.clone(),
-            repo: repo.clone(),
-            ncdr_store: ncdr_store.clone(),
-            handlers,
-            config: tasks_config(settings),
-            hooks: hooks.clone(),
-            draining: Default::default(),
-        });
-
-        let ctx = Arc::new(DistilleryContext {
-            instance: instance.clone(),
+        let distiller = match roles.distiller {
+            true => Some(DistillerConfig { normalize: normalize_context(settings)?, ..distiller_config(settings) }),
+            false => None,
+        };
+        let intake_commit = Mailbox::new("intake");
+        let spec = tree::root(tree::Parts {
+            store: store.clone(),
             repo: repo.clone(),
             raw_store: raw_store.clone(),
             ncdr_store: ncdr_store.clone(),
-            config: DistillerConfig { normalize: normalize_context(settings)?, ..distiller_config(settings) },
+            intake_batch: rh.group_commit_max,
+            intake: roles.intake.then(|| intake_commit.clone()),
+            distiller,
+            tasks,
             hooks,
         });
-        let root_args = RootArgs {
-            repo: repo.clone(),
-            raw_store: raw_store.clone(),
-            instance: instance.clone(),
-            intake_batch: rh.group_commit_max,
-            intake: roles.intake,
-            distillery: roles.distiller.then_some(ctx),
-            tasks: roles.tasks.then_some(tasks),
-        };
         let (root, root_handle) =
-            Actor::spawn(None, RootSupervisor, root_args).await.map_err(|e| AppError::Spawn(e.to_string()))?;
+            Actor::spawn(None, Supervisor, Arc::new(spec)).await.map_err(|e| AppError::Spawn(e.to_string()))?;
         let tree_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let alive = tree_alive.clone();
         let root_done = tokio::spawn(async move {
@@ -293,8 +217,7 @@ impl App {
         let listener = listeners.http;
         let addr = listener.local_addr().map_err(|source| AppError::Bind { addr: "http".into(), source })?;
         let http = Arc::new(HttpState {
-            instance: instance.clone(),
-            repo: repo.clone(),
+            intake_commit,
             raw_store,
             cfg: HttpConfig {
                 basic_auth: settings.server.basic_auth.as_ref().map(|b| (b.user.clone(), b.password.clone())),
@@ -322,17 +245,7 @@ impl App {
             }
             None => (None, None),
         };
-        Ok(App {
-            addr,
-            metrics_addr,
-            repo,
-            instance,
-            root,
-            root_done,
-            server,
-            stop_http: Some(stop_http),
-            metrics_server,
-        })
+        Ok(App { addr, metrics_addr, repo, store, root, root_done, server, stop_http: Some(stop_http), metrics_server })
     }
 
     /// Resolves when the supervision tree has stopped on its own (restart intensity exceeded).
@@ -359,7 +272,9 @@ impl App {
             _ => {}
         }
         if self.tree_alive() {
-            let _ = self.root.call(|r| RootMsg::Shutdown(drain, r), Some(drain + Duration::from_secs(20))).await;
+            let deadline = Instant::now() + drain;
+            let _ =
+                self.root.call(|r| SupervisorMsg::Shutdown(deadline, r), Some(drain + Duration::from_secs(20))).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.root_done).await;
         if let Some(m) = self.metrics_server.take() {

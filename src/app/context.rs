@@ -1,0 +1,119 @@
+//! Settings turned into what the runtime runs with, in one place each: the normalizer's
+//! context (the same for `serve`, `normalize` and `replay`, so the CLI never prints
+//! something the service would not), the distiller's and tasksd's configs, and the
+//! distillery `replay` prepares with.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::AppError;
+use crate::actors::distillery::{DistillerConfig, Distillery};
+use crate::actors::task_executor::TasksConfig;
+use crate::actors::Hooks;
+use crate::config::Settings;
+use crate::domain::mapping::FieldMap;
+use crate::domain::normalize::NormalizeContext;
+use crate::domain::orgs::OrgDirectory;
+use crate::domain::outcome::{Backoff, RetryPolicy};
+use crate::domain::rating::RateDeck;
+use crate::storage::BlobStore;
+use crate::store::Repository;
+
+/// No task retry waits longer than a day, whatever the exponent says.
+const MAX_TASK_BACKOFF: Duration = Duration::from_secs(86_400);
+
+/// The normalizer's configuration, read once: task rules, the rate deck (`rating.deck`),
+/// the field map (`normalize.field_map`, else the shipped one) and the org directory
+/// (`normalize.org_directory`). A bad line in any file stops the start, naming it.
+pub fn normalize_context(s: &Settings) -> Result<NormalizeContext, AppError> {
+    fn load<T, E: std::fmt::Display>(
+        what: &str,
+        path: &std::path::Path,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Result<Arc<T>, AppError> {
+        let fail = |e: &dyn std::fmt::Display| AppError::Normalizer(format!("{what} {}: {e}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| fail(&e))?;
+        parse(&text).map(Arc::new).map_err(|e| fail(&e))
+    }
+    let rates = match &s.rating.deck {
+        Some(path) => {
+            let deck = load("rating.deck", path, RateDeck::parse)?;
+            tracing::info!("rate deck {}: {} prefixes", path.display(), deck.len());
+            Some(deck)
+        }
+        None => None,
+    };
+    let field_map = match &s.normalize.field_map {
+        Some(path) => Some(load("normalize.field_map", path, FieldMap::parse)?),
+        None => None,
+    };
+    let orgs = match &s.normalize.org_directory {
+        Some(path) => {
+            let dir = load("normalize.org_directory", path, OrgDirectory::parse)?;
+            tracing::info!("org directory {}: {} entries", path.display(), dir.len());
+            Some(dir)
+        }
+        None => None,
+    };
+    Ok(NormalizeContext {
+        rules: crate::handlers::task_rules(s),
+        rates,
+        default_country_code: s.rating.default_country_code.clone(),
+        field_map,
+        orgs,
+        ..Default::default()
+    })
+}
+
+/// The distiller's settings; `normalize` is the rules alone (the files are read by
+/// [`normalize_context`] where a process needs them).
+pub fn distiller_config(s: &Settings) -> DistillerConfig {
+    let d = &s.distiller;
+    DistillerConfig {
+        distilleries: d.number_of_distilleries.max(1),
+        poll_interval: d.poll_interval,
+        max_batch: d.poll_max_batch_size,
+        lease: Duration::from_secs(d.lease_seconds),
+        job_timeout: Duration::from_secs(d.job_timeout_seconds),
+        backoff: Backoff::exponential(
+            Duration::from_secs(d.retry_backoff_seconds),
+            Duration::from_secs(d.retry_backoff_max_seconds),
+        ),
+        poison_threshold: d.poison_threshold,
+        prefetch: d.prefetch,
+        normalize: NormalizeContext { rules: crate::handlers::task_rules(s), ..Default::default() },
+    }
+}
+
+pub fn tasks_config(s: &Settings) -> TasksConfig {
+    let t = &s.tasksd;
+    TasksConfig {
+        threads: t.executor_threads.max(1),
+        poll_interval: t.poll_interval,
+        batch: t.poll_batch_size,
+        // an attempt still running must never be claimed again
+        lease: Duration::from_secs(t.lease_seconds.max(t.job_timeout_seconds + 5)),
+        job_timeout: Duration::from_secs(t.job_timeout_seconds),
+        prefetch: t.prefetch,
+        retry: RetryPolicy {
+            max_retries: t.max_retries,
+            backoff: Backoff {
+                base: Duration::from_secs(t.retry_backoff_seconds),
+                max: MAX_TASK_BACKOFF,
+                exponential: t.exponential_backoff,
+            },
+        },
+    }
+}
+
+/// A distillery with the full normalizer context and no group commit: what `replay`
+/// prepares CDRs with, exactly as the service would.
+pub fn standalone_distillery(
+    s: &Settings,
+    repo: Arc<dyn Repository>,
+    raw_store: Arc<dyn BlobStore>,
+    ncdr_store: Arc<dyn BlobStore>,
+) -> Result<Distillery, AppError> {
+    let config = DistillerConfig { normalize: normalize_context(s)?, ..distiller_config(s) };
+    Ok(Distillery { repo, raw_store, ncdr_store, config, hooks: Hooks::default(), committer: None })
+}

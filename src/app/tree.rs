@@ -1,0 +1,170 @@
+//! The supervision tree of one process, wired once: every actor is given the mailboxes it
+//! sends to here, and each level is the one `Supervisor` with its children in start order.
+//!
+//! ```text
+//! root (SUBTREES)
+//! ├── intake                 group commit of cdr_queue rows; wakes the queue poller
+//! ├── distiller (WORKERS)
+//! │     ├── committer        the distilleries' group commit; wakes the task poller
+//! │     ├── distillery_pool  ractor factory of distilleries (restarts, dead-man's switch)
+//! │     └── queue_poller     claims cdr_queue rows under a lease, as the pool has room
+//! ├── tasks (WORKERS)
+//! │     ├── executor_<type>_pool × configured types (executor.threads workers each)
+//! │     └── task_poller      claims tasks per type under a lease, as each pool has room
+//! └── queue_metrics          the seed's queue gauges
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::actors::committer::{Committer, NormalizedBatch};
+use crate::actors::distillery::{DistillerConfig, Distillery};
+use crate::actors::group_commit::GroupCommitArgs;
+use crate::actors::intake::{Intake, IntakeBatch, IntakeMsg};
+use crate::actors::mailbox::Mailbox;
+use crate::actors::pool::{pool, PoolSpec};
+use crate::actors::queue_metrics::{QueueMetrics, QueueMetricsArgs};
+use crate::actors::queue_poller::{QueuePoller, QueuePollerArgs, QueuePollerMsg};
+use crate::actors::supervisor::{ChildSpec, RestartPolicy, SupervisorSpec};
+use crate::actors::task_executor::{TaskContext, TaskExecutor};
+use crate::actors::task_poller::{TaskPoller, TaskPollerArgs, TaskPollerMsg};
+use crate::actors::Hooks;
+use crate::storage::BlobStore;
+use crate::store::{Repository, Store};
+
+/// How often the queue gauges are refreshed from the database.
+pub const METRICS_REFRESH: Duration = Duration::from_secs(5);
+
+/// A task worker gets this much beyond `tasksd.job_timeout_seconds` (which cuts the handler
+/// off) before the dead-man's switch calls it hung: loading the CDR, recording the result.
+const TASK_HANG_MARGIN: Duration = Duration::from_secs(60);
+
+/// What the tree is built from.
+pub struct Parts {
+    pub store: Store,
+    pub repo: Arc<dyn Repository>,
+    pub raw_store: Arc<dyn BlobStore>,
+    pub ncdr_store: Arc<dyn BlobStore>,
+    pub intake_batch: usize,
+    /// None when this process runs no intake role.
+    pub intake: Option<Mailbox<IntakeMsg>>,
+    /// None when this process runs no distiller role.
+    pub distiller: Option<DistillerConfig>,
+    /// None when this process runs no tasks role.
+    pub tasks: Option<Arc<TaskContext>>,
+    pub hooks: Hooks,
+}
+
+pub fn root(p: Parts) -> SupervisorSpec {
+    let queue_poller = p.distiller.as_ref().map(|_| Mailbox::<QueuePollerMsg>::new("queue poller"));
+    let task_poller = p.tasks.as_ref().map(|_| Mailbox::<TaskPollerMsg>::new("task poller"));
+    let mut children = Vec::new();
+    if let Some(intake) = &p.intake {
+        let (repo, raw_store, wake, max_batch) =
+            (p.repo.clone(), p.raw_store.clone(), queue_poller.clone(), p.intake_batch);
+        children.push(
+            ChildSpec::actor("intake", intake.clone(), move || {
+                let batch = IntakeBatch { repo: repo.clone(), raw_store: raw_store.clone(), wake: wake.clone() };
+                (Intake::default(), GroupCommitArgs { batch, max_batch })
+            })
+            .flushed(),
+        );
+    }
+    if let (Some(config), Some(poller)) = (p.distiller.clone(), &queue_poller) {
+        children.push(ChildSpec::supervisor(distiller(&p, config, poller.clone(), task_poller.clone())));
+    }
+    if let (Some(ctx), Some(poller)) = (p.tasks.clone(), &task_poller) {
+        children.push(ChildSpec::supervisor(tasks(&p, ctx, poller.clone())));
+    }
+    let store = p.store.clone();
+    children.push(ChildSpec::actor("queue_metrics", Mailbox::new("queue metrics"), move || {
+        (QueueMetrics, QueueMetricsArgs { store: store.clone(), interval: METRICS_REFRESH })
+    }));
+    SupervisorSpec { name: "root".into(), policy: RestartPolicy::SUBTREES, children }
+}
+
+fn distiller(
+    p: &Parts,
+    config: DistillerConfig,
+    poller: Mailbox<QueuePollerMsg>,
+    task_poller: Option<Mailbox<TaskPollerMsg>>,
+) -> SupervisorSpec {
+    let committer = Mailbox::new("committer");
+    let (repo, ncdr_store, max_batch) = (p.repo.clone(), p.ncdr_store.clone(), config.distilleries);
+    let committer_child = ChildSpec::actor("committer", committer.clone(), move || {
+        let batch = NormalizedBatch { repo: repo.clone(), ncdr_store: ncdr_store.clone(), wake: task_poller.clone() };
+        // every distillery waits on at most one commit
+        (Committer::default(), GroupCommitArgs { batch, max_batch })
+    })
+    .flushed();
+    let distillery = Distillery {
+        repo: p.repo.clone(),
+        raw_store: p.raw_store.clone(),
+        ncdr_store: p.ncdr_store.clone(),
+        config: config.clone(),
+        hooks: p.hooks.clone(),
+        committer: Some(committer),
+    };
+    let wake = poller.clone();
+    let (pool_child, pool) = pool(PoolSpec {
+        name: "distillery".into(),
+        workers: config.distilleries,
+        prefetch: config.prefetch,
+        hang_after: config.job_timeout,
+        work: Arc::new(distillery),
+        on_done: Arc::new(move |_| {
+            let _ = wake.send(QueuePollerMsg::Finished);
+        }),
+    });
+    let queue = p.repo.clone();
+    let poller_child = ChildSpec::actor("queue_poller", poller, move || {
+        let args = QueuePollerArgs {
+            queue: queue.clone(),
+            pool: pool.clone(),
+            poll_interval: config.poll_interval,
+            max_batch: config.max_batch,
+            lease: config.lease,
+        };
+        (QueuePoller, args)
+    });
+    SupervisorSpec {
+        name: "distiller".into(),
+        policy: RestartPolicy::WORKERS,
+        children: vec![committer_child, pool_child, poller_child],
+    }
+}
+
+fn tasks(p: &Parts, ctx: Arc<TaskContext>, poller: Mailbox<TaskPollerMsg>) -> SupervisorSpec {
+    let mut children = Vec::new();
+    let mut pools = BTreeMap::new();
+    let mut types: Vec<_> = ctx.handlers.keys().copied().collect();
+    types.sort();
+    for task_type in types {
+        let wake = poller.clone();
+        let (child, pool) = pool(PoolSpec {
+            name: format!("executor_{task_type}"),
+            workers: ctx.config.threads,
+            prefetch: ctx.config.prefetch,
+            hang_after: ctx.config.job_timeout + TASK_HANG_MARGIN,
+            work: Arc::new(TaskExecutor { ctx: ctx.clone(), task_type }),
+            on_done: Arc::new(move |task: &crate::store::ClaimedTask| {
+                let _ = wake.send(TaskPollerMsg::Finished(task.task_type));
+            }),
+        });
+        children.push(child);
+        pools.insert(task_type, pool);
+    }
+    let queue = p.repo.clone();
+    children.push(ChildSpec::actor("task_poller", poller, move || {
+        let args = TaskPollerArgs {
+            queue: queue.clone(),
+            pools: pools.clone(),
+            poll_interval: ctx.config.poll_interval,
+            batch: ctx.config.batch,
+            lease: ctx.config.lease,
+        };
+        (TaskPoller, args)
+    }));
+    SupervisorSpec { name: "tasks".into(), policy: RestartPolicy::WORKERS, children }
+}

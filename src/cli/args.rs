@@ -1,0 +1,193 @@
+//! The command line's shape: every subcommand, its flags and its `--help`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use super::gen::GenFormat;
+use super::submit::Encode;
+
+#[derive(Parser)]
+#[command(
+    name = "cdrmunch",
+    version,
+    about = "Post-call processing for FreeSWITCH: CDR intake, normalization, post-call tasks"
+)]
+#[command(long_about = "cdrmunch receives FreeSWITCH CDRs over HTTP (mod_xml_cdr / mod_json_cdr), queues them \
+durably in MySQL/MariaDB or SQLite, normalizes each into <cdr-normalized> XML with distillery workers and \
+derives and executes the post-call tasks (billing feed, call log, email, SMS, Salesforce, recording delivery, \
+transcription).\n\nWith no --config, `serve` runs on the embedded default: SQLite and local storage \
+under ./data (or $CDRMUNCH_DATA_DIR), HTTP on 127.0.0.1:8080.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct ConfigArgs {
+    /// Config file in the seed's format (`key = value`, `@require = file`, `key@ENV = value`).
+    /// Without it: the embedded default under ./data.
+    #[arg(long, short = 'c', env = "CDRMUNCH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Environment whose `key@ENV` overrides apply (e.g. prod).
+    #[arg(long, env = "CDRMUNCH_ENV")]
+    pub env: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the service: HTTP intake, the distilleries and the post-call task executors (all
+    /// three unless --roles says otherwise). SIGTERM/SIGINT stop it gracefully (in-flight CDRs
+    /// and tasks finish, unstarted claims are released); SIGHUP reopens the log file.
+    /// Exit status: 0 stopped cleanly, 1 the supervision tree gave up after repeated
+    /// failures, 2 could not start (config, pid file, listener, database).
+    Serve {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// How long shutdown waits for in-flight CDRs.
+        #[arg(long, default_value_t = 30)]
+        drain_seconds: u64,
+        /// What this process runs, comma separated: intake (HTTP CDR intake), distiller,
+        /// tasks (tasksd). Default: app.roles, which defaults to all three. Split roles over
+        /// processes sharing one database to run the seed's hurler, distiller and tasksd apart.
+        #[arg(long, value_delimiter = ',')]
+        roles: Option<Vec<String>>,
+    },
+    /// Create or upgrade the CDR database schema (serve also does this on start).
+    Migrate {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Print the normalized XML for one CDR file (bare XML/JSON or a captured cdr= body),
+    /// without a server, exactly as the service configured by --config would normalize it
+    /// (field map, org directory, rate deck, task rules). Exit 1 with the reason when the CDR
+    /// cannot be normalized.
+    Normalize {
+        file: PathBuf,
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// Task types to leave out, comma separated (added to the config's).
+        #[arg(long, default_value = "")]
+        disabled_tasks: String,
+        /// Rate deck CSV to rate the call with (instead of the config's `rating.deck`).
+        #[arg(long)]
+        rates: Option<PathBuf>,
+        /// Country code for national numbers when rating (instead of `rating.default_country_code`).
+        #[arg(long)]
+        country_code: Option<String>,
+    },
+    /// Post CDR files or directories to a running cdrmunch as mod_xml_cdr / mod_json_cdr would.
+    /// Exit 1 unless every POST got a 2xx.
+    Submit {
+        /// Files or directories (searched for *.xml and *.json).
+        #[arg(required_unless_present = "generate")]
+        paths: Vec<PathBuf>,
+        #[arg(long, default_value = "http://127.0.0.1:8080/api/v2/cdr")]
+        url: String,
+        #[arg(long, value_enum, default_value_t = Encode::Urlencoded)]
+        encode: Encode,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// HTTP Basic credentials, user:pass (mod_xml_cdr's cred=).
+        #[arg(long)]
+        basic_auth: Option<String>,
+        /// Post N generated CDRs instead of files.
+        #[arg(long)]
+        generate: Option<usize>,
+        #[arg(long, value_enum, default_value_t = GenFormat::Xml)]
+        format: GenFormat,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write uuid,start_ns,end_ns,status per POST to this CSV.
+        #[arg(long)]
+        timings: Option<PathBuf>,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Generate realistic FreeSWITCH CDRs into a directory (a_<uuid>.cdr.xml / <uuid>.cdr.json).
+    Gen {
+        #[arg(long, short = 'n', default_value_t = 100)]
+        count: usize,
+        #[arg(long, short = 'o')]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = GenFormat::Xml)]
+        format: GenFormat,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// The seed's health checks in one report: cdr_queue by state, CDRs stuck over an hour,
+    /// tasks by type and state, recent CDR and task errors with their descriptions.
+    Status {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// How many recent errors of each kind to list.
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+    },
+    /// Put failed work back: done='n', retry=0, due now. Prints how many rows changed.
+    /// A running cdrmunch picks them up at its next poll.
+    Retry {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// One cdr_queue row (not one already done).
+        #[arg(long, conflicts_with_all = ["task", "errors"])]
+        cdr: Option<u64>,
+        /// One task, whatever its state (a done task runs again: a resend).
+        #[arg(long, conflicts_with = "errors")]
+        task: Option<u64>,
+        /// Every CDR in error (without --type), or every failed task (with --type, of that type;
+        /// --type all for every type).
+        #[arg(long)]
+        errors: bool,
+        #[arg(long = "type", requires = "errors")]
+        task_type: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The seed's purge: normalized CDRs older than DUR whose tasks have all finished are
+    /// archived (with --archive-to), their files and rows deleted, in batches; rerun to resume.
+    /// cdr_queue rows and raw CDR files stay (intake uses the queue rows to recognise a CDR
+    /// posted again).
+    Purge {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// Age of the normalized CDRs to purge: 90d, 12h, 2w ...
+        #[arg(long)]
+        older_than: String,
+        /// Copy each normalized CDR here first: a directory or s3://bucket/prefix.
+        #[arg(long)]
+        archive_to: Option<String>,
+        /// Count what would go, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-normalize the CDRs received in a time range after a rules change: the normalized XML
+    /// is rewritten and task rows reconciled (tasks that ran stay; new task types are added;
+    /// pending ones no longer derived are dropped). Running it twice changes nothing more.
+    Replay {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// Start (inclusive): 2026-11-01, 2026-11-01T10:00:00 (UTC) or epoch seconds.
+        #[arg(long)]
+        from: String,
+        /// End (exclusive), same forms.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show configuration: every known key with its type, default and meaning, or the
+    /// resolved settings of a config file.
+    Config {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// List every known key instead.
+        #[arg(long)]
+        keys: bool,
+    },
+}

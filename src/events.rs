@@ -1,0 +1,198 @@
+//! Typed events: each is emitted where it happens and, here and only here, becomes its log
+//! line and its metrics (names and buckets in `telemetry`). A dashboard and the logs then
+//! cannot disagree about what happened.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::domain::outcome::Outcome;
+use crate::domain::tasks::TaskType;
+use crate::store::{ClaimedTask, Crash, QueueCounts, RowState};
+use crate::telemetry::*;
+
+/// CDRs distilled (successful or duplicate) since start, for `distiller_throughput`.
+static DISTILLED: AtomicU64 = AtomicU64::new(0);
+
+pub fn distilled_so_far() -> u64 {
+    DISTILLED.load(Ordering::Relaxed)
+}
+
+/// The CDR database returned an error (a restarted deadlock included).
+pub struct DatabaseError;
+
+impl DatabaseError {
+    pub fn emit(self) {
+        metrics::counter!(DATABASE_ERRORS).increment(1);
+    }
+}
+
+/// Reading or writing a CDR file or object failed.
+pub struct StorageError;
+
+impl StorageError {
+    pub fn emit(self) {
+        metrics::counter!(STORAGE_ERRORS).increment(1);
+    }
+}
+
+/// A supervisor or a pool restarted a child after it died.
+pub struct ActorRestarted<'a> {
+    pub actor: &'a str,
+    pub reason: &'a str,
+    pub delay: Duration,
+}
+
+impl ActorRestarted<'_> {
+    pub fn emit(self) {
+        tracing::error!("{} died: {}; restarting in {:?}", self.actor, self.reason, self.delay);
+        metrics::counter!(RESTARTS, "actor" => self.actor.to_string()).increment(1);
+    }
+}
+
+/// One group-commit batch went to the database (intake or committer).
+pub struct GroupCommitted {
+    pub role: &'static str,
+    pub batch: usize,
+    pub elapsed: Duration,
+}
+
+impl GroupCommitted {
+    pub fn emit(self) {
+        tracing::trace!(
+            role = self.role,
+            batch = self.batch,
+            elapsed_us = self.elapsed.as_micros() as u64,
+            "group commit"
+        );
+        metrics::histogram!(GROUP_COMMIT_SECONDS, "role" => self.role).record(self.elapsed.as_secs_f64());
+        metrics::histogram!(GROUP_COMMIT_BATCH, "role" => self.role).record(self.batch as f64);
+    }
+}
+
+/// A distillery job ended with one of the seed's outcomes.
+pub struct CdrDistilled<'a> {
+    pub cdr_id: u64,
+    pub path: &'a str,
+    pub outcome: &'a Outcome,
+}
+
+impl CdrDistilled<'_> {
+    pub fn emit(self) {
+        metrics::counter!(OUTCOMES, "outcome" => self.outcome.label()).increment(1);
+        if self.outcome.is_success() {
+            DISTILLED.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(cdr_id = self.cdr_id, path = %self.path, "{}", self.outcome.label());
+        } else {
+            tracing::warn!(cdr_id = self.cdr_id, path = %self.path, "{}", self.outcome);
+        }
+    }
+}
+
+/// A distillery died on a CDR (panic or hang); its crash is counted in its row.
+pub struct CdrCrashed<'a> {
+    pub cdr_id: u64,
+    pub path: &'a str,
+    pub reason: &'a str,
+    pub crash: Crash,
+}
+
+impl CdrCrashed<'_> {
+    pub fn emit(self) {
+        metrics::counter!(OUTCOMES, "outcome" => "internal_failure").increment(1);
+        let Crash { count, poison } = self.crash;
+        if poison {
+            tracing::error!(cdr_id = self.cdr_id, path = %self.path, "poison pill: brought down a distillery {count} times; marked critical; last: {}", self.reason);
+        } else {
+            tracing::error!(cdr_id = self.cdr_id, path = %self.path, "internal_failure: {} (crash {count}); retrying soon", self.reason);
+        }
+    }
+}
+
+/// CDRs the distillery pool holds, queued and running.
+pub struct CdrsInFlight(pub usize);
+
+impl CdrsInFlight {
+    pub fn emit(self) {
+        metrics::gauge!(INFLIGHT).set(self.0 as f64);
+    }
+}
+
+/// Tasks one type's pool holds, queued and running.
+pub struct TasksInFlight {
+    pub task_type: TaskType,
+    pub n: usize,
+}
+
+impl TasksInFlight {
+    pub fn emit(self) {
+        metrics::gauge!(TASKS_INFLIGHT, "task_type" => self.task_type.as_str()).set(self.n as f64);
+    }
+}
+
+/// A task attempt ended.
+pub struct TaskAttempted<'a> {
+    pub task: &'a ClaimedTask,
+    pub outcome: &'a Outcome,
+}
+
+impl TaskAttempted<'_> {
+    pub fn emit(self) {
+        let (task, ty) = (self.task, self.task.task_type.as_str());
+        let label = match self.outcome {
+            Outcome::Successful | Outcome::SuccessfulDuplicate => "done",
+            Outcome::RetriableFailure(_) => "retriable",
+            Outcome::PermanentFailure(_) => "permanent",
+            Outcome::InternalFailure(_) => "internal",
+        };
+        metrics::counter!(TASK_OUTCOMES, "task_type" => ty, "outcome" => label).increment(1);
+        if self.outcome.is_success() {
+            let latency = (chrono::Utc::now() - task.create_time).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::histogram!(TASK_LATENCY, "task_type" => ty).record(latency);
+            tracing::debug!(task_id = task.id, task_type = ty, "task done");
+        } else {
+            tracing::warn!(task_id = task.id, task_type = ty, "task attempt failed: {}", self.outcome);
+        }
+    }
+}
+
+/// The seed's queue gauges, refreshed from the database (a failed query leaves its gauges).
+pub struct QueueDepths {
+    pub queue: Option<QueueCounts>,
+    pub tasks: Option<Vec<(TaskType, RowState, u64)>>,
+    /// CDRs distilled per minute by this process since the last refresh.
+    pub per_minute: Option<f64>,
+}
+
+impl QueueDepths {
+    pub fn emit(self) {
+        if let Some(q) = self.queue {
+            metrics::gauge!(CDR_QUEUE_PENDING).set(q.pending as f64);
+            metrics::gauge!(CDR_QUEUE_ERRORS).set(q.error as f64);
+        }
+        if let Some(rows) = self.tasks {
+            for t in TaskType::ALL {
+                let count = |state: RowState| {
+                    rows.iter().filter(|(ty, d, _)| *ty == t && *d == state).map(|(_, _, n)| *n).sum::<u64>()
+                };
+                metrics::gauge!(TASKS_PENDING, "task_type" => t.as_str()).set(count(RowState::Pending) as f64);
+                metrics::gauge!(TASKS_ERRORS, "task_type" => t.as_str()).set(count(RowState::Error) as f64);
+            }
+        }
+        if let Some(rate) = self.per_minute {
+            metrics::gauge!(DISTILLER_THROUGHPUT).set(rate);
+        }
+    }
+}
+
+/// An HTTP request to the intake listener was answered.
+pub struct IntakeAnswered {
+    pub endpoint: &'static str,
+    pub status: u16,
+}
+
+impl IntakeAnswered {
+    pub fn emit(self) {
+        metrics::counter!(INTAKE_REQUESTS, "endpoint" => self.endpoint, "status" => self.status.to_string())
+            .increment(1);
+    }
+}

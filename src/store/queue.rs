@@ -1,0 +1,291 @@
+//! `cdr_queue` and `cdr_queue_error`: intake's rows, the distilleries' claims (leases), and
+//! what each claim ended as.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{QueryBuilder, Row};
+
+use super::columns::{push_ids, sql_time, uuid_bytes, RowState, MAX_ROWS_PER_STATEMENT};
+use super::{Store, StoreResult};
+
+/// A new `cdr_queue` row, written by intake once the raw CDR is durable on disk.
+#[derive(Debug, Clone)]
+pub struct NewQueuedCdr {
+    pub uuid: [u8; 16],
+    pub freeswitch_host: String,
+    pub path: String,
+    pub create_time: i64,
+}
+
+/// A claimed `cdr_queue` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedCdr {
+    pub id: u64,
+    pub uuid: [u8; 16],
+    pub freeswitch_host: String,
+    pub path: String,
+    pub create_time: i64,
+    pub retry: u32,
+}
+
+/// Row counts per `done` state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub pending: u64,
+    pub done: u64,
+    pub error: u64,
+}
+
+/// What a crash of a distillery on one CDR left in its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Crash {
+    /// Distilleries this CDR has taken down so far, this one included.
+    pub count: u32,
+    /// It has reached the poison threshold: `done='error'`, `critical='y'`.
+    pub poison: bool,
+}
+
+#[async_trait]
+pub trait CdrQueue: Send + Sync {
+    /// Group commit from intake: all rows in one transaction. A row whose uuid is already
+    /// queued is skipped (a FreeSWITCH retry). Returns how many were new.
+    async fn enqueue_cdrs(&self, rows: &[NewQueuedCdr]) -> StoreResult<u64>;
+
+    /// Claims up to `limit` due rows (`done='n'`, `next_attempt` NULL or <= now) by setting
+    /// `next_attempt = lease_until`, so a crashed process's claims come back on their own.
+    async fn claim_cdrs(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<QueuedCdr>>;
+
+    /// Gives claimed rows back (shutdown): due immediately for whoever polls next.
+    async fn release_claims(&self, ids: &[u64]) -> StoreResult<()>;
+
+    /// Retriable failure: `retry`+1, due again at `next_attempt`, the reason kept in
+    /// `cdr_queue_error` (critical='n') so an operator sees why it is waiting.
+    async fn schedule_retry(
+        &self,
+        cdr_id: u64,
+        next_attempt: DateTime<Utc>,
+        description: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// Permanent failure: `done='error'` plus the description. A row that is already done
+    /// stays done (a distillery can die while its commit completes).
+    async fn mark_error(&self, cdr_id: u64, description: &str, now: DateTime<Utc>) -> StoreResult<()>;
+
+    /// A distillery died on this CDR: its crash count goes up in `cdr_queue_error`, so a
+    /// process restart forgives nothing. Below `poison_threshold` the row is due again at
+    /// `retry_at`; at it, the CDR is a poison pill: `done='error'`, `critical='y'`.
+    async fn record_crash(
+        &self,
+        cdr_id: u64,
+        reason: &str,
+        poison_threshold: u32,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Crash>;
+}
+
+#[async_trait]
+impl CdrQueue for Store {
+    async fn enqueue_cdrs(&self, rows: &[NewQueuedCdr]) -> StoreResult<u64> {
+        let skip = self.dialect.skip_duplicates();
+        self.write(|mut tx| async move {
+            let mut inserted = 0;
+            for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT) {
+                let mut qb = QueryBuilder::new("INSERT INTO cdr_queue (uuid, freeswitch_host, path, create_time) ");
+                qb.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.uuid.to_vec())
+                        .push_bind(r.freeswitch_host.clone())
+                        .push_bind(r.path.clone())
+                        .push_bind(r.create_time);
+                });
+                qb.push(skip);
+                inserted += qb.build().execute(&mut *tx).await?.rows_affected();
+            }
+            Ok((inserted, tx))
+        })
+        .await
+    }
+
+    async fn claim_cdrs(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<QueuedCdr>> {
+        let select = format!(
+            "SELECT CAST(id AS SIGNED), uuid, freeswitch_host, path, CAST(create_time AS SIGNED), \
+             CAST(retry AS SIGNED) FROM cdr_queue WHERE done = 'n' AND (next_attempt IS NULL OR next_attempt <= ?) \
+             ORDER BY next_attempt, id LIMIT ?{}",
+            self.dialect.skip_locked()
+        );
+        let select = select.as_str();
+        self.write(|mut tx| async move {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(select))
+                .bind(sql_time(now))
+                .bind(limit as i64)
+                .fetch_all(&mut *tx)
+                .await?;
+            let claimed: Vec<QueuedCdr> = rows
+                .iter()
+                .map(|r| QueuedCdr {
+                    id: r.get::<i64, _>(0) as u64,
+                    uuid: uuid_bytes(&r.get::<Vec<u8>, _>(1)),
+                    freeswitch_host: r.get(2),
+                    path: r.get(3),
+                    create_time: r.get(4),
+                    retry: r.get::<i64, _>(5) as u32,
+                })
+                .collect();
+            if !claimed.is_empty() {
+                let mut qb = QueryBuilder::new("UPDATE cdr_queue SET next_attempt = ");
+                qb.push_bind(sql_time(lease_until)).push(" WHERE id IN ");
+                push_ids(&mut qb, claimed.iter().map(|c| c.id));
+                qb.build().execute(&mut *tx).await?;
+            }
+            Ok((claimed, tx))
+        })
+        .await
+    }
+
+    async fn release_claims(&self, ids: &[u64]) -> StoreResult<()> {
+        for chunk in ids.chunks(MAX_ROWS_PER_STATEMENT) {
+            self.write_one(|mut conn| async move {
+                let mut qb = QueryBuilder::new("UPDATE cdr_queue SET next_attempt = NULL WHERE done = 'n' AND id IN ");
+                push_ids(&mut qb, chunk.iter().copied());
+                qb.build().execute(&mut *conn).await?;
+                Ok(((), conn))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn schedule_retry(
+        &self,
+        cdr_id: u64,
+        next_attempt: DateTime<Utc>,
+        description: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.write(|mut tx| async move {
+            sqlx::query("UPDATE cdr_queue SET retry = retry + 1, next_attempt = ? WHERE id = ? AND done = 'n'")
+                .bind(sql_time(next_attempt))
+                .bind(cdr_id as i64)
+                .execute(&mut *tx)
+                .await?;
+            self.upsert_error(&mut tx, cdr_id, description, false, None, now).await?;
+            Ok(((), tx))
+        })
+        .await
+    }
+
+    async fn mark_error(&self, cdr_id: u64, description: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        self.write(|mut tx| async move {
+            // a row in error keeps no lease time: `done='n'` by hand makes it due at once
+            sqlx::query("UPDATE cdr_queue SET done = ?, next_attempt = NULL WHERE id = ? AND done = 'n'")
+                .bind(RowState::Error)
+                .bind(cdr_id as i64)
+                .execute(&mut *tx)
+                .await?;
+            self.upsert_error(&mut tx, cdr_id, description, false, None, now).await?;
+            Ok(((), tx))
+        })
+        .await
+    }
+
+    async fn record_crash(
+        &self,
+        cdr_id: u64,
+        reason: &str,
+        poison_threshold: u32,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Crash> {
+        let select = format!(
+            "SELECT CAST(crashes AS SIGNED) FROM cdr_queue_error WHERE id_cdr_queue = ?{}",
+            self.dialect.for_update()
+        );
+        let select = select.as_str();
+        self.write(|mut tx| async move {
+            let before: Option<i64> =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(select)).bind(cdr_id as i64).fetch_optional(&mut *tx).await?;
+            let count = before.unwrap_or(0) as u32 + 1;
+            let poison = count >= poison_threshold;
+            let description = if poison {
+                format!("poison pill: brought down a distillery {count} times; last: {reason}")
+            } else {
+                format!("internal_failure: {reason} (failure {count} of {poison_threshold})")
+            };
+            let update = if poison {
+                sqlx::query("UPDATE cdr_queue SET done = ?, next_attempt = NULL WHERE id = ? AND done = 'n'")
+                    .bind(RowState::Error)
+                    .bind(cdr_id as i64)
+            } else {
+                sqlx::query("UPDATE cdr_queue SET retry = retry + 1, next_attempt = ? WHERE id = ? AND done = 'n'")
+                    .bind(sql_time(retry_at))
+                    .bind(cdr_id as i64)
+            };
+            update.execute(&mut *tx).await?;
+            self.upsert_error(&mut tx, cdr_id, &description, poison, Some(count), now).await?;
+            Ok((Crash { count, poison }, tx))
+        })
+        .await
+    }
+}
+
+impl Store {
+    /// One `cdr_queue_error` row per CDR: the latest reason, and the crash count when given.
+    async fn upsert_error(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        cdr_id: u64,
+        description: &str,
+        critical: bool,
+        crashes: Option<u32>,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let mut columns = vec!["description", "critical", "last_error_date"];
+        if crashes.is_some() {
+            columns.push("crashes");
+        }
+        let sql = format!(
+            "INSERT INTO cdr_queue_error (id_cdr_queue, description, critical, first_error_date, last_error_date, \
+             crashes) VALUES (?, ?, ?, ?, ?, ?){}",
+            self.dialect.upsert("id_cdr_queue", &columns)
+        );
+        let t = sql_time(now);
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(cdr_id as i64)
+            .bind(description.to_string())
+            .bind(if critical { "y" } else { "n" })
+            .bind(t.clone())
+            .bind(t)
+            .bind(crashes.unwrap_or(0) as i64)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+
+    /// `cdr_queue` rows by state (the seed's queue gauges, `status`).
+    pub async fn queue_counts(&self) -> StoreResult<QueueCounts> {
+        let rows = sqlx::query("SELECT CAST(done AS CHAR), COUNT(*) FROM cdr_queue GROUP BY done")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut c = QueueCounts::default();
+        for r in &rows {
+            let n = r.get::<i64, _>(1) as u64;
+            match r.get::<RowState, _>(0) {
+                RowState::Done => c.done += n,
+                RowState::Error => c.error += n,
+                RowState::Pending => c.pending += n,
+            }
+        }
+        Ok(c)
+    }
+}

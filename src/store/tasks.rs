@@ -1,0 +1,228 @@
+//! `tasks`: tasksd's claims (leases) per task type and what each attempt ended as; and
+//! `call_log`, the calllog task's sink in the same database.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{QueryBuilder, Row};
+
+use super::columns::{parse_sql_time, push_ids, sql_time, uuid_bytes, RowState, MAX_ROWS_PER_STATEMENT};
+use super::{Store, StoreResult};
+use crate::domain::tasks::TaskType;
+
+/// A claimed `tasks` row, joined to its normalized CDR so the executor can find the
+/// `<task>` node at `node_index`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedTask {
+    pub id: u64,
+    pub id_normalized_cdrs: u64,
+    pub task_type: TaskType,
+    pub node_index: u32,
+    /// Failures so far.
+    pub retry: u32,
+    pub create_time: DateTime<Utc>,
+    pub uuid: [u8; 16],
+    /// `normalized_cdrs.path`: where the normalized XML is.
+    pub ncdr_path: String,
+    /// `normalized_cdrs.cdr_path`: where the raw CDR is.
+    pub cdr_path: String,
+}
+
+/// How a task attempt ended, as the `tasks` row records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskFinish {
+    /// `done='y'`.
+    Done,
+    /// `retry`+1, due again at `next_attempt`, the error kept in `error_message`.
+    Retry { next_attempt: DateTime<Utc>, error: String },
+    /// `done='error'`: permanent, or out of retries.
+    Error { error: String },
+}
+
+#[async_trait]
+pub trait TaskQueue: Send + Sync {
+    /// Claims up to `limit` due tasks of one type (`done='n'`, `next_attempt <= now`, via
+    /// `idx_type_done_next`) by moving `next_attempt` to `lease_until`.
+    async fn claim_tasks(
+        &self,
+        task_type: TaskType,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedTask>>;
+
+    /// Records an attempt's end. Only a row still `done='n'` changes, so a late duplicate
+    /// attempt cannot undo a finished one. Returns whether the row changed.
+    async fn finish_task(&self, task_id: u64, finish: &TaskFinish) -> StoreResult<bool>;
+
+    /// Gives claimed, unstarted tasks back (shutdown): due at `now`.
+    async fn release_tasks(&self, ids: &[u64], now: DateTime<Utc>) -> StoreResult<()>;
+}
+
+#[async_trait]
+impl TaskQueue for Store {
+    async fn claim_tasks(
+        &self,
+        task_type: TaskType,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedTask>> {
+        // MariaDB has no `FOR UPDATE OF`: lock the task rows alone, then read their CDRs.
+        let select = format!(
+            "SELECT CAST(id AS SIGNED), CAST(id_normalized_cdrs AS SIGNED), task_type, CAST(node_index AS SIGNED), \
+             CAST(retry AS SIGNED), CAST(create_time AS CHAR) FROM tasks \
+             WHERE task_type = ? AND done = 'n' AND next_attempt <= ? ORDER BY next_attempt, id LIMIT ?{}",
+            self.dialect.skip_locked()
+        );
+        let select = select.as_str();
+        self.write(|mut tx| async move {
+            let heads = sqlx::query(sqlx::AssertSqlSafe(select))
+                .bind(task_type)
+                .bind(sql_time(now))
+                .bind(limit as i64)
+                .fetch_all(&mut *tx)
+                .await?;
+            if heads.is_empty() {
+                return Ok((Vec::new(), tx));
+            }
+            let mut qb = QueryBuilder::new(
+                "SELECT CAST(id AS SIGNED), uuid, path, COALESCE(cdr_path, '') FROM normalized_cdrs WHERE id IN ",
+            );
+            push_ids(&mut qb, heads.iter().map(|h| h.get::<i64, _>(1) as u64));
+            let cdrs: HashMap<u64, ([u8; 16], String, String)> = qb
+                .build()
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| (r.get::<i64, _>(0) as u64, (uuid_bytes(&r.get::<Vec<u8>, _>(1)), r.get(2), r.get(3))))
+                .collect();
+            let mut claimed = Vec::with_capacity(heads.len());
+            for h in &heads {
+                let nid = h.get::<i64, _>(1) as u64;
+                let Some((uuid, ncdr_path, cdr_path)) = cdrs.get(&nid).cloned() else { continue };
+                claimed.push(ClaimedTask {
+                    id: h.get::<i64, _>(0) as u64,
+                    id_normalized_cdrs: nid,
+                    task_type: h.get(2),
+                    node_index: h.get::<i64, _>(3) as u32,
+                    retry: h.get::<i64, _>(4) as u32,
+                    create_time: parse_sql_time(&h.get::<String, _>(5)),
+                    uuid,
+                    ncdr_path,
+                    cdr_path,
+                });
+            }
+            claimed.sort_by_key(|t| t.id);
+            if !claimed.is_empty() {
+                let mut qb = QueryBuilder::new("UPDATE tasks SET next_attempt = ");
+                qb.push_bind(sql_time(lease_until)).push(" WHERE id IN ");
+                push_ids(&mut qb, claimed.iter().map(|t| t.id));
+                qb.build().execute(&mut *tx).await?;
+            }
+            Ok((claimed, tx))
+        })
+        .await
+    }
+
+    async fn finish_task(&self, task_id: u64, finish: &TaskFinish) -> StoreResult<bool> {
+        let id = task_id as i64;
+        self.write_one(|mut conn| async move {
+            let q = match finish {
+                TaskFinish::Done => {
+                    sqlx::query("UPDATE tasks SET done = ? WHERE id = ? AND done = 'n'").bind(RowState::Done).bind(id)
+                }
+                TaskFinish::Retry { next_attempt, error } => sqlx::query(
+                    "UPDATE tasks SET retry = retry + 1, next_attempt = ?, error_message = ? WHERE id = ? AND done = 'n'",
+                )
+                .bind(sql_time(*next_attempt))
+                .bind(error.clone())
+                .bind(id),
+                TaskFinish::Error { error } => {
+                    sqlx::query("UPDATE tasks SET done = ?, error_message = ? WHERE id = ? AND done = 'n'")
+                        .bind(RowState::Error)
+                        .bind(error.clone())
+                        .bind(id)
+                }
+            };
+            let changed = q.execute(&mut *conn).await?.rows_affected() > 0;
+            Ok((changed, conn))
+        })
+        .await
+    }
+
+    async fn release_tasks(&self, ids: &[u64], now: DateTime<Utc>) -> StoreResult<()> {
+        for chunk in ids.chunks(MAX_ROWS_PER_STATEMENT) {
+            self.write_one(|mut conn| async move {
+                let mut qb = QueryBuilder::new("UPDATE tasks SET next_attempt = ");
+                qb.push_bind(sql_time(now)).push(" WHERE done = 'n' AND id IN ");
+                push_ids(&mut qb, chunk.iter().copied());
+                qb.build().execute(&mut *conn).await?;
+                Ok(((), conn))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// One `call_log` row (the calllog task's effect).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallLogEntry {
+    pub uuid: [u8; 16],
+    pub org_id: i64,
+    pub table_suffix: i64,
+    pub direction: String,
+    pub caller_id_number: String,
+    pub destination_number: String,
+    pub start_epoch: i64,
+    pub answer_epoch: i64,
+    pub end_epoch: i64,
+    pub duration: i64,
+    pub billsec: i64,
+    pub hangup_cause: String,
+    pub recording_path: Option<String>,
+}
+
+impl Store {
+    /// Inserts a call log row unless one exists for the uuid. Returns whether it was new.
+    pub async fn insert_call_log(&self, e: &CallLogEntry) -> StoreResult<bool> {
+        let sql = format!(
+            "{} INTO call_log (uuid, rmOrgID, TableSuffix, direction, caller_id_number, destination_number, \
+             start_epoch, answer_epoch, end_epoch, duration, billsec, hangup_cause, recording_path) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self.dialect.insert_or_ignore()
+        );
+        let sql = sql.as_str();
+        self.write_one(|mut conn| async move {
+            let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(e.uuid.to_vec())
+                .bind(e.org_id)
+                .bind(e.table_suffix)
+                .bind(e.direction.clone())
+                .bind(e.caller_id_number.clone())
+                .bind(e.destination_number.clone())
+                .bind(e.start_epoch)
+                .bind(e.answer_epoch)
+                .bind(e.end_epoch)
+                .bind(e.duration)
+                .bind(e.billsec)
+                .bind(e.hangup_cause.clone())
+                .bind(e.recording_path.clone())
+                .execute(&mut *conn)
+                .await?;
+            Ok((done.rows_affected() > 0, conn))
+        })
+        .await
+    }
+
+    /// `(task_type, done, count)` for the metrics gauges; served by `idx_type_done_next`.
+    pub async fn task_counts(&self) -> StoreResult<Vec<(TaskType, RowState, u64)>> {
+        let rows = sqlx::query("SELECT task_type, CAST(done AS CHAR), COUNT(*) FROM tasks GROUP BY task_type, done")
+            .fetch_all(&self.pool)
+            .await?;
+        // a type this build does not know (a row from a newer version) is left out
+        Ok(rows.iter().filter_map(|r| Some((r.try_get(0).ok()?, r.get(1), r.get::<i64, _>(2) as u64))).collect())
+    }
+}
