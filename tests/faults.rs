@@ -123,6 +123,116 @@ async fn a_hung_distillery_is_killed_and_its_cdr_retried() {
     app.stop().await;
 }
 
+/// A generated XML CDR grown past `bytes` with a variable of filler: parsed on the blocking
+/// pool instead of inline.
+fn padded(doc: &str, bytes: usize) -> String {
+    doc.replacen("<variables>", &format!("<variables><padding>{}</padding>", "x".repeat(bytes)), 1)
+}
+
+fn key(uuid: &str) -> [u8; 16] {
+    *uuid::Uuid::parse_str(uuid).unwrap().as_bytes()
+}
+
+/// Panics injected per call uuid: the first `times[uuid]` attempts of each panic.
+fn panics_for(times: Vec<([u8; 16], u32)>, seen: Arc<Mutex<HashMap<[u8; 16], u32>>>) -> Hooks {
+    Hooks {
+        distillery_fault: Some(Arc::new(move |job: &QueuedCdr| {
+            let limit = times.iter().find(|(u, _)| *u == job.uuid)?.1;
+            let mut seen = seen.lock().unwrap();
+            let n = seen.entry(job.uuid).or_insert(0);
+            *n += 1;
+            (*n <= limit).then_some(Fault::Panic)
+        })),
+        ..Hooks::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_is_the_same_internal_failure_whatever_the_cdr_size() {
+    for db in BOTH {
+        let mut g = Generator::new(51, GenFormat::Xml);
+        let (small, large, poison) = (g.next_cdr(), g.next_cdr(), g.next_cdr());
+        let large_doc = padded(&large.document, 100 * 1024);
+        let poison_doc = padded(&poison.document, 100 * 1024);
+        assert!(large_doc.len() > 100 * 1024 && small.document.len() < 32 * 1024);
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let times = vec![(key(&small.uuid), 1), (key(&large.uuid), 1), (key(&poison.uuid), u32::MAX)];
+        let app = TestApp::start_with(db, |_| {}, panics_for(times, seen.clone()), None).await;
+        for doc in [&small.document, &large_doc, &poison_doc] {
+            let (ct, body) = encode_body(doc.as_bytes(), SubmitEncoding::TextXml);
+            assert_eq!(app.post_cdr(body, "", ct).await.0, 200);
+        }
+        let counts = app.wait_settled(2, Duration::from_secs(60)).await;
+        assert_eq!((counts.done, counts.error), (2, 1), "{db:?}");
+        let errors = app.store().queue_errors().await.unwrap();
+        let of = |u: &str| errors.iter().find(|e| e.uuid == key(u)).unwrap_or_else(|| panic!("{u}: {errors:?}"));
+        // the same path whatever the size: one crash recorded with the row, retried, done
+        let described =
+            |e: &cdrmunch::store::QueueError| e.description.replace(&format!("cdr_queue.id {}", e.id_cdr_queue), "ID");
+        for e in [of(&small.uuid), of(&large.uuid)] {
+            assert_eq!((e.done.as_str(), e.critical, e.crashes), ("y", false, 1), "{db:?}: {e:?}");
+        }
+        assert_eq!(described(of(&small.uuid)), described(of(&large.uuid)), "{db:?}");
+        assert!(
+            described(of(&large.uuid)).starts_with("internal_failure: distillery failed: injected distillery fault")
+        );
+        // a large poison pill is no longer claimed again forever: critical after three crashes
+        let p = of(&poison.uuid);
+        assert_eq!((p.done.as_str(), p.critical, p.crashes), ("error", true, 3), "{db:?}: {p:?}");
+        assert_eq!(seen.lock().unwrap()[&key(&poison.uuid)], 3);
+        // and each crash restarted the distillery that ran it, where an operator looks
+        let metrics = app.http.get(format!("http://{}/metrics", app.app().metrics_addr.unwrap())).send().await;
+        let metrics = metrics.unwrap().text().await.unwrap();
+        let restarts = metrics.lines().find(|l| l.starts_with("cdrmunch_actor_restarts_total{actor=\"distillery\"}"));
+        let n: f64 = restarts.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0);
+        assert!(n >= 5.0, "{db:?}: five crashes, five restarts: {restarts:?}");
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_count_survives_a_restart() {
+    for db in BOTH {
+        let poison = Generator::new(61, GenFormat::Xml).next_cdr();
+        let always = vec![(key(&poison.uuid), u32::MAX)];
+        // first process: the CDR crashes a distillery (its own threshold is out of reach)
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let mut app =
+            TestApp::start_with(db, |s| s.distiller.poison_threshold = 100, panics_for(always.clone(), seen), None)
+                .await;
+        let (ct, body) = encode_body(poison.document.as_bytes(), SubmitEncoding::TextXml);
+        assert_eq!(app.post_cdr(body, "", ct).await.0, 200);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while app.store().queue_errors().await.unwrap().first().is_none_or(|e| e.crashes == 0) {
+            assert!(std::time::Instant::now() < deadline, "{db:?}: no crash recorded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let store = app.store().clone();
+        app.halt().await;
+        let before = store.queue_errors().await.unwrap()[0].crashes;
+        assert!((1..3).contains(&before), "{db:?}: {before}");
+        // the process is restarted: the count goes on from the row, it is not forgiven
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let mut settings = app.settings.clone();
+        settings.distiller.poison_threshold = 3;
+        let repo: Arc<dyn Repository> = Arc::new(store.clone());
+        let hooks = panics_for(always.clone(), seen.clone());
+        let again = cdrmunch::app::App::start_with_repository(&settings, hooks, store.clone(), repo).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let e = loop {
+            let e = store.queue_errors().await.unwrap().remove(0);
+            if e.critical {
+                break e;
+            }
+            assert!(std::time::Instant::now() < deadline, "{db:?}: not marked critical: {e:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let after = seen.lock().unwrap()[&key(&poison.uuid)];
+        assert_eq!((e.done.as_str(), e.crashes, after), ("error", 3, 3 - before), "{db:?}: {e:?}");
+        again.shutdown(Duration::from_secs(10)).await;
+    }
+}
+
 /// A raw store that fails reads with an I/O error (a flaky NFS mount, say).
 struct FailingStore;
 
