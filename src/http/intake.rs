@@ -1,7 +1,7 @@
 //! Request handlers for CDR, paging and PCAP submissions.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -10,14 +10,13 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
 
 use super::{ApiError, HttpState};
 use crate::actors::{cpu_bound, group_commit};
 use crate::domain::intake::{canonical_uuid, parse_uuid_param};
 use crate::domain::outcome::Classify;
 use crate::domain::submission::{self, Submission};
-use crate::storage::local::{create_dir_durable, sync_dir, temp_path};
+use crate::storage::local::DurableFile;
 use crate::store::NewQueuedCdr;
 
 pub async fn post_cdr(
@@ -133,45 +132,27 @@ async fn store_stream(
         None => uuid::Uuid::new_v4().to_string(),
     };
     let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    let day_dir = dir.join(day);
-    let path = day_dir.join(format!("{name}.{ext}"));
+    let path = dir.join(day).join(format!("{name}.{ext}"));
     let io = |e: std::io::Error| ApiError::unavailable(format!("could not store the upload: {e}"));
-    let dd = day_dir.clone();
-    tokio::task::spawn_blocking(move || create_dir_durable(&dd))
-        .await
-        .map_err(|e| io(std::io::Error::other(e)))?
-        .map_err(io)?;
-    let tmp: PathBuf = temp_path(&path);
-    let result = async {
-        let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
-        let mut written: u64 = 0;
-        let mut stream = body.into_data_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the body failed: {e}")))?;
-            written += chunk.len() as u64;
-            if written > limit {
-                return Err(ApiError::too_large(limit));
-            }
-            file.write_all(&chunk).await.map_err(io)?;
+    let joined = |e: tokio::task::JoinError| io(std::io::Error::other(e));
+    let at = path.clone();
+    let mut file = tokio::task::spawn_blocking(move || DurableFile::create(&at)).await.map_err(joined)?.map_err(io)?;
+    // chunk by chunk on the blocking pool; a request that ends early drops the file, and
+    // with it the temp file
+    let mut written: u64 = 0;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the body failed: {e}")))?;
+        written += chunk.len() as u64;
+        if written > limit {
+            return Err(ApiError::too_large(limit));
         }
-        file.sync_all().await.map_err(io)?;
-        tokio::fs::rename(&tmp, &path).await.map_err(io)?;
-        let dd = day_dir.clone();
-        tokio::task::spawn_blocking(move || sync_dir(&dd))
+        file = tokio::task::spawn_blocking(move || file.write(&chunk).map(|()| file))
             .await
-            .map_err(|e| io(std::io::Error::other(e)))?
+            .map_err(joined)?
             .map_err(io)?;
-        Ok(written)
     }
-    .await;
-    match result {
-        Ok(bytes) => {
-            Ok((StatusCode::OK, Json(serde_json::json!({ "path": path.display().to_string(), "bytes": bytes })))
-                .into_response())
-        }
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            Err(e)
-        }
-    }
+    tokio::task::spawn_blocking(move || file.commit(true)).await.map_err(joined)?.map_err(io)?;
+    let stored = serde_json::json!({ "path": path.display().to_string(), "bytes": written });
+    Ok((StatusCode::OK, Json(stored)).into_response())
 }

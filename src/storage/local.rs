@@ -51,7 +51,9 @@ impl BlobStore for LocalStore {
                     k.insert(dir.to_path_buf());
                 }
             }
-            write_file_synced(&path, &bytes)
+            let mut file = DurableFile::create(&path)?;
+            file.write(&bytes)?;
+            file.commit(false)
         })
         .await
         .map_err(|e| StorageError::io(&loc, std::io::Error::other(e)))?
@@ -133,26 +135,53 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// A unique temp name beside `path`, so the final rename stays within one filesystem.
-pub(crate) fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()))
+/// The one durable write: bytes go to a temp file beside `path` (a unique name, so the
+/// final rename stays within one filesystem); `commit` fsyncs it, renames it over `path`
+/// and, when asked, fsyncs the directory. Dropped before `commit` (an error, a client gone
+/// mid-upload) it removes the temp file, so nothing half written is ever left or seen.
+pub struct DurableFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<std::fs::File>,
 }
 
-/// Temp file, fsync, rename over `path` (whose directory exists); the directory entry
-/// still needs `sync_dir`.
-fn write_file_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+impl DurableFile {
+    /// Starts the file; `path`'s directory is created (durably) when missing.
+    pub fn create(path: &Path) -> std::io::Result<DurableFile> {
+        if let Some(dir) = path.parent() {
+            create_dir_durable(dir)?;
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = path.with_file_name(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+        let file = std::fs::File::create(&tmp)?;
+        Ok(DurableFile { path: path.to_path_buf(), tmp, file: Some(file) })
     }
-    result
+
+    pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.as_mut().expect("open until commit").write_all(bytes)
+    }
+
+    /// Makes the file durable under its name. Without `sync_dir` the directory entry is left
+    /// for a group commit to sync with the rest of its batch.
+    pub fn commit(mut self, sync_dir_too: bool) -> std::io::Result<()> {
+        let file = self.file.take().expect("open until commit");
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&self.tmp, &self.path)?;
+        self.tmp = PathBuf::new();
+        match (sync_dir_too, self.path.parent()) {
+            (true, Some(dir)) => sync_dir(dir),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for DurableFile {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 #[cfg(test)]
