@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::group_commit::{Batch, CommitError, GroupCommit, GroupCommitMsg};
 use super::mailbox::Mailbox;
-use super::task_poller::TaskPollerMsg;
+use super::poller::PollerMsg;
 use crate::storage::BlobStore;
 use crate::store::{CommitResult, NewNormalizedCdr, Repository};
 
@@ -23,7 +23,7 @@ pub struct NormalizedBatch {
     pub repo: Arc<dyn Repository>,
     pub ncdr_store: Arc<dyn BlobStore>,
     /// This process's TaskPoller, when it runs the tasks role.
-    pub wake: Option<Mailbox<TaskPollerMsg>>,
+    pub wake: Option<Mailbox<PollerMsg>>,
 }
 
 pub type Committer = GroupCommit<NormalizedBatch>;
@@ -42,7 +42,7 @@ impl Batch for NormalizedBatch {
             .zip(items)
             .any(|(r, p)| matches!(r, CommitResult::Committed { .. }) && !p.row.tasks.is_empty());
         if let (true, Some(poller)) = (new_tasks, &self.wake) {
-            let _ = poller.send(TaskPollerMsg::Wake);
+            let _ = poller.send(PollerMsg::Wake);
         }
         Ok(results)
     }

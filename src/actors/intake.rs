@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::group_commit::{Batch, CommitError, GroupCommit, GroupCommitMsg};
 use super::mailbox::Mailbox;
-use super::queue_poller::QueuePollerMsg;
+use super::poller::PollerMsg;
 use crate::storage::BlobStore;
 use crate::store::{NewQueuedCdr, Repository};
 
@@ -16,7 +16,7 @@ pub struct IntakeBatch {
     pub repo: Arc<dyn Repository>,
     pub raw_store: Arc<dyn BlobStore>,
     /// This process's QueuePoller, when it runs the distiller role.
-    pub wake: Option<Mailbox<QueuePollerMsg>>,
+    pub wake: Option<Mailbox<PollerMsg>>,
 }
 
 pub type Intake = GroupCommit<IntakeBatch>;
@@ -34,7 +34,7 @@ impl Batch for IntakeBatch {
         let new = self.repo.enqueue_cdrs(rows).await.map_err(|e| CommitError::database("queueing the CDRs", e))?;
         tracing::debug!(batch = rows.len(), new, "cdr_queue group commit");
         if let Some(poller) = &self.wake {
-            let _ = poller.send(QueuePollerMsg::Wake);
+            let _ = poller.send(PollerMsg::Wake);
         }
         Ok(vec![(); rows.len()])
     }

@@ -7,12 +7,11 @@ pub mod distillery;
 pub mod group_commit;
 pub mod intake;
 pub mod mailbox;
+pub mod poller;
 pub mod pool;
 pub mod queue_metrics;
-pub mod queue_poller;
 pub mod supervisor;
 pub mod task_executor;
-pub mod task_poller;
 
 use std::sync::Arc;
 

@@ -14,7 +14,6 @@
 //! └── queue_metrics          the seed's queue gauges
 //! ```
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,12 +22,11 @@ use crate::actors::distillery::{DistillerConfig, Distillery};
 use crate::actors::group_commit::GroupCommitArgs;
 use crate::actors::intake::{Intake, IntakeBatch, IntakeMsg};
 use crate::actors::mailbox::Mailbox;
+use crate::actors::poller::{CdrLane, PollerArgs, PollerMsg, QueuePoller, TaskLane, TaskPoller};
 use crate::actors::pool::{pool, PoolSpec};
 use crate::actors::queue_metrics::{QueueMetrics, QueueMetricsArgs};
-use crate::actors::queue_poller::{QueuePoller, QueuePollerArgs, QueuePollerMsg};
 use crate::actors::supervisor::{ChildSpec, RestartPolicy, SupervisorSpec};
 use crate::actors::task_executor::{TaskContext, TaskExecutor};
-use crate::actors::task_poller::{TaskPoller, TaskPollerArgs, TaskPollerMsg};
 use crate::actors::Hooks;
 use crate::storage::BlobStore;
 use crate::store::{Repository, Store};
@@ -57,8 +55,8 @@ pub struct Parts {
 }
 
 pub fn root(p: Parts) -> SupervisorSpec {
-    let queue_poller = p.distiller.as_ref().map(|_| Mailbox::<QueuePollerMsg>::new("queue poller"));
-    let task_poller = p.tasks.as_ref().map(|_| Mailbox::<TaskPollerMsg>::new("task poller"));
+    let queue_poller = p.distiller.as_ref().map(|_| Mailbox::<PollerMsg>::new("queue poller"));
+    let task_poller = p.tasks.as_ref().map(|_| Mailbox::<PollerMsg>::new("task poller"));
     let mut children = Vec::new();
     if let Some(intake) = &p.intake {
         let (repo, raw_store, wake, max_batch) =
@@ -87,8 +85,8 @@ pub fn root(p: Parts) -> SupervisorSpec {
 fn distiller(
     p: &Parts,
     config: DistillerConfig,
-    poller: Mailbox<QueuePollerMsg>,
-    task_poller: Option<Mailbox<TaskPollerMsg>>,
+    poller: Mailbox<PollerMsg>,
+    task_poller: Option<Mailbox<PollerMsg>>,
 ) -> SupervisorSpec {
     let committer = Mailbox::new("committer");
     let (repo, ncdr_store, max_batch) = (p.repo.clone(), p.ncdr_store.clone(), config.distilleries);
@@ -114,19 +112,18 @@ fn distiller(
         hang_after: config.job_timeout,
         work: Arc::new(distillery),
         on_done: Arc::new(move |_| {
-            let _ = wake.send(QueuePollerMsg::Finished);
+            let _ = wake.send(PollerMsg::Finished(0));
         }),
     });
     let queue = p.repo.clone();
     let poller_child = ChildSpec::actor("queue_poller", poller, move || {
-        let args = QueuePollerArgs {
-            queue: queue.clone(),
-            pool: pool.clone(),
+        let args = PollerArgs {
+            lanes: vec![(CdrLane(queue.clone()), pool.clone())],
             poll_interval: config.poll_interval,
-            max_batch: config.max_batch,
+            batch: config.max_batch,
             lease: config.lease,
         };
-        (QueuePoller, args)
+        (QueuePoller::default(), args)
     });
     SupervisorSpec {
         name: "distiller".into(),
@@ -135,12 +132,12 @@ fn distiller(
     }
 }
 
-fn tasks(p: &Parts, ctx: Arc<TaskContext>, poller: Mailbox<TaskPollerMsg>) -> SupervisorSpec {
+fn tasks(p: &Parts, ctx: Arc<TaskContext>, poller: Mailbox<PollerMsg>) -> SupervisorSpec {
     let mut children = Vec::new();
-    let mut pools = BTreeMap::new();
+    let mut pools = Vec::new();
     let mut types: Vec<_> = ctx.handlers.keys().copied().collect();
     types.sort();
-    for task_type in types {
+    for (lane, task_type) in types.into_iter().enumerate() {
         let wake = poller.clone();
         let (child, pool) = pool(PoolSpec {
             name: format!("executor_{task_type}"),
@@ -148,23 +145,22 @@ fn tasks(p: &Parts, ctx: Arc<TaskContext>, poller: Mailbox<TaskPollerMsg>) -> Su
             prefetch: ctx.config.prefetch,
             hang_after: ctx.config.job_timeout + TASK_HANG_MARGIN,
             work: Arc::new(TaskExecutor { ctx: ctx.clone(), task_type }),
-            on_done: Arc::new(move |task: &crate::store::ClaimedTask| {
-                let _ = wake.send(TaskPollerMsg::Finished(task.task_type));
+            on_done: Arc::new(move |_| {
+                let _ = wake.send(PollerMsg::Finished(lane));
             }),
         });
         children.push(child);
-        pools.insert(task_type, pool);
+        pools.push((task_type, pool));
     }
     let queue = p.repo.clone();
     children.push(ChildSpec::actor("task_poller", poller, move || {
-        let args = TaskPollerArgs {
-            queue: queue.clone(),
-            pools: pools.clone(),
+        let args = PollerArgs {
+            lanes: pools.iter().map(|(t, pool)| (TaskLane(queue.clone(), *t), pool.clone())).collect(),
             poll_interval: ctx.config.poll_interval,
             batch: ctx.config.batch,
             lease: ctx.config.lease,
         };
-        (TaskPoller, args)
+        (TaskPoller::default(), args)
     }));
     SupervisorSpec { name: "tasks".into(), policy: RestartPolicy::WORKERS, children }
 }

@@ -3,10 +3,11 @@
 //! `DATETIME` text both engines compare correctly, uuids as 16 bytes.
 
 use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
 use sqlx::any::{Any, AnyTypeInfo, AnyValueRef};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
-use sqlx::{Decode, Encode, QueryBuilder, Type};
+use sqlx::{Decode, Encode, QueryBuilder, Row, Type};
 
 use crate::domain::tasks::TaskType;
 
@@ -100,6 +101,21 @@ pub(crate) fn sql_time(t: DateTime<Utc>) -> String {
 /// Reads back what [`sql_time`] wrote (selected as `CAST(col AS CHAR)` on both engines).
 pub(crate) fn parse_sql_time(s: &str) -> DateTime<Utc> {
     chrono::NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%d %H:%M:%S").map(|t| t.and_utc()).unwrap_or_default()
+}
+
+/// Column `i` of a row as an id (selected as `CAST(… AS SIGNED)`: ids travel as i64).
+pub(crate) fn id(r: &AnyRow, i: usize) -> u64 {
+    r.get::<i64, _>(i) as u64
+}
+
+/// Column `i` of a row as a count (`retry`, `crashes`, `node_index`).
+pub(crate) fn count(r: &AnyRow, i: usize) -> u32 {
+    r.get::<i64, _>(i) as u32
+}
+
+/// Column `i` of a row as a 16-byte uuid.
+pub(crate) fn uuid(r: &AnyRow, i: usize) -> [u8; 16] {
+    uuid_bytes(&r.get::<Vec<u8>, _>(i))
 }
 
 pub(crate) fn uuid_bytes(v: &[u8]) -> [u8; 16] {

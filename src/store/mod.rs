@@ -92,6 +92,9 @@ impl From<sqlx::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A time as the store takes it: UTC, kept at whole seconds.
+pub type Time = chrono::DateTime<chrono::Utc>;
+
 /// What the running pipeline asks of the CDR database. The actors hold it as
 /// `Arc<dyn Repository>`, so a test can put a fault-injecting one in front of the `Store`.
 #[async_trait]

@@ -3,12 +3,11 @@
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sqlx::AnyConnection;
 use sqlx::{Any, QueryBuilder, Row};
 
 use super::columns::{push_ids, sql_time, uuid_bytes, RowState, MAX_ROWS_PER_STATEMENT};
-use super::{Store, StoreResult};
+use super::{Store, StoreResult, Time};
 use crate::domain::tasks::TaskType;
 
 /// What the distillery commits for one CDR, in one transaction.
@@ -37,20 +36,12 @@ pub trait NormalizedCdrs: Send + Sync {
     /// For each `(cdr_queue.id, record)`: inserts `normalized_cdrs` and its tasks and sets
     /// `done='y'` — the whole batch in one transaction. A uuid normalized before is a
     /// `Duplicate` (its queue row is still marked done); the others are unaffected by it.
-    async fn commit_normalized(
-        &self,
-        batch: &[(u64, NewNormalizedCdr)],
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<CommitResult>>;
+    async fn commit_normalized(&self, batch: &[(u64, NewNormalizedCdr)], now: Time) -> StoreResult<Vec<CommitResult>>;
 }
 
 #[async_trait]
 impl NormalizedCdrs for Store {
-    async fn commit_normalized(
-        &self,
-        batch: &[(u64, NewNormalizedCdr)],
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<CommitResult>> {
+    async fn commit_normalized(&self, batch: &[(u64, NewNormalizedCdr)], now: Time) -> StoreResult<Vec<CommitResult>> {
         // A fixed number of statements per batch, whatever its size: each is a round trip.
         self.write(|mut tx| async move {
             let existing =

@@ -1,12 +1,12 @@
 //! What operators ask of the database: the seed's health checks (`cdrmunch status`), putting
 //! failed work back (`retry`), `purge` and `replay`, and a call's rows as they stand.
 
-use chrono::{DateTime, Utc};
-use sqlx::{QueryBuilder, Row};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::{Any, QueryBuilder, Row};
 
-use super::columns::{push_ids, sql_time, uuid_bytes, RowState};
+use super::columns::{count, id, push_ids, sql_time, uuid, RowState};
 use super::queue::QueuedCdr;
-use super::{NewNormalizedCdr, Store, StoreResult};
+use super::{NewNormalizedCdr, Store, StoreResult, Time};
 use crate::domain::tasks::TaskType;
 
 /// A CDR in trouble, for `cdrmunch status`: its `cdr_queue_error` row and queue state.
@@ -89,7 +89,51 @@ pub struct Reconciled {
     pub dropped: u64,
 }
 
+impl ErrorReport {
+    fn from_row(r: &AnyRow) -> ErrorReport {
+        let (done, critical) = (r.get(2), r.get::<String, _>(4) == "y");
+        let (last_error, description) = (r.get::<Option<String>, _>(5).unwrap_or_default(), r.get(6));
+        ErrorReport {
+            id_cdr_queue: id(r, 0),
+            uuid: uuid(r, 1),
+            done,
+            retry: count(r, 3),
+            critical,
+            last_error,
+            description,
+        }
+    }
+}
+
+impl TaskErrorReport {
+    fn from_row(r: &AnyRow) -> TaskErrorReport {
+        let (task_type, error_message) = (r.get(1), r.get(4));
+        TaskErrorReport { id: id(r, 0), task_type, uuid: uuid(r, 2), retry: count(r, 3), error_message }
+    }
+}
+
+impl QueueError {
+    fn from_row(r: &AnyRow) -> QueueError {
+        let (done, description, critical) = (r.get(2), r.get(3), r.get::<String, _>(4) == "y");
+        QueueError { id_cdr_queue: id(r, 0), uuid: uuid(r, 1), done, description, critical, crashes: count(r, 5) }
+    }
+}
+
+impl TaskState {
+    fn from_row(r: &AnyRow) -> TaskState {
+        let (task_type, done, error_message) = (r.get(1), r.get(3), r.get(5));
+        TaskState { id: id(r, 0), task_type, node_index: count(r, 2), done, retry: count(r, 4), error_message }
+    }
+}
+
+type Query<'q> = sqlx::query::Query<'q, Any, AnyArguments>;
+
 impl Store {
+    /// The rows of a read, each made a `T`.
+    async fn rows<T>(&self, query: Query<'_>, each: fn(&AnyRow) -> T) -> StoreResult<Vec<T>> {
+        Ok(query.fetch_all(&self.pool).await?.iter().map(each).collect())
+    }
+
     /// `cdr_queue` rows received before `created_before` (epoch) and still not done.
     pub async fn stuck_cdrs(&self, created_before: i64) -> StoreResult<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cdr_queue WHERE done = 'n' AND create_time < ?")
@@ -101,49 +145,23 @@ impl Store {
 
     /// CDRs not done whose last attempt failed, newest first.
     pub async fn recent_errors(&self, limit: u32) -> StoreResult<Vec<ErrorReport>> {
-        let rows = sqlx::query(
+        let query = sqlx::query(
             "SELECT CAST(e.id_cdr_queue AS SIGNED), q.uuid, CAST(q.done AS CHAR), CAST(q.retry AS SIGNED), \
              CAST(e.critical AS CHAR), CAST(e.last_error_date AS CHAR), COALESCE(e.description, '') \
              FROM cdr_queue_error e JOIN cdr_queue q ON q.id = e.id_cdr_queue WHERE q.done <> 'y' \
              ORDER BY e.last_error_date DESC, e.id DESC LIMIT ?",
-        )
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ErrorReport {
-                id_cdr_queue: r.get::<i64, _>(0) as u64,
-                uuid: uuid_bytes(&r.get::<Vec<u8>, _>(1)),
-                done: r.get(2),
-                retry: r.get::<i64, _>(3) as u32,
-                critical: r.get::<String, _>(4) == "y",
-                last_error: r.get::<Option<String>, _>(5).unwrap_or_default(),
-                description: r.get(6),
-            })
-            .collect())
+        );
+        self.rows(query.bind(limit as i64), ErrorReport::from_row).await
     }
 
     /// Tasks with `done='error'`, newest first.
     pub async fn recent_task_errors(&self, limit: u32) -> StoreResult<Vec<TaskErrorReport>> {
-        let rows = sqlx::query(
+        let query = sqlx::query(
             "SELECT CAST(t.id AS SIGNED), t.task_type, n.uuid, CAST(t.retry AS SIGNED), \
              COALESCE(t.error_message, '') FROM tasks t JOIN normalized_cdrs n ON n.id = t.id_normalized_cdrs \
              WHERE t.done = 'error' ORDER BY t.id DESC LIMIT ?",
-        )
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| TaskErrorReport {
-                id: r.get::<i64, _>(0) as u64,
-                task_type: r.get(1),
-                uuid: uuid_bytes(&r.get::<Vec<u8>, _>(2)),
-                retry: r.get::<i64, _>(3) as u32,
-                error_message: r.get(4),
-            })
-            .collect())
+        );
+        self.rows(query.bind(limit as i64), TaskErrorReport::from_row).await
     }
 
     /// Back to `done='n'`, `retry=0`, due now. A CDR already done is left alone.
@@ -161,7 +179,7 @@ impl Store {
     }
 
     /// Back to `done='n'`, `retry=0`, due at `now` (an explicit id even when done: a resend).
-    pub async fn retry_tasks(&self, which: &RetryTasks, now: DateTime<Utc>) -> StoreResult<u64> {
+    pub async fn retry_tasks(&self, which: &RetryTasks, now: Time) -> StoreResult<u64> {
         let t = sql_time(now);
         let q = match which {
             RetryTasks::One(id) => sqlx::query("UPDATE tasks SET done = 'n', retry = 0, next_attempt = ? WHERE id = ?")
@@ -182,29 +200,18 @@ impl Store {
     /// Normalized CDRs created before `created_before` with no task still pending, by id.
     pub async fn purge_candidates(
         &self,
-        created_before: DateTime<Utc>,
+        created_before: Time,
         after_id: u64,
         limit: u32,
     ) -> StoreResult<Vec<PurgeCandidate>> {
-        let rows = sqlx::query(
+        let query = sqlx::query(
             "SELECT CAST(n.id AS SIGNED), n.uuid, n.path FROM normalized_cdrs n \
              WHERE n.created_at < ? AND n.id > ? AND NOT EXISTS \
              (SELECT 1 FROM tasks t WHERE t.id_normalized_cdrs = n.id AND t.done = 'n') \
              ORDER BY n.id LIMIT ?",
-        )
-        .bind(sql_time(created_before))
-        .bind(after_id as i64)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| PurgeCandidate {
-                id: r.get::<i64, _>(0) as u64,
-                uuid: uuid_bytes(&r.get::<Vec<u8>, _>(1)),
-                path: r.get(2),
-            })
-            .collect())
+        );
+        let query = query.bind(sql_time(created_before)).bind(after_id as i64).bind(limit as i64);
+        self.rows(query, |r| PurgeCandidate { id: id(r, 0), uuid: uuid(r, 1), path: r.get(2) }).await
     }
 
     /// Deletes normalized CDRs and their tasks, in one transaction. `cdr_queue` rows stay:
@@ -233,28 +240,13 @@ impl Store {
         after_id: u64,
         limit: u32,
     ) -> StoreResult<Vec<QueuedCdr>> {
-        let rows = sqlx::query(
-            "SELECT CAST(id AS SIGNED), uuid, freeswitch_host, path, CAST(create_time AS SIGNED), \
-             CAST(retry AS SIGNED) FROM cdr_queue WHERE done = 'y' AND create_time >= ? AND create_time < ? \
+        let sql = format!(
+            "SELECT {} FROM cdr_queue WHERE done = 'y' AND create_time >= ? AND create_time < ? \
              AND id > ? ORDER BY id LIMIT ?",
-        )
-        .bind(from)
-        .bind(to)
-        .bind(after_id as i64)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| QueuedCdr {
-                id: r.get::<i64, _>(0) as u64,
-                uuid: uuid_bytes(&r.get::<Vec<u8>, _>(1)),
-                freeswitch_host: r.get(2),
-                path: r.get(3),
-                create_time: r.get(4),
-                retry: r.get::<i64, _>(5) as u32,
-            })
-            .collect())
+            QueuedCdr::COLUMNS
+        );
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(from).bind(to).bind(after_id as i64);
+        self.rows(query.bind(limit as i64), QueuedCdr::from_row).await
     }
 
     /// The normalized row of a call: `(id, path)`.
@@ -263,18 +255,13 @@ impl Store {
             .bind(uuid.to_vec())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| (r.get::<i64, _>(0) as u64, r.get(1))))
+        Ok(row.map(|r| (id(&r, 0), r.get(1))))
     }
 
     /// A re-normalized CDR: its row updated and its task rows reconciled by type in one
     /// transaction — kept (re-pointed to the new node_index), added when new, dropped when
     /// no longer derived and not yet run. Run twice, the second run changes nothing.
-    pub async fn renormalized(
-        &self,
-        normalized_id: u64,
-        row: &NewNormalizedCdr,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Reconciled> {
+    pub async fn renormalized(&self, normalized_id: u64, row: &NewNormalizedCdr, now: Time) -> StoreResult<Reconciled> {
         let nid = normalized_id as i64;
         self.write(|mut tx| async move {
             sqlx::query("UPDATE normalized_cdrs SET path = ?, TableSuffix = ?, rmOrgID = ? WHERE id = ?")
@@ -331,47 +318,22 @@ impl Store {
 
     /// Every `cdr_queue_error` row with its queue state and crash count.
     pub async fn queue_errors(&self) -> StoreResult<Vec<QueueError>> {
-        let rows = sqlx::query(
+        let query = sqlx::query(
             "SELECT CAST(e.id_cdr_queue AS SIGNED), q.uuid, CAST(q.done AS CHAR), COALESCE(e.description, ''), \
              CAST(e.critical AS CHAR), CAST(e.crashes AS SIGNED) FROM cdr_queue_error e \
              JOIN cdr_queue q ON q.id = e.id_cdr_queue ORDER BY e.id_cdr_queue",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| QueueError {
-                id_cdr_queue: r.get::<i64, _>(0) as u64,
-                uuid: uuid_bytes(&r.get::<Vec<u8>, _>(1)),
-                done: r.get(2),
-                description: r.get(3),
-                critical: r.get::<String, _>(4) == "y",
-                crashes: r.get::<i64, _>(5) as u32,
-            })
-            .collect())
+        );
+        self.rows(query, QueueError::from_row).await
     }
 
     /// Every task of a normalized uuid with its state, by node_index.
     pub async fn task_states(&self, uuid: [u8; 16]) -> StoreResult<Vec<TaskState>> {
-        let rows = sqlx::query(
+        let query = sqlx::query(
             "SELECT CAST(t.id AS SIGNED), t.task_type, CAST(t.node_index AS SIGNED), CAST(t.done AS CHAR), \
              CAST(t.retry AS SIGNED), t.error_message FROM tasks t \
              JOIN normalized_cdrs n ON n.id = t.id_normalized_cdrs WHERE n.uuid = ? ORDER BY t.node_index",
-        )
-        .bind(uuid.to_vec())
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| TaskState {
-                id: r.get::<i64, _>(0) as u64,
-                task_type: r.get(1),
-                node_index: r.get::<i64, _>(2) as u32,
-                done: r.get(3),
-                retry: r.get::<i64, _>(4) as u32,
-                error_message: r.get(5),
-            })
-            .collect())
+        );
+        self.rows(query.bind(uuid.to_vec()), TaskState::from_row).await
     }
 
     /// How many normalized CDRs and task rows there are.
@@ -379,7 +341,7 @@ impl Store {
         let r = sqlx::query("SELECT (SELECT COUNT(*) FROM normalized_cdrs), (SELECT COUNT(*) FROM tasks)")
             .fetch_one(&self.pool)
             .await?;
-        Ok((r.get::<i64, _>(0) as u64, r.get::<i64, _>(1) as u64))
+        Ok((id(&r, 0), id(&r, 1)))
     }
 }
 

@@ -2,11 +2,12 @@
 //! what each claim ended as.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row};
 
-use super::columns::{push_ids, sql_time, uuid_bytes, RowState, MAX_ROWS_PER_STATEMENT};
-use super::{Store, StoreResult};
+use sqlx::any::AnyRow;
+
+use super::columns::{count, id, push_ids, sql_time, uuid, RowState, MAX_ROWS_PER_STATEMENT};
+use super::{Store, StoreResult, Time};
 
 /// A new `cdr_queue` row, written by intake once the raw CDR is durable on disk.
 #[derive(Debug, Clone)]
@@ -26,6 +27,17 @@ pub struct QueuedCdr {
     pub path: String,
     pub create_time: i64,
     pub retry: u32,
+}
+
+impl QueuedCdr {
+    /// The columns [`QueuedCdr::from_row`] reads, as claims and replays select them.
+    pub(crate) const COLUMNS: &'static str = "CAST(id AS SIGNED), uuid, freeswitch_host, path, \
+         CAST(create_time AS SIGNED), CAST(retry AS SIGNED)";
+
+    pub(crate) fn from_row(r: &AnyRow) -> QueuedCdr {
+        let (freeswitch_host, path, create_time) = (r.get(2), r.get(3), r.get(4));
+        QueuedCdr { id: id(r, 0), uuid: uuid(r, 1), freeswitch_host, path, create_time, retry: count(r, 5) }
+    }
 }
 
 /// Row counts per `done` state.
@@ -53,40 +65,29 @@ pub trait CdrQueue: Send + Sync {
 
     /// Claims up to `limit` due rows (`done='n'`, `next_attempt` NULL or <= now) by setting
     /// `next_attempt = lease_until`, so a crashed process's claims come back on their own.
-    async fn claim_cdrs(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<Vec<QueuedCdr>>;
+    async fn claim_cdrs(&self, now: Time, lease_until: Time, limit: u32) -> StoreResult<Vec<QueuedCdr>>;
 
     /// Gives claimed rows back (shutdown): due immediately for whoever polls next.
     async fn release_claims(&self, ids: &[u64]) -> StoreResult<()>;
 
-    /// Retriable failure: `retry`+1, due again at `next_attempt`, the reason kept in
+    /// Retriable failure: `retry`+1, due again at `retry_at`, the reason kept in
     /// `cdr_queue_error` (critical='n') so an operator sees why it is waiting.
-    async fn schedule_retry(
-        &self,
-        cdr_id: u64,
-        next_attempt: DateTime<Utc>,
-        description: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()>;
+    async fn schedule_retry(&self, cdr_id: u64, retry_at: Time, why: &str, now: Time) -> StoreResult<()>;
 
     /// Permanent failure: `done='error'` plus the description. A row that is already done
     /// stays done (a distillery can die while its commit completes).
-    async fn mark_error(&self, cdr_id: u64, description: &str, now: DateTime<Utc>) -> StoreResult<()>;
+    async fn mark_error(&self, cdr_id: u64, why: &str, now: Time) -> StoreResult<()>;
 
     /// A distillery died on this CDR: its crash count goes up in `cdr_queue_error`, so a
-    /// process restart forgives nothing. Below `poison_threshold` the row is due again at
+    /// process restart forgives nothing. Below `threshold` crashes the row is due again at
     /// `retry_at`; at it, the CDR is a poison pill: `done='error'`, `critical='y'`.
     async fn record_crash(
         &self,
         cdr_id: u64,
-        reason: &str,
-        poison_threshold: u32,
-        retry_at: DateTime<Utc>,
-        now: DateTime<Utc>,
+        why: &str,
+        threshold: u32,
+        retry_at: Time,
+        now: Time,
     ) -> StoreResult<Crash>;
 }
 
@@ -112,16 +113,11 @@ impl CdrQueue for Store {
         .await
     }
 
-    async fn claim_cdrs(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<Vec<QueuedCdr>> {
+    async fn claim_cdrs(&self, now: Time, lease_until: Time, limit: u32) -> StoreResult<Vec<QueuedCdr>> {
         let select = format!(
-            "SELECT CAST(id AS SIGNED), uuid, freeswitch_host, path, CAST(create_time AS SIGNED), \
-             CAST(retry AS SIGNED) FROM cdr_queue WHERE done = 'n' AND (next_attempt IS NULL OR next_attempt <= ?) \
+            "SELECT {} FROM cdr_queue WHERE done = 'n' AND (next_attempt IS NULL OR next_attempt <= ?) \
              ORDER BY next_attempt, id LIMIT ?{}",
+            QueuedCdr::COLUMNS,
             self.dialect.skip_locked()
         );
         let select = select.as_str();
@@ -131,17 +127,7 @@ impl CdrQueue for Store {
                 .bind(limit as i64)
                 .fetch_all(&mut *tx)
                 .await?;
-            let claimed: Vec<QueuedCdr> = rows
-                .iter()
-                .map(|r| QueuedCdr {
-                    id: r.get::<i64, _>(0) as u64,
-                    uuid: uuid_bytes(&r.get::<Vec<u8>, _>(1)),
-                    freeswitch_host: r.get(2),
-                    path: r.get(3),
-                    create_time: r.get(4),
-                    retry: r.get::<i64, _>(5) as u32,
-                })
-                .collect();
+            let claimed: Vec<QueuedCdr> = rows.iter().map(QueuedCdr::from_row).collect();
             if !claimed.is_empty() {
                 let mut qb = QueryBuilder::new("UPDATE cdr_queue SET next_attempt = ");
                 qb.push_bind(sql_time(lease_until)).push(" WHERE id IN ");
@@ -154,38 +140,23 @@ impl CdrQueue for Store {
     }
 
     async fn release_claims(&self, ids: &[u64]) -> StoreResult<()> {
-        for chunk in ids.chunks(MAX_ROWS_PER_STATEMENT) {
-            self.write_one(|mut conn| async move {
-                let mut qb = QueryBuilder::new("UPDATE cdr_queue SET next_attempt = NULL WHERE done = 'n' AND id IN ");
-                push_ids(&mut qb, chunk.iter().copied());
-                qb.build().execute(&mut *conn).await?;
-                Ok(((), conn))
-            })
-            .await?;
-        }
-        Ok(())
+        self.release("cdr_queue", None, ids).await
     }
 
-    async fn schedule_retry(
-        &self,
-        cdr_id: u64,
-        next_attempt: DateTime<Utc>,
-        description: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()> {
+    async fn schedule_retry(&self, cdr_id: u64, retry_at: Time, why: &str, now: Time) -> StoreResult<()> {
         self.write(|mut tx| async move {
             sqlx::query("UPDATE cdr_queue SET retry = retry + 1, next_attempt = ? WHERE id = ? AND done = 'n'")
-                .bind(sql_time(next_attempt))
+                .bind(sql_time(retry_at))
                 .bind(cdr_id as i64)
                 .execute(&mut *tx)
                 .await?;
-            self.upsert_error(&mut tx, cdr_id, description, false, None, now).await?;
+            self.upsert_error(&mut tx, cdr_id, why, false, None, now).await?;
             Ok(((), tx))
         })
         .await
     }
 
-    async fn mark_error(&self, cdr_id: u64, description: &str, now: DateTime<Utc>) -> StoreResult<()> {
+    async fn mark_error(&self, cdr_id: u64, why: &str, now: Time) -> StoreResult<()> {
         self.write(|mut tx| async move {
             // a row in error keeps no lease time: `done='n'` by hand makes it due at once
             sqlx::query("UPDATE cdr_queue SET done = ?, next_attempt = NULL WHERE id = ? AND done = 'n'")
@@ -193,7 +164,7 @@ impl CdrQueue for Store {
                 .bind(cdr_id as i64)
                 .execute(&mut *tx)
                 .await?;
-            self.upsert_error(&mut tx, cdr_id, description, false, None, now).await?;
+            self.upsert_error(&mut tx, cdr_id, why, false, None, now).await?;
             Ok(((), tx))
         })
         .await
@@ -202,10 +173,10 @@ impl CdrQueue for Store {
     async fn record_crash(
         &self,
         cdr_id: u64,
-        reason: &str,
-        poison_threshold: u32,
-        retry_at: DateTime<Utc>,
-        now: DateTime<Utc>,
+        why: &str,
+        threshold: u32,
+        retry_at: Time,
+        now: Time,
     ) -> StoreResult<Crash> {
         let select = format!(
             "SELECT CAST(crashes AS SIGNED) FROM cdr_queue_error WHERE id_cdr_queue = ?{}",
@@ -216,11 +187,11 @@ impl CdrQueue for Store {
             let before: Option<i64> =
                 sqlx::query_scalar(sqlx::AssertSqlSafe(select)).bind(cdr_id as i64).fetch_optional(&mut *tx).await?;
             let count = before.unwrap_or(0) as u32 + 1;
-            let poison = count >= poison_threshold;
+            let poison = count >= threshold;
             let description = if poison {
-                format!("poison pill: brought down a distillery {count} times; last: {reason}")
+                format!("poison pill: brought down a distillery {count} times; last: {why}")
             } else {
-                format!("internal_failure: {reason} (failure {count} of {poison_threshold})")
+                format!("internal_failure: {why} (failure {count} of {threshold})")
             };
             let update = if poison {
                 sqlx::query("UPDATE cdr_queue SET done = ?, next_attempt = NULL WHERE id = ? AND done = 'n'")
@@ -240,6 +211,21 @@ impl CdrQueue for Store {
 }
 
 impl Store {
+    /// Claims given back, a chunk at a time: due at `due` (NULL: at once).
+    pub(super) async fn release(&self, table: &'static str, due: Option<Time>, ids: &[u64]) -> StoreResult<()> {
+        for chunk in ids.chunks(MAX_ROWS_PER_STATEMENT) {
+            self.write_one(|mut conn| async move {
+                let mut qb = QueryBuilder::new(format!("UPDATE {table} SET next_attempt = "));
+                qb.push_bind(due.map(sql_time)).push(" WHERE done = 'n' AND id IN ");
+                push_ids(&mut qb, chunk.iter().copied());
+                qb.build().execute(&mut *conn).await?;
+                Ok(((), conn))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     /// One `cdr_queue_error` row per CDR: the latest reason, and the crash count when given.
     async fn upsert_error(
         &self,
@@ -248,7 +234,7 @@ impl Store {
         description: &str,
         critical: bool,
         crashes: Option<u32>,
-        now: DateTime<Utc>,
+        now: Time,
     ) -> Result<(), sqlx::Error> {
         let mut columns = vec!["description", "critical", "last_error_date"];
         if crashes.is_some() {

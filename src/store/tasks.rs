@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row};
 
-use super::columns::{parse_sql_time, push_ids, sql_time, uuid_bytes, RowState, MAX_ROWS_PER_STATEMENT};
-use super::{Store, StoreResult};
+use super::columns::{count, id, parse_sql_time, push_ids, sql_time, uuid, RowState};
+use super::{Store, StoreResult, Time};
 use crate::domain::tasks::TaskType;
 
 /// A claimed `tasks` row, joined to its normalized CDR so the executor can find the
@@ -44,31 +44,19 @@ pub enum TaskFinish {
 pub trait TaskQueue: Send + Sync {
     /// Claims up to `limit` due tasks of one type (`done='n'`, `next_attempt <= now`, via
     /// `idx_type_done_next`) by moving `next_attempt` to `lease_until`.
-    async fn claim_tasks(
-        &self,
-        task_type: TaskType,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<Vec<ClaimedTask>>;
+    async fn claim_tasks(&self, task: TaskType, now: Time, until: Time, limit: u32) -> StoreResult<Vec<ClaimedTask>>;
 
     /// Records an attempt's end. Only a row still `done='n'` changes, so a late duplicate
     /// attempt cannot undo a finished one. Returns whether the row changed.
     async fn finish_task(&self, task_id: u64, finish: &TaskFinish) -> StoreResult<bool>;
 
     /// Gives claimed, unstarted tasks back (shutdown): due at `now`.
-    async fn release_tasks(&self, ids: &[u64], now: DateTime<Utc>) -> StoreResult<()>;
+    async fn release_tasks(&self, ids: &[u64], now: Time) -> StoreResult<()>;
 }
 
 #[async_trait]
 impl TaskQueue for Store {
-    async fn claim_tasks(
-        &self,
-        task_type: TaskType,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<Vec<ClaimedTask>> {
+    async fn claim_tasks(&self, task: TaskType, now: Time, until: Time, limit: u32) -> StoreResult<Vec<ClaimedTask>> {
         // MariaDB has no `FOR UPDATE OF`: lock the task rows alone, then read their CDRs.
         let select = format!(
             "SELECT CAST(id AS SIGNED), CAST(id_normalized_cdrs AS SIGNED), task_type, CAST(node_index AS SIGNED), \
@@ -79,7 +67,7 @@ impl TaskQueue for Store {
         let select = select.as_str();
         self.write(|mut tx| async move {
             let heads = sqlx::query(sqlx::AssertSqlSafe(select))
-                .bind(task_type)
+                .bind(task)
                 .bind(sql_time(now))
                 .bind(limit as i64)
                 .fetch_all(&mut *tx)
@@ -90,25 +78,27 @@ impl TaskQueue for Store {
             let mut qb = QueryBuilder::new(
                 "SELECT CAST(id AS SIGNED), uuid, path, COALESCE(cdr_path, '') FROM normalized_cdrs WHERE id IN ",
             );
-            push_ids(&mut qb, heads.iter().map(|h| h.get::<i64, _>(1) as u64));
+            push_ids(&mut qb, heads.iter().map(|h| id(h, 1)));
             let cdrs: HashMap<u64, ([u8; 16], String, String)> = qb
                 .build()
                 .fetch_all(&mut *tx)
                 .await?
                 .iter()
-                .map(|r| (r.get::<i64, _>(0) as u64, (uuid_bytes(&r.get::<Vec<u8>, _>(1)), r.get(2), r.get(3))))
+                .map(|r| (id(r, 0), (uuid(r, 1), r.get(2), r.get(3))))
                 .collect();
             let mut claimed = Vec::with_capacity(heads.len());
             for h in &heads {
-                let nid = h.get::<i64, _>(1) as u64;
+                let nid = id(h, 1);
                 let Some((uuid, ncdr_path, cdr_path)) = cdrs.get(&nid).cloned() else { continue };
+                let (task_type, create_time) = (h.get(2), parse_sql_time(&h.get::<String, _>(5)));
+                let (node_index, retry) = (count(h, 3), count(h, 4));
                 claimed.push(ClaimedTask {
-                    id: h.get::<i64, _>(0) as u64,
+                    id: id(h, 0),
                     id_normalized_cdrs: nid,
-                    task_type: h.get(2),
-                    node_index: h.get::<i64, _>(3) as u32,
-                    retry: h.get::<i64, _>(4) as u32,
-                    create_time: parse_sql_time(&h.get::<String, _>(5)),
+                    task_type,
+                    node_index,
+                    retry,
+                    create_time,
                     uuid,
                     ncdr_path,
                     cdr_path,
@@ -117,7 +107,7 @@ impl TaskQueue for Store {
             claimed.sort_by_key(|t| t.id);
             if !claimed.is_empty() {
                 let mut qb = QueryBuilder::new("UPDATE tasks SET next_attempt = ");
-                qb.push_bind(sql_time(lease_until)).push(" WHERE id IN ");
+                qb.push_bind(sql_time(until)).push(" WHERE id IN ");
                 push_ids(&mut qb, claimed.iter().map(|t| t.id));
                 qb.build().execute(&mut *tx).await?;
             }
@@ -152,18 +142,8 @@ impl TaskQueue for Store {
         .await
     }
 
-    async fn release_tasks(&self, ids: &[u64], now: DateTime<Utc>) -> StoreResult<()> {
-        for chunk in ids.chunks(MAX_ROWS_PER_STATEMENT) {
-            self.write_one(|mut conn| async move {
-                let mut qb = QueryBuilder::new("UPDATE tasks SET next_attempt = ");
-                qb.push_bind(sql_time(now)).push(" WHERE done = 'n' AND id IN ");
-                push_ids(&mut qb, chunk.iter().copied());
-                qb.build().execute(&mut *conn).await?;
-                Ok(((), conn))
-            })
-            .await?;
-        }
-        Ok(())
+    async fn release_tasks(&self, ids: &[u64], now: Time) -> StoreResult<()> {
+        self.release("tasks", Some(now), ids).await
     }
 }
 
