@@ -140,7 +140,7 @@ async fn kill_during_posting(db: Db) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let counts = repo.task_counts().await.unwrap();
-        let done: u64 = counts.iter().filter(|(_, d, _)| d == "y").map(|c| c.2).sum();
+        let done: u64 = counts.iter().filter(|(_, d, _)| *d == "y").map(|c| c.2).sum();
         if done as usize == expected_tasks {
             break;
         }

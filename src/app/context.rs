@@ -26,35 +26,26 @@ const MAX_TASK_BACKOFF: Duration = Duration::from_secs(86_400);
 /// the field map (`normalize.field_map`, else the shipped one) and the org directory
 /// (`normalize.org_directory`). A bad line in any file stops the start, naming it.
 pub fn normalize_context(s: &Settings) -> Result<NormalizeContext, AppError> {
+    /// Reads and parses the file a key names, if it names one; a failure names both.
     fn load<T, E: std::fmt::Display>(
-        what: &str,
-        path: &std::path::Path,
+        key: &str,
+        path: Option<&std::path::Path>,
         parse: impl FnOnce(&str) -> Result<T, E>,
-    ) -> Result<Arc<T>, AppError> {
-        let fail = |e: &dyn std::fmt::Display| AppError::Normalizer(format!("{what} {}: {e}", path.display()));
+    ) -> Result<Option<Arc<T>>, AppError> {
+        let Some(path) = path else { return Ok(None) };
+        let fail = |e: &dyn std::fmt::Display| AppError::Normalizer(format!("{key} {}: {e}", path.display()));
         let text = std::fs::read_to_string(path).map_err(|e| fail(&e))?;
-        parse(&text).map(Arc::new).map_err(|e| fail(&e))
+        parse(&text).map(|v| Some(Arc::new(v))).map_err(|e| fail(&e))
     }
-    let rates = match &s.rating.deck {
-        Some(path) => {
-            let deck = load("rating.deck", path, RateDeck::parse)?;
-            tracing::info!("rate deck {}: {} prefixes", path.display(), deck.len());
-            Some(deck)
-        }
-        None => None,
-    };
-    let field_map = match &s.normalize.field_map {
-        Some(path) => Some(load("normalize.field_map", path, FieldMap::parse)?),
-        None => None,
-    };
-    let orgs = match &s.normalize.org_directory {
-        Some(path) => {
-            let dir = load("normalize.org_directory", path, OrgDirectory::parse)?;
-            tracing::info!("org directory {}: {} entries", path.display(), dir.len());
-            Some(dir)
-        }
-        None => None,
-    };
+    let rates = load("rating.deck", s.rating.deck.as_deref(), RateDeck::parse)?;
+    let field_map = load("normalize.field_map", s.normalize.field_map.as_deref(), FieldMap::parse)?;
+    let orgs = load("normalize.org_directory", s.normalize.org_directory.as_deref(), OrgDirectory::parse)?;
+    if let (Some(deck), Some(path)) = (&rates, &s.rating.deck) {
+        tracing::info!("rate deck {}: {} prefixes", path.display(), deck.len());
+    }
+    if let (Some(dir), Some(path)) = (&orgs, &s.normalize.org_directory) {
+        tracing::info!("org directory {}: {} entries", path.display(), dir.len());
+    }
     Ok(NormalizeContext {
         rules: crate::handlers::task_rules(s),
         rates,

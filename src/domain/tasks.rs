@@ -69,12 +69,6 @@ impl PartialEq<&str> for TaskType {
     }
 }
 
-impl PartialEq<str> for TaskType {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
 /// One `<task type="…">` node: its type and child elements.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskNode {

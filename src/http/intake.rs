@@ -89,27 +89,23 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-pub async fn post_paging(
+/// `POST /api/v2/paging` (named by its Content-Type: json, xml, else dat) and
+/// `POST /api/v2/pcap`: streamed to their directories.
+pub async fn post_upload(
     State(st): State<Arc<HttpState>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let ext = match headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
-        Some(ct) if ct.contains("json") => "json",
-        Some(ct) if ct.contains("xml") => "xml",
-        _ => "dat",
+    let (dir, ext) = match uri.path() {
+        "/api/v2/pcap" => (&st.cfg.pcap_dir, "pcap"),
+        _ => match headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+            Some(ct) if ct.contains("json") => (&st.cfg.paging_dir, "json"),
+            Some(ct) if ct.contains("xml") => (&st.cfg.paging_dir, "xml"),
+            _ => (&st.cfg.paging_dir, "dat"),
+        },
     };
-    store_stream(&st.cfg.paging_dir, ext, &uri, &headers, body, st.cfg.max_content_length).await
-}
-
-pub async fn post_pcap(
-    State(st): State<Arc<HttpState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    store_stream(&st.cfg.pcap_dir, "pcap", &uri, &headers, body, st.cfg.max_content_length).await
+    store_stream(dir, ext, &uri, &headers, body, st.cfg.max_content_length).await
 }
 
 /// Streams a body to `{dir}/{YYYY-MM-DD}/{uuid}.{ext}` chunk by chunk (a 2 GB PCAP never sits

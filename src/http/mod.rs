@@ -52,8 +52,8 @@ pub fn router(state: Arc<HttpState>) -> Router {
     let api = if state.intake {
         Router::new()
             .route("/api/v2/cdr", post(intake::post_cdr))
-            .route("/api/v2/paging", post(intake::post_paging))
-            .route("/api/v2/pcap", post(intake::post_pcap))
+            .route("/api/v2/paging", post(intake::post_upload))
+            .route("/api/v2/pcap", post(intake::post_upload))
             .layer(middleware::from_fn_with_state(state.clone(), basic_auth))
     } else {
         Router::new().route("/api/v2/{*endpoint}", post(not_intake))

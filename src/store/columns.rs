@@ -47,12 +47,6 @@ impl PartialEq<&str> for RowState {
     }
 }
 
-impl PartialEq<str> for RowState {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
 impl std::fmt::Display for RowState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

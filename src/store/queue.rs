@@ -81,14 +81,7 @@ pub trait CdrQueue: Send + Sync {
     /// A distillery died on this CDR: its crash count goes up in `cdr_queue_error`, so a
     /// process restart forgives nothing. Below `threshold` crashes the row is due again at
     /// `retry_at`; at it, the CDR is a poison pill: `done='error'`, `critical='y'`.
-    async fn record_crash(
-        &self,
-        cdr_id: u64,
-        why: &str,
-        threshold: u32,
-        retry_at: Time,
-        now: Time,
-    ) -> StoreResult<Crash>;
+    async fn record_crash(&self, cdr: u64, why: &str, threshold: u32, retry_at: Time, now: Time) -> StoreResult<Crash>;
 }
 
 #[async_trait]
@@ -128,12 +121,7 @@ impl CdrQueue for Store {
                 .fetch_all(&mut *tx)
                 .await?;
             let claimed: Vec<QueuedCdr> = rows.iter().map(QueuedCdr::from_row).collect();
-            if !claimed.is_empty() {
-                let mut qb = QueryBuilder::new("UPDATE cdr_queue SET next_attempt = ");
-                qb.push_bind(sql_time(lease_until)).push(" WHERE id IN ");
-                push_ids(&mut qb, claimed.iter().map(|c| c.id));
-                qb.build().execute(&mut *tx).await?;
-            }
+            lease(&mut tx, "cdr_queue", lease_until, claimed.iter().map(|c| c.id)).await?;
             Ok((claimed, tx))
         })
         .await
@@ -144,40 +132,16 @@ impl CdrQueue for Store {
     }
 
     async fn schedule_retry(&self, cdr_id: u64, retry_at: Time, why: &str, now: Time) -> StoreResult<()> {
-        self.write(|mut tx| async move {
-            sqlx::query("UPDATE cdr_queue SET retry = retry + 1, next_attempt = ? WHERE id = ? AND done = 'n'")
-                .bind(sql_time(retry_at))
-                .bind(cdr_id as i64)
-                .execute(&mut *tx)
-                .await?;
-            self.upsert_error(&mut tx, cdr_id, why, false, None, now).await?;
-            Ok(((), tx))
-        })
-        .await
+        let failure = &Failure { next: Next::RetryAt(retry_at), why: why.to_string(), critical: false, crashes: None };
+        self.write(|mut tx| async move { Ok((self.fail(&mut tx, cdr_id, failure, now).await?, tx)) }).await
     }
 
     async fn mark_error(&self, cdr_id: u64, why: &str, now: Time) -> StoreResult<()> {
-        self.write(|mut tx| async move {
-            // a row in error keeps no lease time: `done='n'` by hand makes it due at once
-            sqlx::query("UPDATE cdr_queue SET done = ?, next_attempt = NULL WHERE id = ? AND done = 'n'")
-                .bind(RowState::Error)
-                .bind(cdr_id as i64)
-                .execute(&mut *tx)
-                .await?;
-            self.upsert_error(&mut tx, cdr_id, why, false, None, now).await?;
-            Ok(((), tx))
-        })
-        .await
+        let failure = &Failure { next: Next::Error, why: why.to_string(), critical: false, crashes: None };
+        self.write(|mut tx| async move { Ok((self.fail(&mut tx, cdr_id, failure, now).await?, tx)) }).await
     }
 
-    async fn record_crash(
-        &self,
-        cdr_id: u64,
-        why: &str,
-        threshold: u32,
-        retry_at: Time,
-        now: Time,
-    ) -> StoreResult<Crash> {
+    async fn record_crash(&self, cdr: u64, why: &str, threshold: u32, retry_at: Time, now: Time) -> StoreResult<Crash> {
         let select = format!(
             "SELECT CAST(crashes AS SIGNED) FROM cdr_queue_error WHERE id_cdr_queue = ?{}",
             self.dialect.for_update()
@@ -185,29 +149,61 @@ impl CdrQueue for Store {
         let select = select.as_str();
         self.write(|mut tx| async move {
             let before: Option<i64> =
-                sqlx::query_scalar(sqlx::AssertSqlSafe(select)).bind(cdr_id as i64).fetch_optional(&mut *tx).await?;
+                sqlx::query_scalar(sqlx::AssertSqlSafe(select)).bind(cdr as i64).fetch_optional(&mut *tx).await?;
             let count = before.unwrap_or(0) as u32 + 1;
             let poison = count >= threshold;
-            let description = if poison {
-                format!("poison pill: brought down a distillery {count} times; last: {why}")
-            } else {
-                format!("internal_failure: {why} (failure {count} of {threshold})")
+            let failure = match poison {
+                true => Failure {
+                    next: Next::Error,
+                    why: format!("poison pill: brought down a distillery {count} times; last: {why}"),
+                    critical: true,
+                    crashes: Some(count),
+                },
+                false => Failure {
+                    next: Next::RetryAt(retry_at),
+                    why: format!("internal_failure: {why} (failure {count} of {threshold})"),
+                    critical: false,
+                    crashes: Some(count),
+                },
             };
-            let update = if poison {
-                sqlx::query("UPDATE cdr_queue SET done = ?, next_attempt = NULL WHERE id = ? AND done = 'n'")
-                    .bind(RowState::Error)
-                    .bind(cdr_id as i64)
-            } else {
-                sqlx::query("UPDATE cdr_queue SET retry = retry + 1, next_attempt = ? WHERE id = ? AND done = 'n'")
-                    .bind(sql_time(retry_at))
-                    .bind(cdr_id as i64)
-            };
-            update.execute(&mut *tx).await?;
-            self.upsert_error(&mut tx, cdr_id, &description, poison, Some(count), now).await?;
+            self.fail(&mut tx, cdr, &failure, now).await?;
             Ok((Crash { count, poison }, tx))
         })
         .await
     }
+}
+
+/// What becomes of a claimed row that did not succeed.
+enum Next {
+    /// `retry`+1, due again then.
+    RetryAt(Time),
+    /// `done='error'`, and no lease time left: `done='n'` by hand makes it due at once.
+    Error,
+}
+
+/// A failed attempt as `cdr_queue` and its one `cdr_queue_error` row record it.
+struct Failure {
+    next: Next,
+    why: String,
+    critical: bool,
+    /// The crash count after this one, when a distillery died.
+    crashes: Option<u32>,
+}
+
+/// Moves `next_attempt` of claimed rows to the end of their lease.
+pub(super) async fn lease(
+    tx: &mut sqlx::AnyConnection,
+    table: &'static str,
+    until: Time,
+    ids: impl ExactSizeIterator<Item = u64>,
+) -> Result<(), sqlx::Error> {
+    if ids.len() > 0 {
+        let mut qb = QueryBuilder::new(format!("UPDATE {table} SET next_attempt = "));
+        qb.push_bind(sql_time(until)).push(" WHERE id IN ");
+        push_ids(&mut qb, ids);
+        qb.build().execute(&mut *tx).await?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -226,18 +222,23 @@ impl Store {
         Ok(())
     }
 
-    /// One `cdr_queue_error` row per CDR: the latest reason, and the crash count when given.
-    async fn upsert_error(
-        &self,
-        tx: &mut sqlx::AnyConnection,
-        cdr_id: u64,
-        description: &str,
-        critical: bool,
-        crashes: Option<u32>,
-        now: Time,
-    ) -> Result<(), sqlx::Error> {
+    /// Records a failed attempt: the queue row's next state (only while it is still
+    /// `done='n'`: a distillery can die while its commit completes) and the CDR's one
+    /// `cdr_queue_error` row with the latest reason (and the crash count when given).
+    async fn fail(&self, tx: &mut sqlx::AnyConnection, cdr_id: u64, f: &Failure, now: Time) -> Result<(), sqlx::Error> {
+        let update = match f.next {
+            Next::RetryAt(at) => {
+                sqlx::query("UPDATE cdr_queue SET retry = retry + 1, next_attempt = ? WHERE id = ? AND done = 'n'")
+                    .bind(sql_time(at))
+            }
+            Next::Error => {
+                sqlx::query("UPDATE cdr_queue SET done = ?, next_attempt = NULL WHERE id = ? AND done = 'n'")
+                    .bind(RowState::Error)
+            }
+        };
+        update.bind(cdr_id as i64).execute(&mut *tx).await?;
         let mut columns = vec!["description", "critical", "last_error_date"];
-        if crashes.is_some() {
+        if f.crashes.is_some() {
             columns.push("crashes");
         }
         let sql = format!(
@@ -248,11 +249,11 @@ impl Store {
         let t = sql_time(now);
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(cdr_id as i64)
-            .bind(description.to_string())
-            .bind(if critical { "y" } else { "n" })
+            .bind(f.why.clone())
+            .bind(if f.critical { "y" } else { "n" })
             .bind(t.clone())
             .bind(t)
-            .bind(crashes.unwrap_or(0) as i64)
+            .bind(f.crashes.unwrap_or(0) as i64)
             .execute(&mut *tx)
             .await?;
         Ok(())

@@ -105,12 +105,7 @@ impl TaskQueue for Store {
                 });
             }
             claimed.sort_by_key(|t| t.id);
-            if !claimed.is_empty() {
-                let mut qb = QueryBuilder::new("UPDATE tasks SET next_attempt = ");
-                qb.push_bind(sql_time(until)).push(" WHERE id IN ");
-                push_ids(&mut qb, claimed.iter().map(|t| t.id));
-                qb.build().execute(&mut *tx).await?;
-            }
+            super::queue::lease(&mut tx, "tasks", until, claimed.iter().map(|t| t.id)).await?;
             Ok((claimed, tx))
         })
         .await
