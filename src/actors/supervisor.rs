@@ -254,7 +254,72 @@ impl Actor for Supervisor {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
+
+    /// Panics on every message; notes its stop.
+    struct Child(&'static str, Arc<Mutex<Vec<&'static str>>>);
+
+    impl Actor for Child {
+        type Msg = ();
+        type State = ();
+        type Arguments = ();
+        async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+        async fn handle(&self, _: ActorRef<()>, _: (), _: &mut ()) -> Result<(), ActorProcessingErr> {
+            panic!("{} fails", self.0)
+        }
+        async fn post_stop(&self, _: ActorRef<()>, _: &mut ()) -> Result<(), ActorProcessingErr> {
+            self.1.lock().unwrap().push(self.0);
+            Ok(())
+        }
+    }
+
+    fn child(name: &'static str, mailbox: &Mailbox<()>, stops: &Arc<Mutex<Vec<&'static str>>>) -> ChildSpec {
+        let stops = stops.clone();
+        ChildSpec::actor(name, mailbox.clone(), move || (Child(name, stops.clone()), ()))
+    }
+
+    /// Waits (bounded) until the mailbox reaches an incarnation other than `last`.
+    async fn next_incarnation(mailbox: &Mailbox<()>, last: Option<ractor::ActorId>) -> ractor::ActorId {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(a) = mailbox.actor().filter(|a| Some(a.get_id()) != last) {
+                return a.get_id();
+            }
+            assert!(Instant::now() < deadline, "not restarted");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_child_that_keeps_dying_is_restarted_until_the_supervisor_gives_up() {
+        let (mailbox, stops) = (Mailbox::new("child"), Arc::default());
+        let policy = RestartPolicy { max_restarts: 2, window: Duration::from_secs(60), ..P };
+        let spec = SupervisorSpec { name: "test".into(), policy, children: vec![child("a", &mailbox, &stops)] };
+        let (_, done) = Actor::spawn(None, Supervisor, Arc::new(spec)).await.unwrap();
+        let mut last = None;
+        for _ in 0..3 {
+            last = Some(next_incarnation(&mailbox, last).await);
+            mailbox.send(()).unwrap();
+        }
+        // two restarts, then the third death takes the supervisor down to its parent
+        tokio::time::timeout(Duration::from_secs(5), done).await.expect("the supervisor gave up").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_stops_children_in_reverse_start_order() {
+        let stops = Arc::default();
+        let children = vec![child("first", &Mailbox::new("1"), &stops), child("second", &Mailbox::new("2"), &stops)];
+        let spec = SupervisorSpec { name: "test".into(), policy: P, children };
+        let (sup, done) = Actor::spawn(None, Supervisor, Arc::new(spec)).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        sup.call(|r| SupervisorMsg::Shutdown(deadline, r), Some(Duration::from_secs(5))).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), done).await.unwrap().unwrap();
+        assert_eq!(*stops.lock().unwrap(), ["second", "first"]);
+    }
 
     const P: RestartPolicy = RestartPolicy {
         max_restarts: 3,
