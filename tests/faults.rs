@@ -174,7 +174,7 @@ async fn a_panic_is_the_same_internal_failure_whatever_the_cdr_size() {
         }
         assert_eq!(described(of(&small.uuid)), described(of(&large.uuid)), "{db:?}");
         assert!(
-            described(of(&large.uuid)).starts_with("internal_failure: distillery failed: injected distillery fault")
+            described(of(&large.uuid)).starts_with("internal_failure: distillery panicked: injected distillery fault")
         );
         // a large poison pill is no longer claimed again forever: critical after three crashes
         let p = of(&poison.uuid);

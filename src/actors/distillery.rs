@@ -166,11 +166,7 @@ impl Work for Distillery {
     /// The seed's "restart distillery, retry soon": due again in a second, unless this CDR
     /// has now taken down `distiller.poison_threshold` distilleries (counted in its row).
     async fn crashed(&self, job: &QueuedCdr, crash: &Crash) {
-        let reason = match crash {
-            Crash::Panicked(message) => format!("distillery failed: {message}"),
-            Crash::Hung(after) => format!("distillery hung for more than {}s and was killed", after.as_secs()),
-            Crash::Stopped => "distillery stopped while distilling".to_string(),
-        };
+        let reason = format!("distillery {crash}");
         let now = chrono::Utc::now();
         let threshold = self.config.poison_threshold;
         match self.repo.record_crash(job.id, &reason, threshold, now + CRASH_RETRY, now).await {

@@ -83,6 +83,9 @@ pub struct PollerState<L: Lane> {
     args: PollerArgs<L>,
     /// Per lane: its last claim was full, so more rows are probably due.
     more_due: Vec<bool>,
+    /// Per lane: jobs that left the pool since the lane last asked the pool for its room;
+    /// asking is a round trip, worth it once half the pool may be free again.
+    freed: Vec<usize>,
 }
 
 pub struct Poller<L>(PhantomData<fn() -> L>);
@@ -107,7 +110,7 @@ impl<L: Lane> Actor for Poller<L> {
         args: PollerArgs<L>,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_message(PollerMsg::Tick)?;
-        Ok(PollerState { more_due: vec![true; args.lanes.len()], args })
+        Ok(PollerState { more_due: vec![true; args.lanes.len()], freed: vec![0; args.lanes.len()], args })
     }
 
     async fn handle(
@@ -137,8 +140,15 @@ impl<L: Lane> PollerState<L> {
     /// more rows are known to be due and half the pool's room is free.
     async fn claim(&mut self, lane: usize, forced: bool) {
         let Some((queue, pool)) = self.args.lanes.get(lane) else { return };
+        if !forced {
+            self.freed[lane] += 1;
+            if !self.more_due[lane] || self.freed[lane] * 2 < pool.capacity() {
+                return;
+            }
+        }
+        self.freed[lane] = 0;
         let room = pool.room().await;
-        if room == 0 || !(forced || (self.more_due[lane] && room * 2 >= pool.capacity())) {
+        if room == 0 || !(forced || room * 2 >= pool.capacity()) {
             return;
         }
         let limit = room.min(self.args.batch) as u32;

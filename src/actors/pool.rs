@@ -59,6 +59,16 @@ pub enum Crash {
     Stopped,
 }
 
+impl std::fmt::Display for Crash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Crash::Panicked(message) => write!(f, "panicked: {message}"),
+            Crash::Hung(after) => write!(f, "hung for more than {}s and was killed", after.as_secs()),
+            Crash::Stopped => f.write_str("was stopped mid-job"),
+        }
+    }
+}
+
 /// A pool's shape.
 pub struct PoolSpec<W: Work> {
     /// Its workers' restarts are counted under this `actor` label ("distillery",
@@ -175,7 +185,7 @@ impl<W: Work> Shared<W> {
         });
         let mut refuse = None;
         if restart {
-            let reason = orphan.as_ref().map(|(_, c)| format!("{c:?}")).unwrap_or_else(|| "stopped".into());
+            let reason = orphan.as_ref().map(|(_, c)| c.to_string()).unwrap_or_else(|| "stopped".into());
             let tracker = self.restarts.lock().map(|mut t| t.on_failure(Instant::now()));
             match tracker {
                 Ok(Some(_)) => {

@@ -136,12 +136,7 @@ impl Work for TaskExecutor {
     }
 
     async fn crashed(&self, task: &ClaimedTask, crash: &Crash) {
-        let reason = match crash {
-            Crash::Panicked(message) => format!("handler panicked: {message}"),
-            Crash::Hung(after) => format!("executor hung for more than {}s and was killed", after.as_secs()),
-            Crash::Stopped => "executor stopped during the attempt".to_string(),
-        };
-        record(&self.ctx, task, &Outcome::InternalFailure(reason)).await;
+        record(&self.ctx, task, &Outcome::InternalFailure(format!("handler {crash}"))).await;
     }
 
     async fn give_back(&self, task: &ClaimedTask) {

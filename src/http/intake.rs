@@ -16,7 +16,7 @@ use crate::actors::{cpu_bound, group_commit};
 use crate::domain::intake::{canonical_uuid, parse_uuid_param};
 use crate::domain::outcome::Classify;
 use crate::domain::submission::{self, Submission};
-use crate::storage::local::DurableFile;
+use crate::storage::local::{create_dir_durable, DurableFile};
 use crate::store::NewQueuedCdr;
 
 pub async fn post_cdr(
@@ -132,7 +132,11 @@ async fn store_stream(
     let io = |e: std::io::Error| ApiError::unavailable(format!("could not store the upload: {e}"));
     let joined = |e: tokio::task::JoinError| io(std::io::Error::other(e));
     let at = path.clone();
-    let mut file = tokio::task::spawn_blocking(move || DurableFile::create(&at)).await.map_err(joined)?.map_err(io)?;
+    let create = move || {
+        create_dir_durable(at.parent().expect("dir/day/name"))?;
+        DurableFile::create(&at)
+    };
+    let mut file = tokio::task::spawn_blocking(create).await.map_err(joined)?.map_err(io)?;
     // chunk by chunk on the blocking pool; a request that ends early drops the file, and
     // with it the temp file
     let mut written: u64 = 0;

@@ -146,11 +146,8 @@ pub struct DurableFile {
 }
 
 impl DurableFile {
-    /// Starts the file; `path`'s directory is created (durably) when missing.
+    /// Starts the file; `path`'s directory must exist (see [`create_dir_durable`]).
     pub fn create(path: &Path) -> std::io::Result<DurableFile> {
-        if let Some(dir) = path.parent() {
-            create_dir_durable(dir)?;
-        }
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = path.with_file_name(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
         let file = std::fs::File::create(&tmp)?;
