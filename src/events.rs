@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::domain::mapping::FieldWarning;
 use crate::domain::outcome::Outcome;
 use crate::domain::tasks::TaskType;
 use crate::store::{ClaimedTask, Crash, QueueCounts, RowState};
@@ -181,6 +182,21 @@ impl QueueDepths {
         if let Some(rate) = self.per_minute {
             metrics::gauge!(DISTILLER_THROUGHPUT).set(rate);
         }
+    }
+}
+
+/// A value a CDR carried did not fit its field and was left empty (the call is billed anyway).
+pub struct FieldWarned<'a> {
+    /// The call.
+    pub uuid: &'a str,
+    pub warning: &'a FieldWarning,
+}
+
+impl FieldWarned<'_> {
+    pub fn emit(self) {
+        let w = self.warning;
+        tracing::warn!(uuid = self.uuid, field = %w.field, value = %w.value, "field left empty: {}", w.reason);
+        metrics::counter!(FIELD_WARNINGS, "field" => w.field.clone()).increment(1);
     }
 }
 

@@ -26,9 +26,10 @@ pub const GROUP_COMMIT_BATCH: &str = "cdrmunch_group_commit_batch_size";
 pub const TASK_OUTCOMES: &str = "cdrmunch_task_outcomes_total";
 pub const TASK_LATENCY: &str = "cdrmunch_task_latency_seconds";
 pub const TASKS_INFLIGHT: &str = "cdrmunch_inflight_tasks";
+pub const FIELD_WARNINGS: &str = "cdrmunch_field_warnings_total";
 
 /// Every metric this service exports (dashboards and alert rules are checked against it).
-pub const ALL: [&str; 16] = [
+pub const ALL: [&str; 17] = [
     CDR_QUEUE_PENDING,
     CDR_QUEUE_ERRORS,
     TASKS_PENDING,
@@ -45,6 +46,7 @@ pub const ALL: [&str; 16] = [
     TASK_OUTCOMES,
     TASK_LATENCY,
     TASKS_INFLIGHT,
+    FIELD_WARNINGS,
 ];
 
 /// Create -> done of a task spans a poll interval at best and retry backoffs at worst.
@@ -94,4 +96,5 @@ fn describe() {
     describe_counter!(TASK_OUTCOMES, "Task attempts by task type and result (done, retry, error, internal).");
     describe_histogram!(TASK_LATENCY, Unit::Seconds, "Time from a task's creation to done='y', by task type.");
     describe_gauge!(TASKS_INFLIGHT, "Tasks claimed by this process and not finished yet, by task type.");
+    describe_counter!(FIELD_WARNINGS, "CDR values that did not fit their field's type and were left empty, by field.");
 }

@@ -127,6 +127,9 @@ impl Distillery {
         .await
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         .map_err(|e| Outcome::PermanentFailure(format!("{e} (raw CDR {})", job.path)))?;
+        for warning in &normalized.warnings {
+            events::FieldWarned { uuid: &normalized.uuid, warning }.emit();
+        }
         if normalized.uuid_bytes != job.uuid {
             return Err(Outcome::PermanentFailure(format!(
                 "raw CDR {} holds call uuid {}, but cdr_queue.uuid is {}",

@@ -56,6 +56,25 @@ pub fn normalize_context(s: &Settings) -> Result<NormalizeContext, AppError> {
     })
 }
 
+/// The billing feed's decimal columns must be fed by numeric fields: checked against the
+/// field map at start, so a mismatch stops the service naming both lines.
+pub fn check_billing_types(s: &Settings) -> Result<(), AppError> {
+    let bf = &s.billing_feeder;
+    let layout = crate::domain::billing::BillingLayout::new(&bf.field_names, &bf.field_types, bf.node_name_map.clone())
+        .map_err(|e| AppError::Normalizer(e.to_string()))?;
+    let (map, map_at) = match &s.normalize.field_map {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| AppError::Normalizer(format!("normalize.field_map {}: {e}", path.display())))?;
+            let map = FieldMap::parse(&text)
+                .map_err(|e| AppError::Normalizer(format!("normalize.field_map {}: {e}", path.display())))?;
+            (map, path.display().to_string())
+        }
+        None => (FieldMap::default_map(), "the shipped field map (config/field-map.conf)".to_string()),
+    };
+    layout.check_types(&map, &bf.field_types_at, &map_at).map_err(AppError::Normalizer)
+}
+
 /// The distiller's settings; `normalize` is the rules alone (the files are read by
 /// [`normalize_context`] where a process needs them).
 pub fn distiller_config(s: &Settings) -> DistillerConfig {
@@ -107,4 +126,23 @@ pub fn standalone_distillery(
 ) -> Result<Distillery, AppError> {
     let config = DistillerConfig { normalize: normalize_context(s)?, ..distiller_config(s) };
     Ok(Distillery { repo, raw_store, ncdr_store, config, hooks: Hooks::default(), committer: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_field_map_fits_the_seeds_billing_layout() {
+        let s = Settings::embedded_default(std::path::Path::new("/tmp/cdrmunch-never-written"));
+        check_billing_types(&s).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let map = dir.path().join("map.conf");
+        std::fs::write(&map, "# mine\nlcr_rate = text: var:lcr_rate\n").unwrap();
+        let mut s = s;
+        s.normalize.field_map = Some(map.clone());
+        s.billing_feeder.field_types_at = "billing-feeder.conf:5".into();
+        let err = check_billing_types(&s).unwrap_err().to_string();
+        assert!(err.contains("billing-feeder.conf:5") && err.contains(&format!("{}:2", map.display())), "{err}");
+    }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorRef};
 use tokio::sync::oneshot;
 
-pub use context::{distiller_config, normalize_context, standalone_distillery, tasks_config};
+pub use context::{check_billing_types, distiller_config, normalize_context, standalone_distillery, tasks_config};
 
 use crate::actors::distillery::DistillerConfig;
 use crate::actors::mailbox::Mailbox;
@@ -167,6 +167,7 @@ impl App {
         let raw_store: Arc<dyn BlobStore> = open(&rh.cdr_base_dir).await?;
         let ncdr_store: Arc<dyn BlobStore> = open(&settings.distiller.normalized_cdr_base_dir).await?;
         if roles.distiller || roles.tasks {
+            check_billing_types(settings)?;
             log_off_types(settings);
         }
         // only a tasks process connects to the sinks (the billing database among them)

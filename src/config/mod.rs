@@ -157,6 +157,10 @@ impl Settings {
         let set = raw.entries.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect();
         let settings = Settings::build(set, dirs);
         check_billing_columns(&settings.billing_feeder, raw)?;
+        let mut settings = settings;
+        if let Some((_, at)) = raw.get("billing-feeder.field_types") {
+            settings.billing_feeder.field_types_at = at.to_string();
+        }
         Ok((settings, warnings))
     }
 
@@ -227,6 +231,7 @@ impl Settings {
                 field_types: v.get("billing-feeder.field_types"),
                 node_name_map: v.map("billing-feeder.node_name_map__<name>"),
                 table: v.get("billing-feeder.table"),
+                field_types_at: "the seed's default".into(),
             },
             emailer: EmailerSettings {
                 smtp_host: v.get("emailer.smtp_host"),

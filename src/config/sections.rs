@@ -171,6 +171,8 @@ pub struct BillingFeederSettings {
     /// added to the default `billsec -> quantity`.
     pub node_name_map: BTreeMap<String, String>,
     pub table: String,
+    /// Where `field_types` was set (`file:line`), or "the seed's default": for messages.
+    pub field_types_at: String,
 }
 
 /// Logging (`log.*`).

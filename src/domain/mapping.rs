@@ -10,10 +10,13 @@
 //! Sources, tried in order, first non-empty wins: `var:NAME` (a channel variable,
 //! percent-decoded), `profile:NAME` (the newest caller profile), `channel:NAME`
 //! (`<channel_data>`), `stats:PATH` (`<call-stats>`, e.g. `audio.inbound.mos`),
-//! `cdr:switchname`, `cdr:core_uuid`. Types: `text` (trimmed), `decimal` (finite), `int`
-//! (a whole number; a source that is not one is skipped), `uuid` (lowercased; must be a UUID),
-//! `number` (a dialled number: spaces dropped). A mapped field named like a computed one
-//! (caller_id_number, destination_number, hangup_cause) replaces it when a source has a value.
+//! `cdr:switchname`, `cdr:core_uuid`. Types: `text` (trimmed), `int` (a whole number),
+//! `decimal` (plain decimal notation, as a DECIMAL column takes it), `epoch` (whole seconds
+//! since 1970, not negative), `uuid` (lowercased), `number` (a dialled number: spaces
+//! dropped). The first source with a value of the field's type wins; when sources have values
+//! but none fits, the field stays empty and a [`FieldWarning`] says why — a value a CDR carries
+//! never makes the call fail. A mapped field named like a computed one (caller_id_number,
+//! destination_number, hangup_cause) replaces it when a source has a value.
 
 use super::cdr::RawCdr;
 use super::intake::canonical_uuid;
@@ -24,9 +27,96 @@ pub enum FieldType {
     Int,
     Uuid,
     Number,
-    /// A finite decimal (`nan` and `inf` are skipped), kept as written.
+    /// Plain decimal notation (no exponent, `nan`, `inf`), kept as written.
     Decimal,
+    /// Whole seconds since 1970.
+    Epoch,
 }
+
+impl FieldType {
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::Text => "text",
+            FieldType::Int => "int",
+            FieldType::Uuid => "uuid",
+            FieldType::Number => "number",
+            FieldType::Decimal => "decimal",
+            FieldType::Epoch => "epoch",
+        }
+    }
+
+    /// Whether a value of this type fits a DECIMAL column.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, FieldType::Int | FieldType::Decimal | FieldType::Epoch)
+    }
+
+    /// The value in this type's canonical form, or why it is not one.
+    pub fn check(self, v: &str) -> Result<String, &'static str> {
+        let v = v.trim();
+        match self {
+            FieldType::Text => Ok(v.to_string()),
+            FieldType::Int => v.parse::<i64>().map(|n| n.to_string()).map_err(|_| "not a whole number"),
+            FieldType::Epoch => v.parse::<i64>().ok().filter(|n| *n >= 0).map(|n| n.to_string()).ok_or("not an epoch time"),
+            FieldType::Uuid => canonical_uuid(v).map(|_| v.to_ascii_lowercase()).ok_or("not a UUID"),
+            FieldType::Number => Ok(v.chars().filter(|c| !c.is_whitespace()).collect()),
+            FieldType::Decimal if is_decimal(v) => Ok(v.to_string()),
+            FieldType::Decimal => Err("not a decimal number (at most 16 digits before the point and 8 after)"),
+        }
+    }
+}
+
+/// `-12`, `0.02`, `+3.5`: plain decimal notation a DECIMAL(24,8) column takes exactly, the same
+/// on both engines.
+pub fn is_decimal(v: &str) -> bool {
+    let digits = v.strip_prefix(['-', '+']).unwrap_or(v);
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    !(int.is_empty() && frac.is_empty())
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && int.len() <= 16
+        && frac.len() <= 8
+}
+
+/// A value a CDR carried that did not fit its field's type: the field was left empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldWarning {
+    pub field: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// The fields the normalizer computes, with their types (a field map may not declare them).
+pub const COMPUTED_TYPES: [(&str, FieldType); 16] = [
+    ("uuid", FieldType::Uuid),
+    ("TableSuffix", FieldType::Int),
+    ("rmOrgID", FieldType::Int),
+    ("leg", FieldType::Text),
+    ("direction", FieldType::Text),
+    ("start_epoch", FieldType::Epoch),
+    ("answer_epoch", FieldType::Epoch),
+    ("end_epoch", FieldType::Epoch),
+    ("duration", FieldType::Int),
+    ("billsec", FieldType::Int),
+    ("recording_path", FieldType::Text),
+    ("cdr_path", FieldType::Text),
+    ("quantity", FieldType::Int),
+    ("other_leg_uuid", FieldType::Uuid),
+    ("rmOriginatorOrgId", FieldType::Int),
+    ("retailCharge", FieldType::Decimal),
+];
+
+/// The retail fields the rate deck (or the CDR) fills, with their types.
+pub const RETAIL_TYPES: [(&str, FieldType); 9] = [
+    ("retailConnectCharge", FieldType::Decimal),
+    ("retailRate", FieldType::Decimal),
+    ("retailRateType", FieldType::Text),
+    ("retailCountryCode", FieldType::Text),
+    ("retailCountry", FieldType::Text),
+    ("retailPrimaryBandType", FieldType::Text),
+    ("retailSubBandType", FieldType::Text),
+    ("retailChargeBand", FieldType::Text),
+    ("retailPrefix", FieldType::Text),
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -44,6 +134,8 @@ pub struct FieldRule {
     pub name: String,
     pub ty: FieldType,
     pub sources: Vec<Source>,
+    /// Its line in the map file, for messages.
+    pub line: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,21 +156,16 @@ pub const DEFAULT_FIELD_MAP: &str = include_str!("../../config/field-map.conf");
 
 /// Fields the normalizer computes itself and a map may not replace (they carry its rules:
 /// identity, partitioning, leg, timing, retail).
-const COMPUTED: [&str; 13] = [
-    "uuid",
-    "TableSuffix",
-    "rmOrgID",
-    "leg",
-    "direction",
-    "start_epoch",
-    "answer_epoch",
-    "end_epoch",
-    "duration",
-    "billsec",
-    "recording_path",
-    "cdr_path",
-    "quantity",
-];
+fn is_computed(name: &str) -> bool {
+    COMPUTED_TYPES.iter().any(|(n, _)| *n == name)
+}
+
+/// What a field map gives one CDR: its fields, and the values that did not fit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mapped {
+    pub fields: Vec<(String, String)>,
+    pub warnings: Vec<FieldWarning>,
+}
 
 impl FieldMap {
     pub fn default_map() -> FieldMap {
@@ -99,7 +186,7 @@ impl FieldMap {
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(err(format!("'{name}' is not a field name (letters, digits, _)")));
             }
-            if COMPUTED.contains(&name) {
+            if is_computed(name) {
                 return Err(err(format!("'{name}' is computed by the normalizer and cannot be mapped")));
             }
             if rules.iter().any(|r| r.name == name) {
@@ -112,7 +199,8 @@ impl FieldMap {
                 "uuid" => FieldType::Uuid,
                 "number" => FieldType::Number,
                 "decimal" => FieldType::Decimal,
-                other => return Err(err(format!("type '{other}' is not text, int, decimal, uuid or number"))),
+                "epoch" => FieldType::Epoch,
+                other => return Err(err(format!("type '{other}' is not text, int, decimal, epoch, uuid or number"))),
             };
             let sources = sources
                 .split('|')
@@ -132,43 +220,51 @@ impl FieldMap {
                     }
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            rules.push(FieldRule { name: name.to_string(), ty, sources });
+            rules.push(FieldRule { name: name.to_string(), ty, sources, line: i + 1 });
         }
         Ok(FieldMap { rules })
     }
 
-    /// `(field, value)` for every rule a source fills, in file order.
-    pub fn apply(&self, raw: &RawCdr) -> Vec<(String, String)> {
-        let profile = raw.newest_callflow().map(|c| &c.profile);
-        self.rules
-            .iter()
-            .filter_map(|rule| {
-                rule.sources.iter().find_map(|src| {
-                    let v = match src {
-                        Source::Var(n) => raw.var(n),
-                        Source::Profile(n) => profile.and_then(|p| p.get(n)),
-                        Source::Channel(n) => raw.channel_data.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()),
-                        Source::Stats(p) => raw.call_stats.iter().find(|(k, _)| k == p).map(|(_, v)| v.as_str()),
-                        Source::SwitchName => raw.switchname.as_deref(),
-                        Source::CoreUuid => raw.core_uuid.as_deref(),
-                    }?;
-                    convert(rule.ty, v.trim()).map(|v| (rule.name.clone(), v))
-                })
-            })
-            .collect()
+    /// The declared type of a normalized field, and the map line declaring it (None for a
+    /// computed field); None for a field nothing fills.
+    pub fn declared(&self, field: &str) -> Option<(FieldType, Option<usize>)> {
+        if let Some(r) = self.rules.iter().find(|r| r.name == field) {
+            return Some((r.ty, Some(r.line)));
+        }
+        COMPUTED_TYPES.iter().chain(&RETAIL_TYPES).find(|(n, _)| *n == field).map(|(_, t)| (*t, None))
     }
-}
 
-fn convert(ty: FieldType, v: &str) -> Option<String> {
-    if v.is_empty() {
-        return None;
-    }
-    match ty {
-        FieldType::Text => Some(v.to_string()),
-        FieldType::Int => v.parse::<i64>().ok().map(|n| n.to_string()),
-        FieldType::Uuid => canonical_uuid(v).map(|_| v.to_ascii_lowercase()),
-        FieldType::Number => Some(v.chars().filter(|c| !c.is_whitespace()).collect()),
-        FieldType::Decimal => v.parse::<f64>().ok().filter(|f| f.is_finite()).map(|_| v.to_string()),
+    /// Every rule's field, in file order: the first source with a value of the rule's type.
+    /// Sources with values of which none fits leave the field out, with a warning.
+    pub fn apply(&self, raw: &RawCdr) -> Mapped {
+        let profile = raw.newest_callflow().map(|c| &c.profile);
+        let mut out = Mapped::default();
+        for rule in &self.rules {
+            let mut misfit: Option<(&str, &'static str)> = None;
+            let found = rule.sources.iter().find_map(|src| {
+                let v = match src {
+                    Source::Var(n) => raw.var(n),
+                    Source::Profile(n) => profile.and_then(|p| p.get(n)),
+                    Source::Channel(n) => raw.channel_data.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()),
+                    Source::Stats(p) => raw.call_stats.iter().find(|(k, _)| k == p).map(|(_, v)| v.as_str()),
+                    Source::SwitchName => raw.switchname.as_deref(),
+                    Source::CoreUuid => raw.core_uuid.as_deref(),
+                }
+                .map(str::trim)
+                .filter(|v| !v.is_empty())?;
+                rule.ty.check(v).map_err(|why| misfit = misfit.or(Some((v, why)))).ok()
+            });
+            match (found, misfit) {
+                (Some(v), _) => out.fields.push((rule.name.clone(), v)),
+                (None, Some((value, why))) => out.warnings.push(FieldWarning {
+                    field: rule.name.clone(),
+                    value: value.to_string(),
+                    reason: format!("{why} (field map: {})", rule.ty.name()),
+                }),
+                (None, None) => {}
+            }
+        }
+        out
     }
 }
 
@@ -193,7 +289,7 @@ mod tests {
               </caller_profile></callflow></cdr>",
         )
         .unwrap();
-        let got = map.apply(&raw);
+        let got = map.apply(&raw).fields;
         let want: Vec<(String, String)> = [
             ("gateway", "carrier-b"),
             ("org_user", "42"),

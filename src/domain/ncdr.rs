@@ -24,6 +24,8 @@ impl TaskDoc {
 pub struct NormalizedDoc {
     pub data: Vec<(String, String)>,
     pub tasks: Vec<TaskDoc>,
+    /// `<warnings>`: values the CDR carried that did not fit their fields.
+    pub warnings: Vec<super::mapping::FieldWarning>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,15 +80,21 @@ impl NormalizedDoc {
             if path.is_empty() && name != "cdr-normalized" {
                 return Err(NcdrError::Root(name));
             }
-            if path.len() == 2 && path[1] == "tasks" && name == "task" {
-                let mut task_type = String::new();
+            let in_list = |list: &str, item: &str| path.len() == 2 && path[1] == list && name == item;
+            if in_list("tasks", "task") || in_list("warnings", "warning") {
+                let mut attrs = Vec::new();
                 for a in start.attributes() {
                     let a = a.map_err(|e| err(&e))?;
-                    if a.key.as_ref() == "type" {
-                        task_type = a.normalized_value(XmlVersion::Implicit1_0).map_err(|e| err(&e))?.into_owned();
-                    }
+                    let value = a.normalized_value(XmlVersion::Implicit1_0).map_err(|e| err(&e))?.into_owned();
+                    attrs.push((a.key.as_ref().to_string(), value));
                 }
-                doc.tasks.push(TaskDoc { task_type, params: Vec::new() });
+                let attr = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+                if name == "task" {
+                    doc.tasks.push(TaskDoc { task_type: attr("type"), params: Vec::new() });
+                } else {
+                    let (field, value, reason) = (attr("field"), attr("value"), attr("reason"));
+                    doc.warnings.push(super::mapping::FieldWarning { field, value, reason });
+                }
             }
             text.clear();
             path.push(name);

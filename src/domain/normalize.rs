@@ -8,7 +8,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use super::cdr::{self, RawCdr};
 use super::intake::canonical_uuid;
-use super::mapping::FieldMap;
+use super::mapping::{FieldMap, FieldWarning};
 use super::orgs::OrgDirectory;
 use super::rating::{e164, rate_call, RateDeck};
 use super::tasks::{derive_tasks, CallFacts, TaskNode, TaskRules};
@@ -62,6 +62,8 @@ pub struct NormalizedCdr {
     pub hour_dir: String,
     /// `<data>` children in output order; the first three carry `record="true"`.
     pub data: Vec<(String, String)>,
+    /// Values the CDR carried that did not fit their fields (left empty): `<warnings>`.
+    pub warnings: Vec<FieldWarning>,
     pub tasks: Vec<TaskNode>,
 }
 
@@ -86,13 +88,16 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
     let t = Timing::of(raw);
     let leg = leg_of(raw);
     let var = |k: &str| raw.var(k).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
-    let mapped = ctx.field_map.as_deref().unwrap_or_else(|| default_field_map()).apply(raw);
+    let super::mapping::Mapped { fields: mapped, mut warnings } =
+        ctx.field_map.as_deref().unwrap_or_else(|| default_field_map()).apply(raw);
     let mapped_value = |k: &str| mapped.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let newest = raw.newest_callflow();
     let profile = |f: &str| newest.and_then(|c| c.profile.get(f)).filter(|v| !v.is_empty());
     // The map may rename where these come from; otherwise the newest caller profile, then
-    // the variable of the same name.
-    let caller = mapped_value("caller_id_number").unwrap_or_else(|| {
+    // the variable of the same name — but on a leg whose caller id FreeSWITCH flipped, the
+    // profile holds the callee: the number presented is found as `presented` says.
+    let flipped = presented(raw, "number");
+    let caller = mapped_value("caller_id_number").or(flipped).unwrap_or_else(|| {
         profile("caller_id_number").or_else(|| raw.var("caller_id_number")).unwrap_or("").to_string()
     });
     let destination = mapped_value("destination_number").unwrap_or_else(|| {
@@ -113,11 +118,18 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
             f => mapped.iter().find(|(n, _)| n == f).map(|(_, v)| v.as_str()),
         })
     });
-    let org_id = ["rmOrgID", "rm_org_id"]
-        .iter()
-        .find_map(|k| raw.var(k).and_then(|v| v.trim().parse::<i64>().ok()))
-        .or(org.map(|o| o.org_id))
-        .unwrap_or(0);
+    let org_var = ["rmOrgID", "rm_org_id"].iter().find_map(|k| var(k).map(|v| (*k, v)));
+    let org_id = match org_var {
+        Some((_, v)) if v.parse::<i64>().is_ok() => v.parse().ok(),
+        Some((k, v)) => {
+            let reason = format!("not a whole number (variable {k}); the org directory decides");
+            warnings.push(FieldWarning { field: "rmOrgID".into(), value: v, reason });
+            None
+        }
+        None => None,
+    }
+    .or(org.map(|o| o.org_id))
+    .unwrap_or(0);
     let start_or_received = if t.start > 0 {
         t.start
     } else if t.end > 0 {
@@ -133,6 +145,7 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
         .map(str::to_string);
 
     let inbound = direction == "inbound";
+    let loopback = is_loopback(raw);
     let core: [(&str, String); 13] = [
         ("uuid", uuid.clone()),
         ("TableSuffix", table_suffix(start_or_received).to_string()),
@@ -149,6 +162,12 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
         ("hangup_cause", hangup_cause),
     ];
     let mut data: Vec<(String, String)> = core.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let flipped_name = presented(raw, "name").map(|name| ("caller_id_name".to_string(), name));
+    let mapped = mapped.into_iter().map(|(k, v)| match &flipped_name {
+        Some((field, name)) if k == *field => (k, name.clone()),
+        _ => (k, v),
+    });
+    let mapped: Vec<(String, String)> = mapped.collect();
     data.extend(mapped.iter().filter(|(n, _)| !data.iter().any(|(d, _)| d == n)).cloned().collect::<Vec<_>>());
     let computed = [
         ("other_leg_uuid", other_leg),
@@ -200,6 +219,7 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
         buffered_recording: var("buffered_recording"),
         sf_org_id: var("sf_org_id").or_else(|| org.and_then(|o| o.sf_org_id.clone())),
         transcription_allowed: org.is_none_or(|o| o.transcription),
+        loopback,
     };
     Ok(NormalizedCdr {
         uuid,
@@ -209,6 +229,7 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
         leg,
         hour_dir: hour_dir(end_or_start),
         data,
+        warnings,
         tasks: derive_tasks(&facts, &ctx.rules),
     })
 }
@@ -284,6 +305,39 @@ impl Timing {
     }
 }
 
+/// The caller id a leg presented when FreeSWITCH flipped its caller profile
+/// (`channel_cid_flipped=yes`): `switch_channel_flip_cid()` (switch_channel.c), called for
+/// legs it originates — `originate`, API/ESL calls, outbound legs given an inline extension —
+/// moves the profile's `callee_id_*` into `caller_id_*`, so the profile then names the callee.
+/// Before it does, it saves the presented value as `pre_transfer_caller_id_*`; the value
+/// originate was told to present is `origination_caller_id_*`; an unbridged flip swaps the old
+/// value into the profile's `callee_id_*`; SIP and the network still carry it as
+/// `sip_from_user` / `ani` (numbers only). The first of these that is set wins. `part` is
+/// "number" or "name". None when the leg was not flipped.
+pub fn presented(raw: &RawCdr, part: &str) -> Option<String> {
+    let flipped = raw.var("channel_cid_flipped").is_some_and(|v| matches!(v.trim(), "yes" | "true" | "1"));
+    if !flipped {
+        return None;
+    }
+    let set = |v: Option<&str>| v.map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
+    let profile = raw.newest_callflow().map(|c| &c.profile);
+    set(raw.var(&format!("pre_transfer_caller_id_{part}")))
+        .or_else(|| set(raw.var(&format!("origination_caller_id_{part}"))))
+        .or_else(|| set(profile.and_then(|p| p.get(&format!("callee_id_{part}")))))
+        .or_else(|| match part {
+            "number" => set(raw.var("sip_from_user")).or_else(|| set(raw.var("ani"))),
+            _ => None,
+        })
+}
+
+/// A half of a `loopback/` channel pair (FORMAT.md §5, mod_loopback): `is_loopback`, or a
+/// `loopback/…-a` / `-b` channel name.
+pub fn is_loopback(raw: &RawCdr) -> bool {
+    raw.var("is_loopback").is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
+        || raw.var("channel_name").is_some_and(|n| n.starts_with("loopback/"))
+        || raw.channel_data.iter().any(|(k, v)| k == "name" && v.starts_with("loopback/"))
+}
+
 /// B-leg markers (FORMAT.md §5): an originator caller profile or the variables that
 /// FreeSWITCH sets on legs it originated for a bridge.
 pub fn leg_of(raw: &RawCdr) -> Leg {
@@ -347,7 +401,16 @@ impl NormalizedCdr {
             let record = if i < 3 { " record=\"true\"" } else { "" };
             let _ = writeln!(out, "    <{name}{record}>{}</{name}>", xml_escape(value));
         }
-        out.push_str("  </data>\n  <tasks>\n");
+        out.push_str("  </data>\n");
+        if !self.warnings.is_empty() {
+            out.push_str("  <warnings>\n");
+            for w in &self.warnings {
+                let (f, v, r) = (xml_escape(&w.field), xml_escape(&w.value), xml_escape(&w.reason));
+                let _ = writeln!(out, "    <warning field=\"{f}\" value=\"{v}\" reason=\"{r}\"/>");
+            }
+            out.push_str("  </warnings>\n");
+        }
+        out.push_str("  <tasks>\n");
         for task in &self.tasks {
             if task.params.is_empty() {
                 let _ = writeln!(out, "    <task type=\"{}\"/>", task.task_type);

@@ -98,6 +98,9 @@ pub struct CallFacts {
     pub sf_org_id: Option<String>,
     /// The org allows transcription (true unless its directory entry says no).
     pub transcription_allowed: bool,
+    /// A half of a `loopback/` channel pair (`is_loopback=1`): its talk time repeats the
+    /// real legs', so it is neither billed nor logged by default.
+    pub loopback: bool,
 }
 
 /// One fact a task rule can test.
@@ -121,11 +124,13 @@ pub enum Predicate {
     NotifySms,
     /// The org allows transcription (orgs without a directory entry do).
     Transcription,
+    /// A half of a `loopback/` pair.
+    Loopback,
     Always,
     Never,
 }
 
-const PREDICATES: [(&str, Predicate); 15] = [
+const PREDICATES: [(&str, Predicate); 16] = [
     ("a_leg", Predicate::ALeg),
     ("b_leg", Predicate::BLeg),
     ("inbound", Predicate::Inbound),
@@ -139,6 +144,7 @@ const PREDICATES: [(&str, Predicate); 15] = [
     ("notify_email", Predicate::NotifyEmail),
     ("notify_sms", Predicate::NotifySms),
     ("transcription", Predicate::Transcription),
+    ("loopback", Predicate::Loopback),
     ("always", Predicate::Always),
     ("never", Predicate::Never),
 ];
@@ -182,6 +188,7 @@ impl Condition {
                 Predicate::NotifyEmail => f.notify_email.is_some() || rules.email_default,
                 Predicate::NotifySms => f.notify_sms.is_some() || rules.sms_default,
                 Predicate::Transcription => f.transcription_allowed,
+                Predicate::Loopback => f.loopback,
                 Predicate::Always => true,
                 Predicate::Never => false,
             };
@@ -192,8 +199,8 @@ impl Condition {
 
 /// The default rule of each type, in `<task>` order.
 pub const DEFAULT_RULES: [(TaskType, &str); 9] = [
-    (TaskType::Billing, "a_leg and answered and billable"),
-    (TaskType::Calllog, "a_leg"),
+    (TaskType::Billing, "a_leg and answered and billable and not loopback"),
+    (TaskType::Calllog, "a_leg and not loopback"),
     (TaskType::Cdr2SfApi, "a_leg and salesforce"),
     (TaskType::RecordingDelivery, "recorded"),
     (TaskType::Transcription, "recorded and transcription"),

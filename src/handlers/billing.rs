@@ -66,7 +66,10 @@ impl BillingFeeder {
 #[async_trait]
 impl TaskHandler for BillingFeeder {
     async fn run(&self, job: &Job) -> Result<(), HandlerError> {
-        let row = self.layout.row(&job.doc, &job.node).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+        let (row, warnings) = self.layout.row(&job.doc, &job.node).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+        for w in &warnings {
+            crate::events::FieldWarned { uuid: &job.uuid, warning: w }.emit();
+        }
         let d = self.db.dialect();
         let names: Vec<String> = self.layout.columns.iter().map(|(n, _)| d.quote(n)).collect();
         let head = format!("{} INTO {} ({}) VALUES (", d.insert_or_ignore(), d.quote(&self.table), names.join(", "));

@@ -175,3 +175,100 @@ fn a_field_map_and_the_org_directory_drive_the_record_and_its_tasks() {
 fn escaping_keeps_the_document_well_formed() {
     assert_eq!(xml_escape("a<b>&\"c\u{1}"), "a&lt;b&gt;&amp;&quot;c");
 }
+
+/// A flipped originated leg: the profile names the callee 2000; `vars` say what was presented.
+fn flipped(vars: &str, profile_extra: &str) -> NormalizedCdr {
+    let doc = xml(
+        &format!(
+            "<uuid>0d2e4c6a-1111-2222-3333-444455556666</uuid><channel_cid_flipped>yes</channel_cid_flipped>\
+             <start_epoch>1700000000</start_epoch>{vars}"
+        ),
+        &format!(
+            "<callflow><caller_profile><caller_id_number>2000</caller_id_number><caller_id_name>Callee</caller_id_name>\
+             <destination_number>2000</destination_number>{profile_extra}</caller_profile></callflow>"
+        ),
+    );
+    normalize_document(&doc, &NormalizeContext::default()).unwrap()
+}
+
+fn field(n: &NormalizedCdr, k: &str) -> String {
+    n.data.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone()).unwrap_or_default()
+}
+
+#[test]
+fn a_flipped_leg_is_billed_to_the_number_it_presented_from_each_source() {
+    let all = "<pre_transfer_caller_id_number>1001</pre_transfer_caller_id_number>\
+               <origination_caller_id_number>1002</origination_caller_id_number>\
+               <sip_from_user>1003</sip_from_user><ani>1004</ani>";
+    assert_eq!(field(&flipped(all, "<callee_id_number>1005</callee_id_number>"), "caller_id_number"), "1001");
+    let cases = [
+        ("<origination_caller_id_number>1002</origination_caller_id_number><sip_from_user>1003</sip_from_user>", "", "1002"),
+        ("<sip_from_user>1003</sip_from_user>", "<callee_id_number>1005</callee_id_number>", "1005"),
+        ("<sip_from_user>1003</sip_from_user><ani>1004</ani>", "", "1003"),
+        ("<ani>1004</ani>", "", "1004"),
+    ];
+    for (vars, extra, want) in cases {
+        let n = flipped(vars, extra);
+        assert_eq!(field(&n, "caller_id_number"), want, "{vars} {extra}");
+        assert_eq!(field(&n, "destination_number"), "2000", "the callee stays the destination");
+    }
+    // nothing recorded the presented number: the profile is all there is
+    assert_eq!(field(&flipped("", ""), "caller_id_number"), "2000");
+    // the name follows the same rule
+    let named = flipped("<pre_transfer_caller_id_name>Alice</pre_transfer_caller_id_name>", "");
+    assert_eq!(field(&named, "caller_id_name"), "Alice");
+    // a leg that was not flipped keeps its profile's caller
+    let plain = normalize_document(
+        &xml(
+            "<uuid>0d2e4c6a-1111-2222-3333-444455556666</uuid><pre_transfer_caller_id_number>1001</pre_transfer_caller_id_number>",
+            "<callflow><caller_profile><caller_id_number>3000</caller_id_number></caller_profile></callflow>",
+        ),
+        &NormalizeContext::default(),
+    )
+    .unwrap();
+    assert_eq!(field(&plain, "caller_id_number"), "3000");
+}
+
+#[test]
+fn loopback_halves_get_neither_billing_nor_calllog() {
+    let leg = |vars: &str| {
+        let doc = xml(
+            &format!(
+                "<uuid>0d2e4c6a-1111-2222-3333-444455556666</uuid><direction>inbound</direction>\
+                 <start_epoch>1700000000</start_epoch><answer_epoch>1700000005</answer_epoch>\
+                 <end_epoch>1700000065</end_epoch><billsec>60</billsec>{vars}"
+            ),
+            "",
+        );
+        let n = normalize_document(&doc, &NormalizeContext::default()).unwrap();
+        n.tasks.iter().map(|t| t.task_type).collect::<Vec<_>>()
+    };
+    assert_eq!(leg(""), [TaskType::Billing, TaskType::Calllog]);
+    assert!(leg("<is_loopback>1</is_loopback><loopback_leg>B</loopback_leg>").is_empty());
+    assert!(leg("<channel_name>loopback/1000-b</channel_name>").is_empty());
+}
+
+#[test]
+fn values_that_do_not_fit_their_type_are_left_empty_with_a_warning() {
+    let doc = xml(
+        "<uuid>0d2e4c6a-1111-2222-3333-444455556666</uuid><user_name>default</user_name>\
+         <rm_user_id>1e3</rm_user_id><lcr_rate>0.01%20USD</lcr_rate><rmOrgID>acme</rmOrgID>",
+        "",
+    );
+    let n = normalize_document(&doc, &NormalizeContext::default()).unwrap();
+    assert_eq!(field(&n, "rmOriginatorUserId"), "");
+    assert_eq!(field(&n, "lcr_rate"), "");
+    assert_eq!(field(&n, "originator_username"), "default", "the user name is kept, as text");
+    assert_eq!(n.org_id, 0);
+    let warned: Vec<_> = n.warnings.iter().map(|w| (w.field.as_str(), w.value.as_str())).collect();
+    assert_eq!(warned, [("rmOriginatorUserId", "1e3"), ("lcr_rate", "0.01 USD"), ("rmOrgID", "acme")]);
+    let x = n.to_xml();
+    assert!(x.contains("<warning field=\"lcr_rate\" value=\"0.01 USD\" reason=\"not a decimal number"), "{x}");
+    let back = crate::domain::ncdr::NormalizedDoc::parse(x.as_bytes()).unwrap();
+    assert_eq!(back.warnings, n.warnings, "the warnings read back from the document");
+    for (v, fits) in [("NaN", false), ("inf", false), ("12345678901234567890123", false), ("-0.5", true), ("42", true)] {
+        assert_eq!(crate::domain::mapping::FieldType::Decimal.check(v).is_ok(), fits, "{v}");
+    }
+    assert!(crate::domain::mapping::FieldType::Int.check("12345678901234567890123").is_err());
+    assert!(crate::domain::mapping::FieldType::Epoch.check("-5").is_err());
+}
