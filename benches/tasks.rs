@@ -197,6 +197,7 @@ async fn run_one(db: &str, task: &str, a: &Args, sink: &str, smtp: Option<u16>) 
             table_suffix: 20231114,
             org_id: 77,
             tasks: vec![(task.parse().unwrap(), 0)],
+            links: None,
         };
         batch.push((i as u64 + 1, row));
         if batch.len() == 500 || i + 1 == a.count {

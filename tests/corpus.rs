@@ -59,6 +59,29 @@ async fn corpus_in_one_encoding(db: Db, index: usize) {
     }
     // The refused file left nothing: no raw file named after it, no queue row.
     assert_eq!(files_under(&app.settings.request_handler.cdr_base_dir).len(), expected.len());
+    // Billing is on: every billable call has exactly one billing row, none is in error —
+    // whatever its CDR carried (the 2008 file's user_name=default among them).
+    let mut billed = Vec::new();
+    for (name, uuid, _) in &expected {
+        let tasks = app.wait_tasks_finished_or_none(uuid, Duration::from_secs(30)).await;
+        assert!(tasks.iter().all(|t| t.done == "y"), "{db:?} {name}: {tasks:?}");
+        if tasks.iter().any(|t| t.task_type == "billing") {
+            billed.push(uuid.clone());
+        }
+    }
+    assert!(billed.len() >= 8, "{db:?}: {billed:?}");
+    let billing = sqlx::SqlitePool::connect(&app.settings.database.billingdb_url).await.unwrap();
+    for uuid in &billed {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM billing_feed WHERE uuid = ?")
+            .bind(uuid)
+            .fetch_one(&billing)
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "{db:?} {index}: billing rows of {uuid}");
+    }
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM billing_feed").fetch_one(&billing).await.unwrap();
+    assert_eq!(total as usize, billed.len(), "{db:?}");
+    billing.close().await;
     app.stop().await;
 }
 

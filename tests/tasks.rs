@@ -95,14 +95,17 @@ async fn billing_and_call_log_rows_land_once_on_both_databases() {
 
         // calllog: the row, and a second run of the same task adds nothing
         let key = *uuid::Uuid::parse_str(&uuid).unwrap().as_bytes();
+        assert_eq!(call_log_count(&app, db, &uuid).await, (1, 42, "1001".to_string(), 77), "{db:?}");
         let entry = cdrmunch::store::CallLogEntry {
             uuid: key,
+            org_id: 77,
             direction: "inbound".into(),
             caller_id_number: "1001".into(),
             destination_number: "2000".into(),
+            billsec: 42,
             ..Default::default()
         };
-        assert!(!app.store().insert_call_log(&entry).await.unwrap(), "{db:?}: the call_log row exists already");
+        app.store().upsert_call_log(&entry).await.unwrap();
         let count = call_log_count(&app, db, &uuid).await;
         assert_eq!(count, (1, 42, "1001".to_string(), 77), "{db:?}");
         app.stop().await;
@@ -491,6 +494,7 @@ impl Step {
             table_suffix: 20231114,
             org_id: 0,
             tasks: tasks.iter().map(|(t, i)| (t.parse().unwrap(), *i)).collect(),
+            links: None,
         };
         self.ctx.repo.commit_normalized(&[(0, row)], chrono::Utc::now()).await.unwrap();
         uuid

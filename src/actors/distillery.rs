@@ -150,6 +150,7 @@ impl Distillery {
             table_suffix: normalized.table_suffix,
             org_id: normalized.org_id,
             tasks: normalized.task_rows(),
+            links: Some(normalized.leg_facts()),
         };
         Ok(Prepared { cdr_id: job.id, row })
     }

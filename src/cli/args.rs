@@ -181,6 +181,44 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The call a leg belongs to, as billing and the call log see it: its call id (the first
+    /// A-leg), caller, callee, times, talk seconds, the cause that ended it, and every leg
+    /// with its role (caller, callee, transfer, loopback). Exit 1 when no call knows the uuid.
+    Call {
+        /// The uuid of any leg of the call.
+        uuid: String,
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rate the billed calls received in a range again against a new rate deck. Prints, per
+    /// org, the calls whose rating changes, their old and new charge and the difference
+    /// (exact to a millionth); changes nothing without --apply. With --apply the normalized
+    /// CDRs get the new rating and the billing feed one adjustment row per changed call
+    /// (billingEventType = rerate, keyed by uuid + rerate id: applying the same deck twice adds
+    /// nothing); no other task runs again.
+    Rerate {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// The new rate deck (CSV like config/rates.csv).
+        #[arg(long)]
+        deck: PathBuf,
+        /// Start (inclusive) of the range of receipt: 2026-11-01, 2026-11-01T10:00:00 (UTC) or epoch seconds.
+        #[arg(long)]
+        from: String,
+        /// End (exclusive), same forms.
+        #[arg(long)]
+        to: String,
+        /// Only this org's calls (rmOrgID).
+        #[arg(long)]
+        org: Option<i64>,
+        /// Write the new rating and the adjustments.
+        #[arg(long)]
+        apply: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show configuration: every known key with its type, default and meaning, or the
     /// resolved settings of a config file.
     Config {

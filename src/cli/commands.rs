@@ -243,3 +243,85 @@ pub fn config(cfg: ConfigArgs, keys: bool) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `cdrmunch call`: the call a leg belongs to.
+pub async fn call(leg: &str, cfg: ConfigArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let key =
+        crate::domain::intake::canonical_uuid(leg.trim()).ok_or_else(|| anyhow::anyhow!("'{leg}' is not a uuid"))?;
+    let (settings, _) = load_settings(&cfg)?;
+    let store = open_repository(&settings).await?;
+    let Some(call) = store.call_of(key).await? else {
+        eprintln!("cdrmunch: no call knows the leg {leg} (not normalized yet, or purged)");
+        return Ok(ExitCode::from(1));
+    };
+    let text = |u: &[u8; 16]| uuid::Uuid::from_bytes(*u).to_string();
+    let leg_name = |l: crate::domain::normalize::Leg| if l == crate::domain::normalize::Leg::A { "A" } else { "B" };
+    if json {
+        let legs: Vec<_> = call
+            .legs
+            .iter()
+            .map(|(u, l, r)| serde_json::json!({ "uuid": text(u), "leg": leg_name(*l), "role": r.as_str() }))
+            .collect();
+        let out = serde_json::json!({
+            "call_id": text(&call.call_id),
+            "caller": call.caller,
+            "callee": call.callee,
+            "answered": call.answered,
+            "talk_seconds": call.talk_seconds,
+            "start_epoch": call.start,
+            "answer_epoch": call.answer,
+            "end_epoch": call.end,
+            "hangup_cause": call.hangup_cause,
+            "legs": legs,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("call {}: {} -> {}", text(&call.call_id), call.caller, call.callee);
+        let answered =
+            if call.answered { format!("answered, {} s talked", call.talk_seconds) } else { "not answered".into() };
+        println!("  {answered}; start {} answer {} end {}; {}", call.start, call.answer, call.end, call.hangup_cause);
+        for (u, l, r) in &call.legs {
+            println!("  {} {} {}", text(u), leg_name(*l), r.as_str());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cdrmunch rerate`.
+pub async fn rerate(
+    cfg: ConfigArgs,
+    deck: &std::path::Path,
+    (from, to): (&str, &str),
+    org: Option<i64>,
+    apply: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let (settings, _) = load_settings(&cfg)?;
+    let from = ops::parse_time(from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+    let to = ops::parse_time(to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+    let store = open_repository(&settings).await?;
+    let (raw, ncdr) = ops::stores(&settings).await?;
+    let bar = progress_bar(json);
+    let what = super::rerate::Rerate { deck, from, to, org, apply };
+    let report = super::rerate::rerate(&store, raw, ncdr, &settings, what, |n| bar.set_position(n)).await?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let verb = if apply { "rerated" } else { "dry run: would rerate" };
+        println!(
+            "{verb} {} of {} billed calls ({}): total difference {}",
+            report.calls_changed, report.calls_checked, report.rerate_id, report.total_diff
+        );
+        for o in &report.orgs {
+            println!("  org {}: {} calls, {} -> {} ({})", o.org_id, o.calls, o.old_charge, o.new_charge, o.diff);
+        }
+        if apply {
+            println!("  {} adjustment rows written to the billing feed", report.adjustments_written);
+        }
+        for f in &report.failures {
+            println!("  {f}");
+        }
+    }
+    Ok(if report.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -5,6 +5,7 @@ mod args;
 mod commands;
 pub mod gen;
 pub mod ops;
+pub mod rerate;
 mod serve;
 pub mod submit;
 
@@ -40,6 +41,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replay { cfg, from, to, json } => commands::replay(cfg, &from, &to, json).await,
         Command::Config { cfg, keys } => commands::config(cfg, keys),
+        Command::Call { uuid, cfg, json } => commands::call(&uuid, cfg, json).await,
+        Command::Rerate { cfg, deck, from, to, org, apply, json } => {
+            commands::rerate(cfg, &deck, (&from, &to), org, apply, json).await
+        }
     }
 }
 

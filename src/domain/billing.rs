@@ -68,7 +68,11 @@ impl BillingLayout {
     /// mapped onto the column, then the CDR field of the same name; missing or empty is NULL.
     /// A value a decimal column cannot take is NULL too, with a warning: a billed call is
     /// never made unbillable by what its CDR carried.
-    pub fn row(&self, doc: &NormalizedDoc, task: &TaskDoc) -> Result<(Vec<BillingValue>, Vec<FieldWarning>), BillingError> {
+    pub fn row(
+        &self,
+        doc: &NormalizedDoc,
+        task: &TaskDoc,
+    ) -> Result<(Vec<BillingValue>, Vec<FieldWarning>), BillingError> {
         if doc.field("uuid").is_none_or(|u| u.is_empty()) {
             return Err(BillingError::NoUuid);
         }
@@ -124,7 +128,11 @@ mod tests {
 
     fn doc() -> NormalizedDoc {
         let data = [("uuid", "u-1"), ("billsec", "61"), ("answer_epoch", "1700000005"), ("retailRate", "0.02")];
-        NormalizedDoc { data: data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), tasks: vec![], warnings: vec![] }
+        NormalizedDoc {
+            data: data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            tasks: vec![],
+            warnings: vec![],
+        }
     }
 
     fn layout(names: &str, types: &str) -> BillingLayout {

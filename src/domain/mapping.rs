@@ -56,7 +56,9 @@ impl FieldType {
         match self {
             FieldType::Text => Ok(v.to_string()),
             FieldType::Int => v.parse::<i64>().map(|n| n.to_string()).map_err(|_| "not a whole number"),
-            FieldType::Epoch => v.parse::<i64>().ok().filter(|n| *n >= 0).map(|n| n.to_string()).ok_or("not an epoch time"),
+            FieldType::Epoch => {
+                v.parse::<i64>().ok().filter(|n| *n >= 0).map(|n| n.to_string()).ok_or("not an epoch time")
+            }
             FieldType::Uuid => canonical_uuid(v).map(|_| v.to_ascii_lowercase()).ok_or("not a UUID"),
             FieldType::Number => Ok(v.chars().filter(|c| !c.is_whitespace()).collect()),
             FieldType::Decimal if is_decimal(v) => Ok(v.to_string()),

@@ -3,6 +3,7 @@
 //! outcomes. Tests here read the shared corpus; the code never does.
 
 pub mod billing;
+pub mod calls;
 pub mod cdr;
 pub mod intake;
 pub mod mapping;

@@ -44,7 +44,7 @@ const RETAIL_VARIABLES: [&str; 8] = [
     "retailChargeBand",
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Leg {
     A,
     B,
@@ -65,6 +65,10 @@ pub struct NormalizedCdr {
     /// Values the CDR carried that did not fit their fields (left empty): `<warnings>`.
     pub warnings: Vec<FieldWarning>,
     pub tasks: Vec<TaskNode>,
+    /// The other legs this one names (its call's links).
+    pub peers: Vec<[u8; 16]>,
+    /// A half of a `loopback/` pair.
+    pub loopback: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -231,7 +235,33 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
         data,
         warnings,
         tasks: derive_tasks(&facts, &ctx.rules),
+        peers: peers_of(raw, &uuid_bytes),
+        loopback,
     })
+}
+
+/// Variables that name another leg of the same call (FORMAT.md §5). `call_uuid` is not a
+/// call id, but whatever it names is a leg of this call.
+const PEER_VARIABLES: [&str; 9] = [
+    "originator",
+    "originating_leg_uuid",
+    "bridge_uuid",
+    "other_leg_uuid",
+    "signal_bond",
+    "last_bridge_to",
+    "call_uuid",
+    "other_loopback_leg_uuid",
+    "other_loopback_from_uuid",
+];
+
+/// The uuids of the other legs a CDR names: its link variables and its peer caller profiles.
+fn peers_of(raw: &RawCdr, own: &[u8; 16]) -> Vec<[u8; 16]> {
+    let profiles = raw.callflows.iter().flat_map(|c| c.profile.originator.iter().chain(&c.profile.originatee));
+    let named = PEER_VARIABLES.iter().flat_map(|k| raw.vars(k)).chain(profiles.filter_map(|p| p.get("uuid")));
+    let mut peers: Vec<[u8; 16]> = named.filter_map(|v| canonical_uuid(v.trim())).filter(|u| u != own).collect();
+    peers.sort();
+    peers.dedup();
+    peers
 }
 
 /// The shipped field map, parsed once.
@@ -424,6 +454,25 @@ impl NormalizedCdr {
         }
         out.push_str("  </tasks>\n</cdr-normalized>\n");
         out
+    }
+
+    /// What this leg contributes to its call.
+    pub fn leg_facts(&self) -> crate::domain::calls::LegFacts {
+        let text = |k: &str| self.data.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+        let int = |k: &str| text(k).parse::<i64>().unwrap_or(0);
+        crate::domain::calls::LegFacts {
+            uuid: self.uuid_bytes,
+            peers: self.peers.clone(),
+            leg: self.leg,
+            loopback: self.loopback,
+            start: int("start_epoch"),
+            answer: int("answer_epoch"),
+            end: int("end_epoch"),
+            billsec: int("billsec"),
+            caller: text("caller_id_number"),
+            callee: text("destination_number"),
+            hangup_cause: text("hangup_cause"),
+        }
     }
 
     /// `(task_type, node_index)` for the `tasks` rows: node_index is the position among `<task>` nodes.

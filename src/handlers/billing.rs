@@ -1,7 +1,8 @@
 //! billing: the seed's billing feeder. The columns of `billing-feeder.field_names` go into
 //! one table of the billing database (`billingdb.url`, its own pool), one row per call,
 //! keyed by uuid: a repeated attempt inserts nothing, so the billing system never sees a
-//! call twice.
+//! call twice. A rerate adds one adjustment row per changed call, keyed by uuid + rerate id
+//! (`billingEventType = rerate`): the billing feed is a ledger, never rewritten.
 
 use async_trait::async_trait;
 use sqlx::QueryBuilder;
@@ -9,6 +10,8 @@ use sqlx::QueryBuilder;
 use super::{HandlerError, Job, TaskHandler};
 use crate::config::Settings;
 use crate::domain::billing::{BillingLayout, BillingValue, ColumnType};
+use crate::domain::mapping::FieldWarning;
+use crate::domain::ncdr::{NormalizedDoc, TaskDoc};
 use crate::store::{Dialect, Store, StoreError};
 
 pub struct BillingFeeder {
@@ -17,9 +20,13 @@ pub struct BillingFeeder {
     layout: BillingLayout,
 }
 
+/// The column that tells an adjustment from the call's own row ('' for the latter).
+const RERATE_ID: &str = "rerate_id";
+
 impl BillingFeeder {
     /// Connects to `billingdb.url` (creating the database and table if missing). The
-    /// table's columns follow the config; an existing table is used as it is.
+    /// table's columns follow the config; an existing table is used as it is, given the
+    /// rerate key when it predates it.
     pub async fn connect(s: &Settings) -> Result<BillingFeeder, String> {
         let bf = &s.billing_feeder;
         let layout = BillingLayout::new(&bf.field_names, &bf.field_types, bf.node_name_map.clone())
@@ -36,7 +43,8 @@ impl BillingFeeder {
         Ok(feeder)
     }
 
-    async fn create_table(&self) -> Result<(), sqlx::Error> {
+    /// The table's columns and key as this version writes them.
+    fn table_ddl(&self, name: &str) -> String {
         let d = self.db.dialect();
         let mysql = d == Dialect::Mysql;
         let mut cols = vec![if mysql {
@@ -55,23 +63,75 @@ impl BillingFeeder {
             };
             cols.push(format!("{} {sql_type}", d.quote(name)));
         }
+        let rerate = if mysql { "VARCHAR(64) NOT NULL DEFAULT ''" } else { "TEXT NOT NULL DEFAULT ''" };
+        cols.push(format!("{} {rerate}", d.quote(RERATE_ID)));
         cols.push(format!("{} TIMESTAMP DEFAULT CURRENT_TIMESTAMP", d.quote("fed_at")));
-        cols.push(format!("UNIQUE ({})", d.quote("uuid")));
-        let ddl = format!("CREATE TABLE IF NOT EXISTS {} ({})", d.quote(&self.table), cols.join(", "));
-        sqlx::query(sqlx::AssertSqlSafe(ddl)).execute(self.db.pool()).await?;
-        Ok(())
+        cols.push(format!("UNIQUE ({}, {})", d.quote("uuid"), d.quote(RERATE_ID)));
+        format!("CREATE TABLE IF NOT EXISTS {} ({})", d.quote(name), cols.join(", "))
     }
-}
 
-#[async_trait]
-impl TaskHandler for BillingFeeder {
-    async fn run(&self, job: &Job) -> Result<(), HandlerError> {
-        let (row, warnings) = self.layout.row(&job.doc, &job.node).map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        for w in &warnings {
-            crate::events::FieldWarned { uuid: &job.uuid, warning: w }.emit();
-        }
+    async fn create_table(&self) -> Result<(), sqlx::Error> {
+        let pool = self.db.pool();
+        sqlx::query(sqlx::AssertSqlSafe(self.table_ddl(&self.table))).execute(pool).await?;
         let d = self.db.dialect();
-        let names: Vec<String> = self.layout.columns.iter().map(|(n, _)| d.quote(n)).collect();
+        let has_key: i64 = match d {
+            Dialect::Mysql => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
+                 AND TABLE_NAME = ? AND COLUMN_NAME = 'rerate_id'",
+            ),
+            Dialect::Sqlite => sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = 'rerate_id'"),
+        }
+        .bind(self.table.clone())
+        .fetch_one(pool)
+        .await?;
+        if has_key > 0 {
+            return Ok(());
+        }
+        // A table from before rerates: unique by uuid alone. It gains the rerate key.
+        tracing::info!("billing table {}: adding the rerate key (uuid, rerate_id)", self.table);
+        let t = d.quote(&self.table);
+        let mut tx = pool.begin().await?;
+        match d {
+            Dialect::Mysql => {
+                let alter = format!(
+                    "ALTER TABLE {t} ADD COLUMN `rerate_id` VARCHAR(64) NOT NULL DEFAULT '', DROP INDEX `uuid`, \
+                     ADD UNIQUE KEY `uuid_rerate` (`uuid`, `rerate_id`)"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(alter)).execute(&mut *tx).await?;
+            }
+            Dialect::Sqlite => {
+                // SQLite cannot drop a table's UNIQUE constraint: the table is rebuilt.
+                let new = format!("{}_rerate_upgrade", self.table);
+                let mut cols: Vec<String> = self.layout.columns.iter().map(|(c, _)| d.quote(c)).collect();
+                cols.extend(["id", "fed_at"].map(|c| d.quote(c)));
+                let cols = cols.join(", ");
+                let steps = [
+                    self.table_ddl(&new),
+                    format!("INSERT INTO {} ({cols}) SELECT {cols} FROM {t}", d.quote(&new)),
+                    format!("DROP TABLE {t}"),
+                    format!("ALTER TABLE {} RENAME TO {t}", d.quote(&new)),
+                ];
+                for step in steps {
+                    sqlx::query(sqlx::AssertSqlSafe(step)).execute(&mut *tx).await?;
+                }
+            }
+        }
+        tx.commit().await
+    }
+
+    /// Writes the billing row of a normalized CDR from its billing `<task>`; for a rerate, an
+    /// adjustment row under `rerate_id`. Returns whether a row was added (false: it was
+    /// there already) and the values the columns could not take (left NULL).
+    pub async fn feed(
+        &self,
+        doc: &NormalizedDoc,
+        node: &TaskDoc,
+        rerate_id: Option<&str>,
+    ) -> Result<(bool, Vec<FieldWarning>), HandlerError> {
+        let (row, warnings) = self.layout.row(doc, node).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+        let d = self.db.dialect();
+        let mut names: Vec<String> = self.layout.columns.iter().map(|(n, _)| d.quote(n)).collect();
+        names.push(d.quote(RERATE_ID));
         let head = format!("{} INTO {} ({}) VALUES (", d.insert_or_ignore(), d.quote(&self.table), names.join(", "));
         let mut qb = QueryBuilder::new(head);
         let mut sep = qb.separated(", ");
@@ -81,6 +141,7 @@ impl TaskHandler for BillingFeeder {
                 BillingValue::Null => sep.push_bind(None::<String>),
             };
         }
+        sep.push_bind(rerate_id.unwrap_or_default().to_string());
         qb.push(")");
         let inserted = qb
             .build()
@@ -88,7 +149,18 @@ impl TaskHandler for BillingFeeder {
             .await
             .map_err(|e| HandlerError::failed("writing billing row", &StoreError::from(e)))?
             .rows_affected();
-        if inserted == 0 {
+        Ok((inserted > 0, warnings))
+    }
+}
+
+#[async_trait]
+impl TaskHandler for BillingFeeder {
+    async fn run(&self, job: &Job) -> Result<(), HandlerError> {
+        let (added, warnings) = self.feed(&job.doc, &job.node, None).await?;
+        for w in &warnings {
+            crate::events::FieldWarned { uuid: &job.uuid, warning: w }.emit();
+        }
+        if !added {
             tracing::debug!(uuid = %job.uuid, "billing row already present");
         }
         Ok(())

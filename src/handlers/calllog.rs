@@ -1,16 +1,39 @@
-//! calllog: one `call_log` row per A-leg in the CDR database, keyed by the call uuid.
+//! calllog: one `call_log` row per call in the CDR database, keyed by the call id (its first
+//! A-leg's uuid) and written from the call's summary, so it is rewritten when a late leg
+//! joins the call (the commit makes the call's calllog tasks due again).
 
 use async_trait::async_trait;
 
 use super::{HandlerError, Job, TaskHandler};
+use crate::domain::calls::CallSummary;
 use crate::store::{CallLogEntry, Store};
 
 pub struct CallLog {
     pub store: Store,
 }
 
-/// The call log row of a normalized CDR; a field that is missing or not a number is 0/empty,
-/// as the distillery always writes the headline fields.
+/// The call log row of a call: its summary, with the org, partition, direction and recording
+/// of the leg whose task runs.
+pub fn call_entry(job: &Job, call: &CallSummary) -> CallLogEntry {
+    let leg = entry(job);
+    let duration = if call.start > 0 && call.end >= call.start { call.end - call.start } else { leg.duration };
+    CallLogEntry {
+        uuid: call.call_id,
+        caller_id_number: call.caller.clone(),
+        destination_number: call.callee.clone(),
+        start_epoch: call.start,
+        answer_epoch: call.answer,
+        end_epoch: call.end,
+        duration,
+        billsec: call.talk_seconds,
+        hangup_cause: call.hangup_cause.clone(),
+        ..leg
+    }
+}
+
+/// The call log row of one leg (a leg no call knows: normalized before calls were linked);
+/// a field that is missing or not a number is 0/empty, as the distillery always writes the
+/// headline fields.
 pub fn entry(job: &Job) -> CallLogEntry {
     let int = |k: &str| job.doc.field(k).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(0);
     let text = |k: &str| job.doc.field(k).unwrap_or_default();
@@ -34,7 +57,12 @@ pub fn entry(job: &Job) -> CallLogEntry {
 #[async_trait]
 impl TaskHandler for CallLog {
     async fn run(&self, job: &Job) -> Result<(), HandlerError> {
-        self.store.insert_call_log(&entry(job)).await.map_err(|e| HandlerError::failed("writing call_log", &e))?;
+        let call = self.store.call_of(job.task.uuid).await.map_err(|e| HandlerError::failed("reading the call", &e))?;
+        let row = match &call {
+            Some(call) => call_entry(job, call),
+            None => entry(job),
+        };
+        self.store.upsert_call_log(&row).await.map_err(|e| HandlerError::failed("writing call_log", &e))?;
         Ok(())
     }
 }

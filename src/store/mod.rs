@@ -7,6 +7,7 @@
 //! Times are passed in by the caller (UTC, whole seconds) rather than taken from the
 //! database clock: the two engines then behave the same and tests can drive the clock.
 
+mod calls;
 mod columns;
 mod dialect;
 mod normalized;

@@ -20,6 +20,8 @@ pub struct NewNormalizedCdr {
     pub org_id: i64,
     /// `(task_type, node_index)` for each `<task>` node that was kept.
     pub tasks: Vec<(TaskType, u32)>,
+    /// What the leg contributes to its call (None: not linked, as for rows from tests).
+    pub links: Option<crate::domain::calls::LegFacts>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +87,8 @@ impl NormalizedCdrs for Store {
                     qb.build().execute(&mut *tx).await?;
                 }
             }
+            let legs: Vec<_> = plan.fresh.iter().filter_map(|&i| batch[i].1.links.clone()).collect();
+            self.link_calls(&mut tx, &legs, now).await?;
             let mut qb = QueryBuilder::new("UPDATE cdr_queue SET done = ");
             qb.push_bind(RowState::Done).push(" WHERE id IN ");
             push_ids(&mut qb, batch.iter().map(|b| b.0));
@@ -160,6 +164,7 @@ mod tests {
             table_suffix: 0,
             org_id: 0,
             tasks: tasks.iter().enumerate().map(|(i, t)| (*t, i as u32)).collect(),
+            links: None,
         }
     }
 

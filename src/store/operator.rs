@@ -243,10 +243,32 @@ impl Store {
         let sql = format!(
             "SELECT {} FROM cdr_queue WHERE done = 'y' AND create_time >= ? AND create_time < ? \
              AND id > ? ORDER BY id LIMIT ?",
-            QueuedCdr::COLUMNS
+            QueuedCdr::columns("")
         );
         let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(from).bind(to).bind(after_id as i64);
         self.rows(query.bind(limit as i64), QueuedCdr::from_row).await
+    }
+
+    /// Billed calls received in `[from, to)` (epoch), of one org when given, by queue id after
+    /// `after_id`: each queue row with the path of its normalized CDR.
+    pub async fn rerate_candidates(
+        &self,
+        from: i64,
+        to: i64,
+        org: Option<i64>,
+        after_id: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<(QueuedCdr, String)>> {
+        let sql = format!(
+            "SELECT {}, n.path FROM cdr_queue q JOIN normalized_cdrs n ON n.uuid = q.uuid \
+             WHERE q.done = 'y' AND q.create_time >= ? AND q.create_time < ? AND q.id > ? \
+             AND (? = 0 OR n.rmOrgID = ?) AND EXISTS (SELECT 1 FROM tasks t WHERE t.id_normalized_cdrs = n.id \
+             AND t.task_type = 'billing' AND t.done = 'y') ORDER BY q.id LIMIT ?",
+            QueuedCdr::columns("q.")
+        );
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(from).bind(to).bind(after_id as i64);
+        let query = query.bind(org.is_some() as i64).bind(org.unwrap_or(0)).bind(limit as i64);
+        self.rows(query, |r| (QueuedCdr::from_row(r), r.get(6))).await
     }
 
     /// The normalized row of a call: `(id, path)`.
@@ -291,6 +313,9 @@ impl Store {
             }
             for id in &plan.drop {
                 sqlx::query("DELETE FROM tasks WHERE id = ? AND done = 'n'").bind(*id).execute(&mut *tx).await?;
+            }
+            if let Some(leg) = &row.links {
+                self.link_calls(&mut tx, std::slice::from_ref(leg), now).await?;
             }
             let t = sql_time(now);
             for (ty, idx) in &plan.add {

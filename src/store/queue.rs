@@ -30,9 +30,13 @@ pub struct QueuedCdr {
 }
 
 impl QueuedCdr {
-    /// The columns [`QueuedCdr::from_row`] reads, as claims and replays select them.
-    pub(crate) const COLUMNS: &'static str = "CAST(id AS SIGNED), uuid, freeswitch_host, path, \
-         CAST(create_time AS SIGNED), CAST(retry AS SIGNED)";
+    /// The columns [`QueuedCdr::from_row`] reads, of the table aliased `t` ("" for none).
+    pub(crate) fn columns(t: &str) -> String {
+        format!(
+            "CAST({t}id AS SIGNED), {t}uuid, {t}freeswitch_host, {t}path, CAST({t}create_time AS SIGNED), \
+             CAST({t}retry AS SIGNED)"
+        )
+    }
 
     pub(crate) fn from_row(r: &AnyRow) -> QueuedCdr {
         let (freeswitch_host, path, create_time) = (r.get(2), r.get(3), r.get(4));
@@ -110,7 +114,7 @@ impl CdrQueue for Store {
         let select = format!(
             "SELECT {} FROM cdr_queue WHERE done = 'n' AND (next_attempt IS NULL OR next_attempt <= ?) \
              ORDER BY next_attempt, id LIMIT ?{}",
-            QueuedCdr::COLUMNS,
+            QueuedCdr::columns(""),
             self.dialect.skip_locked()
         );
         let select = select.as_str();

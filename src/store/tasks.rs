@@ -161,33 +161,47 @@ pub struct CallLogEntry {
 }
 
 impl Store {
-    /// Inserts a call log row unless one exists for the uuid. Returns whether it was new.
-    pub async fn insert_call_log(&self, e: &CallLogEntry) -> StoreResult<bool> {
+    /// Writes a call's `call_log` row, replacing the one it had.
+    pub async fn upsert_call_log(&self, e: &CallLogEntry) -> StoreResult<()> {
+        let columns = [
+            "rmOrgID",
+            "TableSuffix",
+            "direction",
+            "caller_id_number",
+            "destination_number",
+            "start_epoch",
+            "answer_epoch",
+            "end_epoch",
+            "duration",
+            "billsec",
+            "hangup_cause",
+            "recording_path",
+        ];
         let sql = format!(
-            "{} INTO call_log (uuid, rmOrgID, TableSuffix, direction, caller_id_number, destination_number, \
-             start_epoch, answer_epoch, end_epoch, duration, billsec, hangup_cause, recording_path) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            self.dialect.insert_or_ignore()
+            "INSERT INTO call_log (uuid, {}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){}",
+            columns.join(", "),
+            self.dialect.upsert("uuid", &columns)
         );
         let sql = sql.as_str();
+        let cut = |s: &str, n: usize| s.chars().take(n).collect::<String>();
         self.write_one(|mut conn| async move {
-            let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(e.uuid.to_vec())
                 .bind(e.org_id)
                 .bind(e.table_suffix)
-                .bind(e.direction.clone())
-                .bind(e.caller_id_number.clone())
-                .bind(e.destination_number.clone())
+                .bind(cut(&e.direction, 16))
+                .bind(cut(&e.caller_id_number, 255))
+                .bind(cut(&e.destination_number, 255))
                 .bind(e.start_epoch)
                 .bind(e.answer_epoch)
                 .bind(e.end_epoch)
                 .bind(e.duration)
                 .bind(e.billsec)
-                .bind(e.hangup_cause.clone())
+                .bind(cut(&e.hangup_cause, 64))
                 .bind(e.recording_path.clone())
                 .execute(&mut *conn)
                 .await?;
-            Ok((done.rows_affected() > 0, conn))
+            Ok(((), conn))
         })
         .await
     }

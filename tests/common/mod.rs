@@ -192,6 +192,21 @@ impl TestApp {
         }
     }
 
+    /// Waits (bounded) until no task of the call `uuid` is pending; returns them (none for a
+    /// call that got no tasks).
+    pub async fn wait_tasks_finished_or_none(&self, uuid: &str, timeout: Duration) -> Vec<TaskState> {
+        let key = *uuid::Uuid::parse_str(uuid).unwrap().as_bytes();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let tasks = self.store().task_states(key).await.unwrap();
+            if tasks.iter().all(|t| t.done != "n") {
+                return tasks;
+            }
+            assert!(Instant::now() < deadline, "tasks of {uuid} not finished in {timeout:?}: {tasks:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits (bounded) until `done` CDRs are normalized and nothing is pending.
     pub async fn wait_settled(&self, normalized: u64, timeout: Duration) -> QueueCounts {
         let store = self.store();

@@ -202,7 +202,11 @@ fn a_flipped_leg_is_billed_to_the_number_it_presented_from_each_source() {
                <sip_from_user>1003</sip_from_user><ani>1004</ani>";
     assert_eq!(field(&flipped(all, "<callee_id_number>1005</callee_id_number>"), "caller_id_number"), "1001");
     let cases = [
-        ("<origination_caller_id_number>1002</origination_caller_id_number><sip_from_user>1003</sip_from_user>", "", "1002"),
+        (
+            "<origination_caller_id_number>1002</origination_caller_id_number><sip_from_user>1003</sip_from_user>",
+            "",
+            "1002",
+        ),
         ("<sip_from_user>1003</sip_from_user>", "<callee_id_number>1005</callee_id_number>", "1005"),
         ("<sip_from_user>1003</sip_from_user><ani>1004</ani>", "", "1003"),
         ("<ani>1004</ani>", "", "1004"),
@@ -266,7 +270,8 @@ fn values_that_do_not_fit_their_type_are_left_empty_with_a_warning() {
     assert!(x.contains("<warning field=\"lcr_rate\" value=\"0.01 USD\" reason=\"not a decimal number"), "{x}");
     let back = crate::domain::ncdr::NormalizedDoc::parse(x.as_bytes()).unwrap();
     assert_eq!(back.warnings, n.warnings, "the warnings read back from the document");
-    for (v, fits) in [("NaN", false), ("inf", false), ("12345678901234567890123", false), ("-0.5", true), ("42", true)] {
+    for (v, fits) in [("NaN", false), ("inf", false), ("12345678901234567890123", false), ("-0.5", true), ("42", true)]
+    {
         assert_eq!(crate::domain::mapping::FieldType::Decimal.check(v).is_ok(), fits, "{v}");
     }
     assert!(crate::domain::mapping::FieldType::Int.check("12345678901234567890123").is_err());
