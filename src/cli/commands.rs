@@ -191,12 +191,27 @@ pub async fn purge(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn replay(cfg: ConfigArgs, from: &str, to: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let (settings, _) = load_settings(&cfg)?;
+/// What a command over a range of received CDRs works with.
+struct Range {
+    settings: crate::config::Settings,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    store: crate::store::Store,
+    raw: std::sync::Arc<dyn crate::storage::BlobStore>,
+    ncdr: std::sync::Arc<dyn crate::storage::BlobStore>,
+}
+
+async fn range(cfg: &ConfigArgs, from: &str, to: &str) -> anyhow::Result<Range> {
+    let (settings, _) = load_settings(cfg)?;
     let from = ops::parse_time(from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
     let to = ops::parse_time(to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
     let store = open_repository(&settings).await?;
     let (raw, ncdr) = ops::stores(&settings).await?;
+    Ok(Range { settings, from, to, store, raw, ncdr })
+}
+
+pub async fn replay(cfg: ConfigArgs, from: &str, to: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let Range { settings, from, to, store, raw, ncdr } = range(&cfg, from, to).await?;
     let bar = progress_bar(json);
     let report = ops::replay(&store, raw, ncdr, &settings, from, to, |n| bar.set_position(n)).await?;
     bar.finish_and_clear();
@@ -296,11 +311,7 @@ pub async fn rerate(
     apply: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let (settings, _) = load_settings(&cfg)?;
-    let from = ops::parse_time(from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
-    let to = ops::parse_time(to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
-    let store = open_repository(&settings).await?;
-    let (raw, ncdr) = ops::stores(&settings).await?;
+    let Range { settings, from, to, store, raw, ncdr } = range(&cfg, from, to).await?;
     let bar = progress_bar(json);
     let what = super::rerate::Rerate { deck, from, to, org, apply };
     let report = super::rerate::rerate(&store, raw, ncdr, &settings, what, |n| bar.set_position(n)).await?;

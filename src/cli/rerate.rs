@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::ops::OpsError;
 use crate::config::Settings;
+use crate::domain::mapping::RETAIL_FIELDS;
 use crate::domain::ncdr::{NormalizedDoc, TaskDoc};
 use crate::domain::normalize::{normalize_document, NormalizeContext};
 use crate::domain::rating::Micros;
@@ -20,21 +21,8 @@ use crate::handlers::billing::BillingFeeder;
 use crate::storage::BlobStore;
 use crate::store::Store;
 
-/// The fields a rating sets: a call whose values of these differ has changed.
-const RATED: [&str; 12] = [
-    "retailConnectCharge",
-    "retailRate",
-    "retailRateType",
-    "retailCountryCode",
-    "retailCountry",
-    "retailPrimaryBandType",
-    "retailSubBandType",
-    "retailChargeBand",
-    "retailPrefix",
-    "retailCharge",
-    "quantity",
-    "billingEventType",
-];
+/// The fields a rating sets besides the retail ones: a call whose values differ has changed.
+const RATED: [&str; 4] = ["retailPrefix", "retailCharge", "quantity", "billingEventType"];
 
 #[derive(Debug, Default, Serialize)]
 pub struct OrgChange {
@@ -162,7 +150,8 @@ async fn rate_again(
     let new_doc = NormalizedDoc::parse(new.to_xml().as_bytes()).map_err(|e| e.to_string())?;
     let charge = |d: &NormalizedDoc| d.field("retailCharge").and_then(|c| Micros::parse(&c)).unwrap_or_default();
     let org = old.field("rmOrgID").and_then(|o| o.parse().ok()).unwrap_or(0);
-    let changed = RATED.iter().any(|f| old.field(f) != new_doc.field(f));
+    let mut rated = RETAIL_FIELDS.iter().copied().chain(RATED);
+    let changed = rated.any(|f| old.field(f) != new_doc.field(f));
     let (old_charge, new_charge) = (charge(&old), charge(&new_doc));
     let changed = changed.then_some((new, new_doc, old.tasks));
     Ok(Rerated { org, old: old_charge, new: new_charge, changed })

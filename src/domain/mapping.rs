@@ -34,6 +34,9 @@ pub enum FieldType {
 }
 
 impl FieldType {
+    pub const ALL: [FieldType; 6] =
+        [FieldType::Text, FieldType::Int, FieldType::Uuid, FieldType::Number, FieldType::Decimal, FieldType::Epoch];
+
     pub fn name(self) -> &'static str {
         match self {
             FieldType::Text => "text",
@@ -87,38 +90,39 @@ pub struct FieldWarning {
     pub reason: String,
 }
 
-/// The fields the normalizer computes, with their types (a field map may not declare them).
-pub const COMPUTED_TYPES: [(&str, FieldType); 16] = [
-    ("uuid", FieldType::Uuid),
-    ("TableSuffix", FieldType::Int),
-    ("rmOrgID", FieldType::Int),
-    ("leg", FieldType::Text),
-    ("direction", FieldType::Text),
-    ("start_epoch", FieldType::Epoch),
-    ("answer_epoch", FieldType::Epoch),
-    ("end_epoch", FieldType::Epoch),
-    ("duration", FieldType::Int),
-    ("billsec", FieldType::Int),
-    ("recording_path", FieldType::Text),
-    ("cdr_path", FieldType::Text),
-    ("quantity", FieldType::Int),
-    ("other_leg_uuid", FieldType::Uuid),
-    ("rmOriginatorOrgId", FieldType::Int),
-    ("retailCharge", FieldType::Decimal),
+/// The type of a field the normalizer computes (a field map may not declare these).
+pub fn computed_type(field: &str) -> Option<FieldType> {
+    Some(match field {
+        "uuid" | "other_leg_uuid" => FieldType::Uuid,
+        "TableSuffix" | "rmOrgID" | "duration" | "billsec" | "quantity" | "rmOriginatorOrgId" => FieldType::Int,
+        "start_epoch" | "answer_epoch" | "end_epoch" => FieldType::Epoch,
+        "leg" | "direction" | "recording_path" | "cdr_path" => FieldType::Text,
+        "retailCharge" => FieldType::Decimal,
+        _ => return None,
+    })
+}
+
+/// The retail fields a CDR may carry itself (set by the dialplan or an upstream rater); the
+/// rate deck fills the same ones, plus `retailPrefix` and `retailCharge`. The amounts are
+/// decimal, the rest text.
+pub const RETAIL_FIELDS: [&str; 8] = [
+    "retailConnectCharge",
+    "retailRate",
+    "retailRateType",
+    "retailCountryCode",
+    "retailCountry",
+    "retailPrimaryBandType",
+    "retailSubBandType",
+    "retailChargeBand",
 ];
 
-/// The retail fields the rate deck (or the CDR) fills, with their types.
-pub const RETAIL_TYPES: [(&str, FieldType); 9] = [
-    ("retailConnectCharge", FieldType::Decimal),
-    ("retailRate", FieldType::Decimal),
-    ("retailRateType", FieldType::Text),
-    ("retailCountryCode", FieldType::Text),
-    ("retailCountry", FieldType::Text),
-    ("retailPrimaryBandType", FieldType::Text),
-    ("retailSubBandType", FieldType::Text),
-    ("retailChargeBand", FieldType::Text),
-    ("retailPrefix", FieldType::Text),
-];
+fn retail_type(field: &str) -> Option<FieldType> {
+    match field {
+        "retailConnectCharge" | "retailRate" => Some(FieldType::Decimal),
+        f if RETAIL_FIELDS.contains(&f) || f == "retailPrefix" => Some(FieldType::Text),
+        _ => None,
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -159,7 +163,7 @@ pub const DEFAULT_FIELD_MAP: &str = include_str!("../../config/field-map.conf");
 /// Fields the normalizer computes itself and a map may not replace (they carry its rules:
 /// identity, partitioning, leg, timing, retail).
 fn is_computed(name: &str) -> bool {
-    COMPUTED_TYPES.iter().any(|(n, _)| *n == name)
+    computed_type(name).is_some()
 }
 
 /// What a field map gives one CDR: its fields, and the values that did not fit.
@@ -195,15 +199,10 @@ impl FieldMap {
                 return Err(err(format!("'{name}' is mapped twice")));
             }
             let (ty, sources) = rest.split_once(':').ok_or_else(|| err("expected 'type: sources' after '='".into()))?;
-            let ty = match ty.trim() {
-                "text" => FieldType::Text,
-                "int" => FieldType::Int,
-                "uuid" => FieldType::Uuid,
-                "number" => FieldType::Number,
-                "decimal" => FieldType::Decimal,
-                "epoch" => FieldType::Epoch,
-                other => return Err(err(format!("type '{other}' is not text, int, decimal, epoch, uuid or number"))),
-            };
+            let ty = FieldType::ALL
+                .into_iter()
+                .find(|t| t.name() == ty.trim())
+                .ok_or_else(|| err(format!("type '{}' is not text, int, decimal, epoch, uuid or number", ty.trim())))?;
             let sources = sources
                 .split('|')
                 .map(|s| {
@@ -233,7 +232,7 @@ impl FieldMap {
         if let Some(r) = self.rules.iter().find(|r| r.name == field) {
             return Some((r.ty, Some(r.line)));
         }
-        COMPUTED_TYPES.iter().chain(&RETAIL_TYPES).find(|(n, _)| *n == field).map(|(_, t)| (*t, None))
+        computed_type(field).or_else(|| retail_type(field)).map(|t| (t, None))
     }
 
     /// Every rule's field, in file order: the first source with a value of the rule's type.

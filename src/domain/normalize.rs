@@ -8,7 +8,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use super::cdr::{self, RawCdr};
 use super::intake::canonical_uuid;
-use super::mapping::{FieldMap, FieldWarning};
+use super::mapping::{FieldMap, FieldWarning, RETAIL_FIELDS};
 use super::orgs::OrgDirectory;
 use super::rating::{e164, rate_call, RateDeck};
 use super::tasks::{derive_tasks, CallFacts, TaskNode, TaskRules};
@@ -30,19 +30,6 @@ pub struct NormalizeContext {
     /// `normalize.org_directory`, when configured.
     pub orgs: Option<std::sync::Arc<OrgDirectory>>,
 }
-
-/// The retail fields a CDR may carry itself (set by the dialplan or an upstream rater): kept
-/// as they are, and the deck is not consulted.
-const RETAIL_VARIABLES: [&str; 8] = [
-    "retailConnectCharge",
-    "retailRate",
-    "retailRateType",
-    "retailCountryCode",
-    "retailCountry",
-    "retailPrimaryBandType",
-    "retailSubBandType",
-    "retailChargeBand",
-];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Leg {
@@ -185,7 +172,7 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
     // E.164 destination. Quantity is the billed seconds (0 when unanswered).
     let mut quantity = t.billsec;
     let carried: Vec<(String, String)> =
-        RETAIL_VARIABLES.iter().filter_map(|k| var(k).map(|v| (k.to_string(), v))).collect();
+        RETAIL_FIELDS.iter().filter_map(|k| var(k).map(|v| (k.to_string(), v))).collect();
     if !carried.is_empty() {
         data.extend(carried);
     } else if let Some(deck) = &ctx.rates {

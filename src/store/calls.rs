@@ -208,18 +208,10 @@ impl Store {
         if calls.is_empty() {
             return Ok(());
         }
-        let columns = [
-            "call_id",
-            "caller",
-            "callee",
-            "start_epoch",
-            "answer_epoch",
-            "end_epoch",
-            "talk_seconds",
-            "answered",
-            "hangup_cause",
-            "legs",
-        ];
+        let columns: Vec<&str> =
+            "call_id, caller, callee, start_epoch, answer_epoch, end_epoch, talk_seconds, answered, hangup_cause, legs"
+                .split(", ")
+                .collect();
         let mut qb = QueryBuilder::new(format!("INSERT INTO calls (call_key, {}) ", columns.join(", ")));
         qb.push_values(calls, |mut b, (key, s)| {
             b.push_bind(key.to_vec())

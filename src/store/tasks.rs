@@ -163,20 +163,10 @@ pub struct CallLogEntry {
 impl Store {
     /// Writes a call's `call_log` row, replacing the one it had.
     pub async fn upsert_call_log(&self, e: &CallLogEntry) -> StoreResult<()> {
-        let columns = [
-            "rmOrgID",
-            "TableSuffix",
-            "direction",
-            "caller_id_number",
-            "destination_number",
-            "start_epoch",
-            "answer_epoch",
-            "end_epoch",
-            "duration",
-            "billsec",
-            "hangup_cause",
-            "recording_path",
-        ];
+        let columns: Vec<&str> = "rmOrgID, TableSuffix, direction, caller_id_number, destination_number, start_epoch, \
+             answer_epoch, end_epoch, duration, billsec, hangup_cause, recording_path"
+            .split(", ")
+            .collect();
         let sql = format!(
             "INSERT INTO call_log (uuid, {}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){}",
             columns.join(", "),
