@@ -119,9 +119,51 @@ async fn a_call_through_loopback_is_one_call_with_four_legs_in_all_24_arrival_or
                 assert_eq!(sorted, want, "{db:?} {order:?}");
                 assert_eq!((call.caller.as_str(), call.callee.as_str(), call.talk_seconds), ("1001", "2000", 60));
             }
+            assert_eq!(stored_call(&store, &legs[2].0).await, summed_up(&legs), "{db:?} {order:?}: the calls row");
         }
         let calls: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM calls").fetch_one(store.pool()).await.unwrap();
         assert_eq!(calls, 24, "{db:?}: one row per call, merged ones deleted");
+    }
+}
+
+/// The `calls` row a leg's call has: call id, caller, callee, talk seconds, legs.
+async fn stored_call(store: &cdrmunch::store::Store, leg: &str) -> (Vec<u8>, String, String, i64, i64) {
+    sqlx::query_as(
+        "SELECT c.call_id, c.caller, c.callee, CAST(c.talk_seconds AS SIGNED), CAST(c.legs AS SIGNED) \
+         FROM calls c JOIN call_legs l ON l.call_key = c.call_key WHERE l.uuid = ?",
+    )
+    .bind(key(leg).to_vec())
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}
+
+fn summed_up(legs: &[(String, NormalizedCdr)]) -> (Vec<u8>, String, String, i64, i64) {
+    (key(&legs[0].0).to_vec(), "1001".into(), "2000".into(), 60, legs.len() as i64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legs_committed_together_or_again_make_the_same_call() {
+    // one commit of all four; two pairs that meet only through the second; a late leg whose
+    // call exists; a leg sent twice in one batch and again later
+    let batchings: [&[&[usize]]; 4] =
+        [&[&[0, 1, 2, 3]], &[&[0, 3], &[1, 2]], &[&[3, 2, 1], &[0]], &[&[1, 1, 0], &[3, 2], &[1]]];
+    for db in BOTH {
+        let dir = tempfile::tempdir().unwrap();
+        let tdb = TestDb::new(db, dir.path());
+        let store = cdrmunch::app::open_repository(&test_settings(dir.path(), &tdb.url)).await.unwrap();
+        for batches in batchings {
+            let legs = through_loopback();
+            for batch in batches {
+                let rows: Vec<(u64, NewNormalizedCdr)> = batch.iter().map(|&i| (0, row(&legs[i].1))).collect();
+                store.commit_normalized(&rows, chrono::Utc::now()).await.unwrap();
+            }
+            assert_eq!(stored_call(&store, &legs[3].0).await, summed_up(&legs), "{db:?} {batches:?}");
+            let call = store.call_of(key(&legs[1].0)).await.unwrap().unwrap();
+            assert_eq!((call.call_id, call.legs.len()), (key(&legs[0].0), 4), "{db:?} {batches:?}");
+        }
+        let calls: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM calls").fetch_one(store.pool()).await.unwrap();
+        assert_eq!(calls, batchings.len() as i64, "{db:?}");
     }
 }
 

@@ -31,10 +31,7 @@ fn cut(s: &str, max: usize) -> String {
 const LEG_COLUMNS: &str =
     "uuid, leg, loopback, start_epoch, answer_epoch, end_epoch, billsec, caller, callee, hangup_cause";
 
-const SUMMARY_COLUMNS: &str = "call_id, caller, callee, CAST(start_epoch AS SIGNED), CAST(answer_epoch AS SIGNED), \
-     CAST(end_epoch AS SIGNED), CAST(talk_seconds AS SIGNED), CAST(hangup_cause AS CHAR), CAST(legs AS SIGNED)";
-
-/// A `calls` row as stored, to tell whether a call changed.
+/// A call as its `calls` row holds it, to tell whether a call changed.
 #[derive(Debug, PartialEq, Eq)]
 struct Stored {
     call_id: Uuid,
@@ -42,23 +39,10 @@ struct Stored {
     callee: String,
     times: [i64; 4],
     hangup_cause: String,
-    legs: i64,
+    legs: usize,
 }
 
 impl Stored {
-    fn from_row(r: &AnyRow) -> Stored {
-        let int = |i: usize| r.get::<i64, _>(i);
-        let (caller, callee, hangup_cause) = (r.get(2), r.get(3), r.get(8));
-        Stored {
-            call_id: uuid(r, 1),
-            caller,
-            callee,
-            times: [int(4), int(5), int(6), int(7)],
-            hangup_cause,
-            legs: int(9),
-        }
-    }
-
     fn of(s: &CallSummary) -> Stored {
         Stored {
             call_id: s.call_id,
@@ -66,7 +50,7 @@ impl Stored {
             callee: cut(&s.callee, 255),
             times: [s.start, s.answer, s.end, s.talk_seconds],
             hangup_cause: cut(&s.hangup_cause, 64),
-            legs: s.legs.len() as i64,
+            legs: s.legs.len(),
         }
     }
 }
@@ -88,17 +72,30 @@ impl Store {
         }
         let named: BTreeSet<Uuid> =
             legs.iter().flat_map(|l| std::iter::once(l.uuid).chain(l.peers.iter().copied())).collect();
-        let mut qb = QueryBuilder::new("SELECT uuid, call_key FROM call_legs WHERE uuid IN ");
+        // every leg of the calls these uuids already belong to: one round trip
+        // (a join, not IN (SELECT …), which MariaDB reads as a scan of call_legs)
+        let mut qb = QueryBuilder::new(format!(
+            "SELECT l.call_key, l.seen, {} FROM call_legs me JOIN call_legs l ON l.call_key = me.call_key \
+             WHERE me.uuid IN ",
+            prefixed("l", LEG_COLUMNS)
+        ));
         push_uuids(&mut qb, named.iter().copied());
-        let existing: BTreeMap<Uuid, Uuid> =
-            qb.build().fetch_all(&mut *tx).await?.iter().map(|r| (uuid(r, 0), uuid(r, 1))).collect();
+        let mut existing: BTreeMap<Uuid, Uuid> = BTreeMap::new();
+        let mut arrived: BTreeMap<Uuid, BTreeMap<Uuid, LegFacts>> = BTreeMap::new();
+        for r in qb.build().fetch_all(&mut *tx).await? {
+            let (key, leg) = (uuid(&r, 0), leg_from_row_at(&r, 2));
+            if named.contains(&leg.uuid) {
+                existing.insert(leg.uuid, key);
+            }
+            if r.get::<String, _>(1) == "y" {
+                arrived.entry(key).or_default().insert(leg.uuid, leg);
+            }
+        }
+        let before: BTreeMap<Uuid, CallSummary> = arrived
+            .iter()
+            .filter_map(|(k, legs)| summarize(&legs.values().cloned().collect::<Vec<_>>()).map(|s| (*k, s)))
+            .collect();
         let plan = plan_links(legs, &existing);
-        let keys: Vec<Uuid> =
-            plan.calls.iter().flat_map(|c| std::iter::once(c.key).chain(c.merged.iter().copied())).collect();
-        let mut qb = QueryBuilder::new(format!("SELECT call_key, {SUMMARY_COLUMNS} FROM calls WHERE call_key IN "));
-        push_uuids(&mut qb, keys.iter().copied());
-        let before: BTreeMap<Uuid, Stored> =
-            qb.build().fetch_all(&mut *tx).await?.iter().map(|r| (uuid(r, 0), Stored::from_row(r))).collect();
         for call in plan.calls.iter().filter(|c| !c.merged.is_empty()) {
             let mut qb = QueryBuilder::new("UPDATE call_legs SET call_key = ");
             qb.push_bind(call.key.to_vec()).push(" WHERE call_key IN ");
@@ -111,7 +108,23 @@ impl Store {
         let key_of: BTreeMap<Uuid, Uuid> =
             plan.calls.iter().flat_map(|c| c.members.iter().map(|m| (*m, c.key))).collect();
         self.upsert_legs(tx, legs, &key_of).await?;
-        let summaries = self.summaries(tx, plan.calls.iter().map(|c| c.key)).await?;
+        // each call from the legs it had (its own and those of the calls merged into it) and
+        // the batch's, a leg arriving again replacing what it said before
+        let summaries: Vec<(Uuid, CallSummary)> = plan
+            .calls
+            .iter()
+            .filter_map(|call| {
+                let its: BTreeMap<Uuid, &LegFacts> = std::iter::once(&call.key)
+                    .chain(&call.merged)
+                    .filter_map(|k| arrived.get(k))
+                    .flat_map(|legs| legs.values())
+                    .chain(legs.iter().filter(|l| key_of[&l.uuid] == call.key))
+                    .map(|l| (l.uuid, l))
+                    .collect();
+                let its: Vec<LegFacts> = its.into_values().cloned().collect();
+                summarize(&its).map(|s| (call.key, s))
+            })
+            .collect();
         self.upsert_calls(tx, &summaries).await?;
         let stale: Vec<Uuid> = before
             .iter()
@@ -130,7 +143,7 @@ impl Store {
         // running now, which may have read the call before
         let changed: Vec<Uuid> = summaries
             .iter()
-            .filter(|(k, s)| before.get(k).is_some_and(|b| *b != Stored::of(s)))
+            .filter(|(k, s)| before.get(k).is_some_and(|b| Stored::of(b) != Stored::of(s)))
             .map(|(k, _)| *k)
             .collect();
         if !changed.is_empty() {
@@ -187,23 +200,6 @@ impl Store {
         Ok(())
     }
 
-    /// Each call's summary from its legs that have arrived.
-    async fn summaries(
-        &self,
-        tx: &mut AnyConnection,
-        keys: impl Iterator<Item = Uuid>,
-    ) -> Result<Vec<(Uuid, CallSummary)>, sqlx::Error> {
-        let mut qb = QueryBuilder::new(format!(
-            "SELECT call_key, {LEG_COLUMNS} FROM call_legs WHERE seen = 'y' AND call_key IN "
-        ));
-        push_uuids(&mut qb, keys);
-        let mut by_call: BTreeMap<Uuid, Vec<LegFacts>> = BTreeMap::new();
-        for r in qb.build().fetch_all(&mut *tx).await? {
-            by_call.entry(uuid(&r, 0)).or_default().push(leg_from_row_at(&r, 1));
-        }
-        Ok(by_call.into_iter().filter_map(|(k, legs)| summarize(&legs).map(|s| (k, s))).collect())
-    }
-
     async fn upsert_calls(&self, tx: &mut AnyConnection, calls: &[(Uuid, CallSummary)]) -> Result<(), sqlx::Error> {
         if calls.is_empty() {
             return Ok(());
@@ -236,12 +232,17 @@ impl Store {
         let sql = format!(
             "SELECT l.call_key, {} FROM call_legs l JOIN call_legs me ON me.call_key = l.call_key \
              WHERE me.uuid = ? AND l.seen = 'y'",
-            LEG_COLUMNS.split(", ").map(|c| format!("l.{c}")).collect::<Vec<_>>().join(", ")
+            prefixed("l", LEG_COLUMNS)
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(leg.to_vec()).fetch_all(&self.pool).await?;
         let legs: Vec<LegFacts> = rows.iter().map(|r| leg_from_row_at(r, 1)).collect();
         Ok(summarize(&legs))
     }
+}
+
+/// `a, b` as `t.a, t.b`.
+fn prefixed(table: &str, columns: &str) -> String {
+    columns.split(", ").map(|c| format!("{table}.{c}")).collect::<Vec<_>>().join(", ")
 }
 
 /// A leg's facts from a row whose `LEG_COLUMNS` start at column `at`.
