@@ -26,14 +26,23 @@ async fn metrics_after_traffic_hold_the_numbers_and_pass_promtool() {
         let (ct, body) = encode_body(c.document.as_bytes(), SubmitEncoding::Urlencoded);
         assert_eq!(app.post_cdr(body, "", ct).await.0, 200);
     }
+    // one more, carrying a rate that is not a decimal: a warning, and billed all the same
+    let odd = String::from_utf8(answered_cdr(&uuid::Uuid::new_v4().to_string()))
+        .unwrap()
+        .replace("<billsec>", "<lcr_rate>0.01%20USD</lcr_rate><billsec>");
+    let n = normalize_document(odd.as_bytes(), &NormalizeContext::default()).unwrap();
+    assert!(n.tasks.iter().any(|t| t.task_type.as_str() == "billing"), "an answered A-leg is billed");
+    billing += 1;
+    assert_eq!(app.post_cdr(odd.into_bytes(), "", "text/xml").await.0, 200);
     assert_eq!(app.post_cdr(b"hello".to_vec(), "", "text/plain").await.0, 400);
     assert_eq!(app.http.get(app.url("/nope")).send().await.unwrap().status().as_u16(), 404);
-    app.wait_settled(N as u64, Duration::from_secs(30)).await;
+    app.wait_settled(N as u64 + 1, Duration::from_secs(30)).await;
 
     let url = format!("http://{}/metrics", app.app().metrics_addr.expect("metrics enabled"));
     let expect = [
-        format!("cdrmunch_distillery_outcomes_total{{outcome=\"successful\"}} {N}"),
-        format!("cdrmunch_intake_requests_total{{endpoint=\"/api/v2/cdr\",status=\"200\"}} {N}"),
+        format!("cdrmunch_distillery_outcomes_total{{outcome=\"successful\"}} {}", N + 1),
+        format!("cdrmunch_intake_requests_total{{endpoint=\"/api/v2/cdr\",status=\"200\"}} {}", N + 1),
+        "cdrmunch_field_warnings_total{field=\"lcr_rate\"} 1".to_string(),
         "cdrmunch_intake_requests_total{endpoint=\"/api/v2/cdr\",status=\"400\"} 1".to_string(),
         "cdrmunch_intake_requests_total{endpoint=\"other\",status=\"404\"} 1".to_string(),
         "cdr_queue_pending 0".to_string(),
