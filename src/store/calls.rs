@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, QueryBuilder, Row};
 
-use super::columns::{sql_time, uuid};
+use super::columns::{cut, sql_time, uuid};
 use super::{Store, StoreResult, Time};
 use crate::domain::calls::{plan_links, summarize, CallSummary, LegFacts};
 use crate::domain::normalize::Leg;
@@ -21,11 +21,6 @@ fn push_uuids(qb: &mut QueryBuilder<sqlx::Any>, uuids: impl IntoIterator<Item = 
         sep.push_bind(u.to_vec());
     }
     sep.push_unseparated(")");
-}
-
-/// A text value cut to what its column holds (whole characters).
-fn cut(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
 }
 
 const LEG_COLUMNS: &str =

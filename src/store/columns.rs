@@ -102,6 +102,11 @@ pub(crate) fn id(r: &AnyRow, i: usize) -> u64 {
     r.get::<i64, _>(i) as u64
 }
 
+/// A text value cut to what its column holds (whole characters).
+pub(crate) fn cut(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
 /// Column `i` of a row as a count (`retry`, `crashes`, `node_index`).
 pub(crate) fn count(r: &AnyRow, i: usize) -> u32 {
     r.get::<i64, _>(i) as u32

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row};
 
-use super::columns::{count, id, parse_sql_time, push_ids, sql_time, uuid, RowState};
+use super::columns::{count, cut, id, parse_sql_time, push_ids, sql_time, uuid, RowState};
 use super::{Store, StoreResult, Time};
 use crate::domain::tasks::TaskType;
 
@@ -173,7 +173,6 @@ impl Store {
             self.dialect.upsert("uuid", &columns)
         );
         let sql = sql.as_str();
-        let cut = |s: &str, n: usize| s.chars().take(n).collect::<String>();
         self.write_one(|mut conn| async move {
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(e.uuid.to_vec())
