@@ -334,7 +334,11 @@ async fn step_outcomes_permanent_retriable_duplicate() {
         assert_eq!(store.normalized_counts().await.unwrap().0, 1);
         let expected_tasks = tasks_of(&store, good_uuid).await;
         assert_eq!(store.normalized_counts().await.unwrap().1, expected_tasks.len() as u64, "tasks not doubled");
+        // a distillery that dies after its commit completed: the done CDR gets no error, no count
+        let later_crash = repo.record_crash(second.id, "hung", 1, later, later).await.unwrap();
+        assert_eq!((later_crash.count, later_crash.poison), (0, false), "{db:?}");
         let errors = store.queue_errors().await.unwrap();
+        assert_eq!(errors.len(), 2, "{db:?}: only the two failed CDRs have an error row: {errors:?}");
         assert!(errors.iter().all(|e| e.done == "error" && !e.critical));
     }
 }

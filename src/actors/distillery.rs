@@ -37,7 +37,7 @@ pub struct DistillerConfig {
 }
 
 /// How long a distillery waits for the committer before calling it a retriable failure.
-const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A CDR whose distillery died is due again this soon ("restart distillery, retry soon").
 const CRASH_RETRY: Duration = Duration::from_secs(1);
 

@@ -35,18 +35,14 @@ impl<M: Message> Mailbox<M> {
         Mailbox { target: Arc::default(), name }
     }
 
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
     /// The actor now, if it is up.
     pub fn actor(&self) -> Option<ActorRef<M>> {
         self.target.read().ok().and_then(|t| t.clone())
     }
 
-    pub(crate) fn point_at(&self, actor: Option<ActorRef<M>>) {
+    pub(crate) fn point_at(&self, actor: ActorRef<M>) {
         if let Ok(mut t) = self.target.write() {
-            *t = actor;
+            *t = Some(actor);
         }
     }
 

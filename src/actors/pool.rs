@@ -123,12 +123,14 @@ impl<W: Work> Pool<W> {
         let shared = self.shared.lock().ok().and_then(|s| s.clone());
         let Some(shared) = shared else { return Err(job) };
         let key = W::key(&job);
+        // counted before it is sent: a worker may finish it before `send` returns
+        shared.work.held(shared.held.fetch_add(1, Ordering::SeqCst) + 1);
         match self.factory.send(FactoryMessage::Dispatch(Job::new(key, job.clone()))) {
-            Ok(()) => {
-                shared.work.held(shared.held.fetch_add(1, Ordering::SeqCst) + 1);
-                Ok(())
+            Ok(()) => Ok(()),
+            Err(_) => {
+                shared.work.held(shared.held.fetch_sub(1, Ordering::SeqCst).saturating_sub(1));
+                Err(job)
             }
-            Err(_) => Err(job),
         }
     }
 }
@@ -220,23 +222,15 @@ impl<W: Work> Worker for PoolWorker<W> {
         _factory: &ActorRef<FactoryMessage<u64, W::Job>>,
         _: (),
     ) -> Result<(), ActorProcessingErr> {
-        match &self.refuse {
-            Some(why) => Err(why.clone().into()),
-            None => Ok(()),
-        }
-    }
-
-    async fn post_start(
-        &self,
-        _wid: WorkerId,
-        _factory: &ActorRef<FactoryMessage<u64, W::Job>>,
-        _: &mut (),
-    ) -> Result<(), ActorProcessingErr> {
+        // the crash is recorded even by a worker that then refuses to start
         if let Some((job, crash)) = &self.orphan {
             self.shared.work.crashed(job, crash).await;
             self.shared.done(job);
         }
-        Ok(())
+        match &self.refuse {
+            Some(why) => Err(why.clone().into()),
+            None => Ok(()),
+        }
     }
 
     async fn handle(
@@ -342,7 +336,7 @@ pub fn pool<W: Work>(spec: PoolSpec<W>) -> (ChildSpec, Pool<W>) {
             if let Ok(mut c) = current.lock() {
                 *c = Some(shared);
             }
-            factory_box.point_at(Some(factory.clone()));
+            factory_box.point_at(factory.clone());
             Ok(factory.get_cell())
         }
         .boxed()

@@ -94,7 +94,7 @@ impl ChildSpec {
             let mailbox = mailbox.clone();
             async move {
                 let (actor, _) = Actor::spawn_linked(None, actor, args, sup).await?;
-                mailbox.point_at(Some(actor.clone()));
+                mailbox.point_at(actor.clone());
                 Ok(actor.get_cell())
             }
             .boxed()

@@ -227,7 +227,7 @@ impl App {
                 cdr_queue_enabled: rh.cdr_queue_enabled,
                 paging_dir: rh.paging_base_dir.clone(),
                 pcap_dir: rh.pcap_base_dir.clone(),
-                commit_timeout: Duration::from_secs(30),
+                commit_timeout: crate::actors::distillery::COMMIT_TIMEOUT,
             },
             probes: probes.clone(),
             intake: roles.intake,

@@ -160,7 +160,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
     key("tasksd.retry_backoff_seconds", K::Number, "60", "delay before retrying a failed task"),
     key("tasksd.exponential_backoff", K::Bool, "true", "double the retry delay on each failure"),
     key("tasksd.handler.<type>", K::Text, "", "handler for one task type"),
-    key("tasksd.lease_seconds", K::Count, "600", "how long a claimed task stays leased; longer than tasksd.job_timeout_seconds"),
+    key("tasksd.lease_seconds", K::Count, "600", "how long a claimed task stays leased; keep it over tasksd.job_timeout_seconds + 80 (a hung worker is stopped within that)"),
     key("tasksd.job_timeout_seconds", K::Count, "300", "a handler running longer than this is stopped and the task retried"),
     key("tasksd.prefetch", K::Count, "2", "tasks claimed ahead per executor thread"),
     key("billing-feeder.table", K::Text, "billing_feed", "billing database table the billing task writes (created if missing)"),

@@ -137,12 +137,20 @@ impl CdrQueue for Store {
 
     async fn schedule_retry(&self, cdr_id: u64, retry_at: Time, why: &str, now: Time) -> StoreResult<()> {
         let failure = &Failure { next: Next::RetryAt(retry_at), why: why.to_string(), critical: false, crashes: None };
-        self.write(|mut tx| async move { Ok((self.fail(&mut tx, cdr_id, failure, now).await?, tx)) }).await
+        self.write(|mut tx| async move {
+            self.fail(&mut tx, cdr_id, failure, now).await?;
+            Ok(((), tx))
+        })
+        .await
     }
 
     async fn mark_error(&self, cdr_id: u64, why: &str, now: Time) -> StoreResult<()> {
         let failure = &Failure { next: Next::Error, why: why.to_string(), critical: false, crashes: None };
-        self.write(|mut tx| async move { Ok((self.fail(&mut tx, cdr_id, failure, now).await?, tx)) }).await
+        self.write(|mut tx| async move {
+            self.fail(&mut tx, cdr_id, failure, now).await?;
+            Ok(((), tx))
+        })
+        .await
     }
 
     async fn record_crash(&self, cdr: u64, why: &str, threshold: u32, retry_at: Time, now: Time) -> StoreResult<Crash> {
@@ -170,8 +178,12 @@ impl CdrQueue for Store {
                     crashes: Some(count),
                 },
             };
-            self.fail(&mut tx, cdr, &failure, now).await?;
-            Ok((Crash { count, poison }, tx))
+            let crash = match self.fail(&mut tx, cdr, &failure, now).await? {
+                true => Crash { count, poison },
+                // it was committed after all: nothing to count
+                false => Crash { count: count - 1, poison: false },
+            };
+            Ok((crash, tx))
         })
         .await
     }
@@ -226,10 +238,17 @@ impl Store {
         Ok(())
     }
 
-    /// Records a failed attempt: the queue row's next state (only while it is still
-    /// `done='n'`: a distillery can die while its commit completes) and the CDR's one
-    /// `cdr_queue_error` row with the latest reason (and the crash count when given).
-    async fn fail(&self, tx: &mut sqlx::AnyConnection, cdr_id: u64, f: &Failure, now: Time) -> Result<(), sqlx::Error> {
+    /// Records a failed attempt: the queue row's next state and the CDR's one
+    /// `cdr_queue_error` row with the latest reason (and the crash count when given) — only
+    /// while the row is still `done='n'`: a distillery can die while its commit completes, and
+    /// a CDR that is done has no error. Returns whether it was recorded.
+    async fn fail(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        cdr_id: u64,
+        f: &Failure,
+        now: Time,
+    ) -> Result<bool, sqlx::Error> {
         let update = match f.next {
             Next::RetryAt(at) => {
                 sqlx::query("UPDATE cdr_queue SET retry = retry + 1, next_attempt = ? WHERE id = ? AND done = 'n'")
@@ -240,7 +259,9 @@ impl Store {
                     .bind(RowState::Error)
             }
         };
-        update.bind(cdr_id as i64).execute(&mut *tx).await?;
+        if update.bind(cdr_id as i64).execute(&mut *tx).await?.rows_affected() == 0 {
+            return Ok(false);
+        }
         let mut columns = vec!["description", "critical", "last_error_date"];
         if f.crashes.is_some() {
             columns.push("crashes");
@@ -260,7 +281,7 @@ impl Store {
             .bind(f.crashes.unwrap_or(0) as i64)
             .execute(&mut *tx)
             .await?;
-        Ok(())
+        Ok(true)
     }
 
     /// `cdr_queue` rows by state (the seed's queue gauges, `status`).
