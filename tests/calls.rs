@@ -261,3 +261,84 @@ async fn the_cgrates_transfer_leg_names_its_partner_and_cdrmunch_call_prints_the
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no call knows"));
 }
+
+/// A leg naming `peers`, as the distillery hands it to the commit.
+fn bare_leg(uuid: [u8; 16], peers: &[[u8; 16]], leg: cdrmunch::domain::normalize::Leg) -> NewNormalizedCdr {
+    NewNormalizedCdr {
+        uuid,
+        path: format!("/nowhere/{}.xml", uuid::Uuid::from_bytes(uuid)),
+        cdr_path: String::new(),
+        table_suffix: 20231114,
+        org_id: 0,
+        tasks: Vec::new(),
+        links: Some(cdrmunch::domain::calls::LegFacts {
+            uuid,
+            peers: peers.to_vec(),
+            leg,
+            loopback: false,
+            start: 1700000000,
+            answer: 1700000002,
+            end: 1700000030,
+            billsec: 28,
+            caller: "1001".into(),
+            callee: "2000".into(),
+            hangup_cause: "NORMAL_CLEARING".into(),
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_linking_legs_of_one_call_at_once_make_one_call() {
+    use cdrmunch::domain::normalize::Leg;
+    for db in BOTH {
+        let dir = tempfile::tempdir().unwrap();
+        let tdb = TestDb::new(db, dir.path());
+        let settings = test_settings(dir.path(), &tdb.url);
+        // two processes on one database: two stores, each its own pool
+        let (one, two) = (
+            cdrmunch::app::open_repository(&settings).await.unwrap(),
+            cdrmunch::app::open_repository(&settings).await.unwrap(),
+        );
+        for round in 0..40 {
+            // the A-leg and a B-leg each name the bridge's other uuid, which neither has seen
+            let [a, b, c] = [(); 3].map(|_| *uuid::Uuid::new_v4().as_bytes());
+            let now = chrono::Utc::now();
+            let (first, second) = ([(0, bare_leg(a, &[b], Leg::A))], [(0, bare_leg(c, &[b], Leg::B))]);
+            let (x, y) = tokio::join!(one.commit_normalized(&first, now), two.commit_normalized(&second, now));
+            x.unwrap();
+            y.unwrap();
+            let call = one.call_of(a).await.unwrap().unwrap();
+            assert_eq!(call.legs.len(), 2, "{db:?} round {round}: {call:?}");
+            assert_eq!(one.call_of(c).await.unwrap().unwrap().call_id, a, "{db:?} round {round}");
+            let stored = stored_call(&one, &uuid::Uuid::from_bytes(c).to_string()).await;
+            assert_eq!((stored.0, stored.4), (a.to_vec(), 2), "{db:?} round {round}: the calls row");
+        }
+        let calls: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM calls").fetch_one(one.pool()).await.unwrap();
+        assert_eq!(calls, 40, "{db:?}");
+        one.pool().close().await;
+        two.pool().close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_leg_while_the_call_log_is_written_makes_it_written_again() {
+    use cdrmunch::store::{TaskFinish, TaskQueue};
+    for db in BOTH {
+        let dir = tempfile::tempdir().unwrap();
+        let tdb = TestDb::new(db, dir.path());
+        let store = cdrmunch::app::open_repository(&test_settings(dir.path(), &tdb.url)).await.unwrap();
+        let legs = through_loopback();
+        let now = chrono::Utc::now();
+        store.commit_normalized(&[(0, row(&legs[0].1))], now).await.unwrap();
+        let calllog = "calllog".parse().unwrap();
+        let running = store.claim_tasks(calllog, now, now + chrono::Duration::seconds(60), 10).await.unwrap();
+        assert_eq!(running.len(), 1, "{db:?}: the A-leg's calllog task");
+        // the loopback leg A bridged to arrives while that task runs: it read the call with one leg
+        store.commit_normalized(&[(0, row(&legs[1].1))], now).await.unwrap();
+        let finished = store.finish_task(running[0].id, running[0].leased_until, &TaskFinish::Done).await.unwrap();
+        assert!(!finished, "{db:?}: the attempt that read the call before does not close the task");
+        let again = store.claim_tasks(calllog, now, now + chrono::Duration::seconds(60), 10).await.unwrap();
+        assert_eq!(again.iter().map(|t| t.id).collect::<Vec<_>>(), vec![running[0].id], "{db:?}: it runs again");
+        assert!(store.finish_task(again[0].id, again[0].leased_until, &TaskFinish::Done).await.unwrap(), "{db:?}");
+    }
+}

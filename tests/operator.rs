@@ -88,7 +88,8 @@ async fn operator_commands(db: Db) {
     let ops = &store;
     ops.retry_tasks(&RetryTasks::One(billing0.id), now).await.unwrap();
     let failed = TaskFinish::Error { error: "billing database: Duplicate column".into() };
-    assert!(repo.finish_task(billing0.id, &failed).await.unwrap());
+    // retry made it due `now`: an attempt that claimed it then would hold it until `now`
+    assert!(repo.finish_task(billing0.id, now, &failed).await.unwrap());
 
     // status: the seed's health checks
     let st = json(&conf, &["status"]);
@@ -159,6 +160,9 @@ async fn operator_commands(db: Db) {
     assert_eq!(n, 2, "{db:?}: rows of the purged CDRs are gone");
     let k1 = *uuid::Uuid::parse_str(&uuids[1]).unwrap().as_bytes();
     assert!(store.task_states(k1).await.unwrap().is_empty(), "their task rows too");
+    assert_eq!(store.call_of(k1).await.unwrap(), None, "{db:?}: and their calls");
+    let calls: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM calls").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(calls, 2, "{db:?}: the two calls not purged stay");
     assert_eq!(store.queue_counts().await.unwrap().done, 4, "cdr_queue rows stay for intake's duplicate check");
     assert_eq!(json(&conf, &["purge", "--older-than", "30d"])["normalized_cdrs"], 0, "done: a rerun finds nothing");
 

@@ -105,9 +105,16 @@ async fn billing_and_call_log_rows_land_once_on_both_databases() {
             billsec: 42,
             ..Default::default()
         };
-        app.store().upsert_call_log(&entry).await.unwrap();
+        app.store().upsert_call_log(&entry, &[]).await.unwrap();
         let count = call_log_count(&app, db, &uuid).await;
         assert_eq!(count, (1, 42, "1001".to_string(), 77), "{db:?}");
+        // a row a leg of the same call was written under goes when the call's row is written
+        let other = uuid::Uuid::new_v4();
+        let stale = cdrmunch::store::CallLogEntry { uuid: *other.as_bytes(), ..entry.clone() };
+        app.store().upsert_call_log(&stale, &[]).await.unwrap();
+        assert_eq!(call_log_count(&app, db, &other.to_string()).await.0, 2, "{db:?}");
+        app.store().upsert_call_log(&entry, &[*other.as_bytes()]).await.unwrap();
+        assert_eq!(call_log_count(&app, db, &uuid).await.0, 1, "{db:?}: the superseded row is gone");
         app.stop().await;
     }
 }
@@ -529,7 +536,7 @@ async fn step_claims_are_leases_and_a_finished_task_stays_finished() {
         assert_eq!(finish, cdrmunch::store::TaskFinish::Done);
         // the first claimer finishing late cannot undo or redo anything
         let late = cdrmunch::store::TaskFinish::Error { error: "late".into() };
-        assert!(!s.ctx.repo.finish_task(claimed[0].id, &late).await.unwrap(), "{db:?}");
+        assert!(!s.ctx.repo.finish_task(claimed[0].id, claimed[0].leased_until, &late).await.unwrap(), "{db:?}");
         let states = s.store.task_states(uuid).await.unwrap();
         assert_eq!((states[0].done.as_str(), states[0].error_message.as_deref()), ("y", None), "{db:?}");
     }

@@ -110,7 +110,7 @@ pub async fn execute(ctx: &TaskContext, task: &ClaimedTask) -> (Outcome, TaskFin
 async fn record(ctx: &TaskContext, task: &ClaimedTask, outcome: &Outcome) -> TaskFinish {
     let finish = decide(&ctx.config.retry, task.retry, outcome, chrono::Utc::now());
     events::TaskAttempted { task, outcome }.emit();
-    match ctx.repo.finish_task(task.id, &finish).await {
+    match ctx.repo.finish_task(task.id, task.leased_until, &finish).await {
         Ok(true) => {}
         Ok(false) => tracing::warn!(task_id = task.id, "task was finished elsewhere (lease expired?)"),
         Err(e) => tracing::error!(task_id = task.id, error = %e, "could not record task result; the lease will expire"),

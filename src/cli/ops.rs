@@ -246,7 +246,7 @@ pub async fn purge(
         }
         report.normalized_cdrs += batch.len() as u64;
         if !dry_run {
-            ops.delete_normalized(&batch.iter().map(|c| c.id).collect::<Vec<_>>()).await?;
+            ops.delete_normalized(&batch).await?;
         }
         progress(report.normalized_cdrs);
     }

@@ -58,11 +58,13 @@ pub fn entry(job: &Job) -> CallLogEntry {
 impl TaskHandler for CallLog {
     async fn run(&self, job: &Job) -> Result<(), HandlerError> {
         let call = self.store.call_of(job.task.uuid).await.map_err(|e| HandlerError::failed("reading the call", &e))?;
-        let row = match &call {
-            Some(call) => call_entry(job, call),
-            None => entry(job),
+        let (row, others) = match &call {
+            Some(call) => {
+                (call_entry(job, call), call.legs.iter().map(|l| l.0).filter(|u| *u != call.call_id).collect())
+            }
+            None => (entry(job), Vec::new()),
         };
-        self.store.upsert_call_log(&row).await.map_err(|e| HandlerError::failed("writing call_log", &e))?;
+        self.store.upsert_call_log(&row, &others).await.map_err(|e| HandlerError::failed("writing call_log", &e))?;
         Ok(())
     }
 }

@@ -134,5 +134,15 @@ pub(crate) fn push_ids(qb: &mut QueryBuilder<Any>, ids: impl IntoIterator<Item =
     sep.push_unseparated(")");
 }
 
+/// Appends `(?, ?, …)` binding each uuid.
+pub(crate) fn push_uuids(qb: &mut QueryBuilder<Any>, uuids: impl IntoIterator<Item = [u8; 16]>) {
+    qb.push("(");
+    let mut sep = qb.separated(", ");
+    for u in uuids {
+        sep.push_bind(u.to_vec());
+    }
+    sep.push_unseparated(")");
+}
+
 /// Per-row bind count stays far below both engines' placeholder limits.
 pub(crate) const MAX_ROWS_PER_STATEMENT: usize = 1000;

@@ -122,6 +122,12 @@ impl Dialect {
         }
     }
 
+    /// Whether another writer's transaction can run beside this one (InnoDB locks rows);
+    /// SQLite's `BEGIN IMMEDIATE` makes a writer the only one.
+    pub(crate) fn locks_rows(self) -> bool {
+        matches!(self, Dialect::Mysql)
+    }
+
     /// Appended to a read whose row the transaction then updates.
     pub(crate) fn for_update(self) -> &'static str {
         match self {

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use sqlx::AnyConnection;
 use sqlx::{Any, QueryBuilder, Row};
 
-use super::columns::{push_ids, sql_time, uuid_bytes, RowState, MAX_ROWS_PER_STATEMENT};
+use super::columns::{push_ids, push_uuids, sql_time, uuid_bytes, RowState, MAX_ROWS_PER_STATEMENT};
 use super::{Store, StoreResult, Time};
 use crate::domain::tasks::TaskType;
 
@@ -106,12 +106,7 @@ async fn uuids_in(
     uuids: impl Iterator<Item = [u8; 16]>,
 ) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
     let mut qb: QueryBuilder<Any> = QueryBuilder::new(head);
-    qb.push("(");
-    let mut sep = qb.separated(", ");
-    for u in uuids {
-        sep.push_bind(u.to_vec());
-    }
-    sep.push_unseparated(")");
+    push_uuids(&mut qb, uuids);
     qb.build().fetch_all(&mut *conn).await
 }
 

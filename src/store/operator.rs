@@ -214,19 +214,21 @@ impl Store {
         self.rows(query, |r| PurgeCandidate { id: id(r, 0), uuid: uuid(r, 1), path: r.get(2) }).await
     }
 
-    /// Deletes normalized CDRs and their tasks, in one transaction. `cdr_queue` rows stay:
-    /// they are how intake recognises an old CDR posted again.
-    pub async fn delete_normalized(&self, ids: &[u64]) -> StoreResult<u64> {
-        if ids.is_empty() {
+    /// Deletes normalized CDRs, their tasks and their legs (a call none of whose legs is left
+    /// goes too), in one transaction. `cdr_queue` rows stay: they are how intake recognises
+    /// an old CDR posted again; `call_log` rows stay: they are the product.
+    pub async fn delete_normalized(&self, purged: &[PurgeCandidate]) -> StoreResult<u64> {
+        if purged.is_empty() {
             return Ok(0);
         }
         self.write(|mut tx| async move {
             let mut deleted = 0;
             for head in ["DELETE FROM tasks WHERE id_normalized_cdrs IN ", "DELETE FROM normalized_cdrs WHERE id IN "] {
                 let mut qb = QueryBuilder::new(head);
-                push_ids(&mut qb, ids.iter().copied());
+                push_ids(&mut qb, purged.iter().map(|c| c.id));
                 deleted = qb.build().execute(&mut *tx).await?.rows_affected();
             }
+            self.unlink_calls(&mut tx, purged.iter().map(|c| c.uuid)).await?;
             Ok((deleted, tx))
         })
         .await

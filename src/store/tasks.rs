@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row};
 
-use super::columns::{count, cut, id, parse_sql_time, push_ids, sql_time, uuid, RowState};
+use super::columns::{count, cut, id, parse_sql_time, push_ids, push_uuids, sql_time, uuid, RowState};
 use super::{Store, StoreResult, Time};
 use crate::domain::tasks::TaskType;
 
@@ -27,6 +27,8 @@ pub struct ClaimedTask {
     pub ncdr_path: String,
     /// `normalized_cdrs.cdr_path`: where the raw CDR is.
     pub cdr_path: String,
+    /// The claim's lease: the task's `next_attempt` while the claim holds.
+    pub leased_until: DateTime<Utc>,
 }
 
 /// How a task attempt ended, as the `tasks` row records it.
@@ -46,9 +48,11 @@ pub trait TaskQueue: Send + Sync {
     /// `idx_type_done_next`) by moving `next_attempt` to `lease_until`.
     async fn claim_tasks(&self, task: TaskType, now: Time, until: Time, limit: u32) -> StoreResult<Vec<ClaimedTask>>;
 
-    /// Records an attempt's end. Only a row still `done='n'` changes, so a late duplicate
-    /// attempt cannot undo a finished one. Returns whether the row changed.
-    async fn finish_task(&self, task_id: u64, finish: &TaskFinish) -> StoreResult<bool>;
+    /// Records an attempt's end, only while the claim holds: the row still `done='n'` and
+    /// its `next_attempt` still `leased_until`. So a late duplicate attempt cannot undo a
+    /// finished one, and a task made due again while it ran (a late leg changed its call)
+    /// runs again. Returns whether the row changed.
+    async fn finish_task(&self, task_id: u64, leased_until: Time, finish: &TaskFinish) -> StoreResult<bool>;
 
     /// Gives claimed, unstarted tasks back (shutdown): due at `now`.
     async fn release_tasks(&self, ids: &[u64], now: Time) -> StoreResult<()>;
@@ -102,6 +106,7 @@ impl TaskQueue for Store {
                     uuid,
                     ncdr_path,
                     cdr_path,
+                    leased_until: until,
                 });
             }
             claimed.sort_by_key(|t| t.id);
@@ -111,26 +116,25 @@ impl TaskQueue for Store {
         .await
     }
 
-    async fn finish_task(&self, task_id: u64, finish: &TaskFinish) -> StoreResult<bool> {
+    async fn finish_task(&self, task_id: u64, leased_until: Time, finish: &TaskFinish) -> StoreResult<bool> {
         let id = task_id as i64;
         self.write_one(|mut conn| async move {
             let q = match finish {
-                TaskFinish::Done => {
-                    sqlx::query("UPDATE tasks SET done = ? WHERE id = ? AND done = 'n'").bind(RowState::Done).bind(id)
+                TaskFinish::Done => sqlx::query("UPDATE tasks SET done = ? WHERE id = ? AND done = 'n' AND next_attempt = ?").bind(RowState::Done).bind(id),
+                TaskFinish::Retry { next_attempt, error } => {
+                    sqlx::query("UPDATE tasks SET retry = retry + 1, next_attempt = ?, error_message = ? WHERE id = ? AND done = 'n' AND next_attempt = ?")
+                        .bind(sql_time(*next_attempt))
+                        .bind(error.clone())
+                        .bind(id)
                 }
-                TaskFinish::Retry { next_attempt, error } => sqlx::query(
-                    "UPDATE tasks SET retry = retry + 1, next_attempt = ?, error_message = ? WHERE id = ? AND done = 'n'",
-                )
-                .bind(sql_time(*next_attempt))
-                .bind(error.clone())
-                .bind(id),
                 TaskFinish::Error { error } => {
-                    sqlx::query("UPDATE tasks SET done = ?, error_message = ? WHERE id = ? AND done = 'n'")
+                    sqlx::query("UPDATE tasks SET done = ?, error_message = ? WHERE id = ? AND done = 'n' AND next_attempt = ?")
                         .bind(RowState::Error)
                         .bind(error.clone())
                         .bind(id)
                 }
             };
+            let q = q.bind(sql_time(leased_until));
             let changed = q.execute(&mut *conn).await?.rows_affected() > 0;
             Ok((changed, conn))
         })
@@ -161,8 +165,10 @@ pub struct CallLogEntry {
 }
 
 impl Store {
-    /// Writes a call's `call_log` row, replacing the one it had.
-    pub async fn upsert_call_log(&self, e: &CallLogEntry) -> StoreResult<()> {
+    /// Writes a call's `call_log` row, replacing the one it had, and drops the rows of
+    /// `superseded` (the call's other legs: a run that read the call before a late leg
+    /// changed its call id may have written one).
+    pub async fn upsert_call_log(&self, e: &CallLogEntry, superseded: &[[u8; 16]]) -> StoreResult<()> {
         let columns: Vec<&str> = "rmOrgID, TableSuffix, direction, caller_id_number, destination_number, start_epoch, \
              answer_epoch, end_epoch, duration, billsec, hangup_cause, recording_path"
             .split(", ")
@@ -173,7 +179,12 @@ impl Store {
             self.dialect.upsert("uuid", &columns)
         );
         let sql = sql.as_str();
-        self.write_one(|mut conn| async move {
+        self.write(|mut tx| async move {
+            if !superseded.is_empty() {
+                let mut qb = QueryBuilder::new("DELETE FROM call_log WHERE uuid IN ");
+                push_uuids(&mut qb, superseded.iter().copied());
+                qb.build().execute(&mut *tx).await?;
+            }
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(e.uuid.to_vec())
                 .bind(e.org_id)
@@ -188,9 +199,9 @@ impl Store {
                 .bind(e.billsec)
                 .bind(cut(&e.hangup_cause, 64))
                 .bind(e.recording_path.clone())
-                .execute(&mut *conn)
+                .execute(&mut *tx)
                 .await?;
-            Ok(((), conn))
+            Ok(((), tx))
         })
         .await
     }

@@ -343,9 +343,9 @@ impl TaskQueue for SwitchableRepository {
         self.check()?;
         self.inner.claim_tasks(task_type, now, lease_until, limit).await
     }
-    async fn finish_task(&self, task_id: u64, finish: &TaskFinish) -> StoreResult<bool> {
+    async fn finish_task(&self, task_id: u64, leased_until: DateTime<Utc>, finish: &TaskFinish) -> StoreResult<bool> {
         self.check()?;
-        self.inner.finish_task(task_id, finish).await
+        self.inner.finish_task(task_id, leased_until, finish).await
     }
     async fn release_tasks(&self, ids: &[u64], now: DateTime<Utc>) -> StoreResult<()> {
         self.check()?;
