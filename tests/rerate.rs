@@ -25,9 +25,18 @@ fn london(uuid: &str, billsec: i64) -> Vec<u8> {
 }
 
 fn cli(conf: &Path, args: &[&str]) -> serde_json::Value {
+    let (code, v) = cli_exit(conf, args);
+    assert_eq!(code, Some(0), "{args:?}: {v}");
+    v
+}
+
+/// The exit code and the JSON report.
+fn cli_exit(conf: &Path, args: &[&str]) -> (Option<i32>, serde_json::Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_cdrmunch")).args(args).arg("--config").arg(conf).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{args:?}: {e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    });
+    (out.status.code(), v)
 }
 
 /// `(uuid, rerate_id, billingEventType, retailRate)` of every billing row, sorted.
@@ -134,7 +143,7 @@ async fn rerate_on(db: Db) {
     let rows = billing_rows(&s.database.billingdb_url).await;
     let id = applied["rerate_id"].as_str().unwrap().to_string();
     assert!(id.starts_with("rerate-"), "{id}");
-    let adjustments: Vec<_> = rows.iter().filter(|r| r.1 == id).collect();
+    let adjustments: Vec<_> = rows.iter().filter(|r| r.1.starts_with(&format!("{id}-"))).collect();
     assert_eq!(adjustments.len(), 2, "{db:?}: {rows:?}");
     assert!(adjustments.iter().all(|r| r.2 == "rerate" && r.3.starts_with("0.012")), "{rows:?}");
     assert_eq!(rows.iter().filter(|r| r.1.is_empty()).count(), 2, "the original rows stay as they were");
@@ -148,6 +157,49 @@ async fn rerate_on(db: Db) {
     let again = cli(&conf, &apply);
     assert_eq!((again["calls_changed"].as_u64(), again["adjustments_written"].as_u64()), (Some(0), Some(0)), "{again}");
     assert_eq!(billing_rows(&s.database.billingdb_url).await, rows, "{db:?}: applying again adds nothing");
+
+    // a deck without the London prefixes: the calls cannot be rated and keep their rating
+    let no_london = app.dir.path().join("no-london.csv");
+    let text = std::fs::read_to_string(&new_deck).unwrap();
+    let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("44")).collect();
+    std::fs::write(&no_london, kept.join("\n")).unwrap();
+    let range = ["--from", "2000-01-01", "--to", "2100-01-01", "--json", "--apply"];
+    let (code, unrated) = cli_exit(&conf, &[&["rerate", "--deck", no_london.to_str().unwrap()][..], &range].concat());
+    assert_eq!(code, Some(1), "{db:?}: calls it could not rate make the run fail: {unrated}");
+    assert_eq!(
+        (unrated["calls_changed"].as_u64(), unrated["adjustments_written"].as_u64()),
+        (Some(0), Some(0)),
+        "{unrated}"
+    );
+    assert_eq!(unrated["failures"].as_array().map(Vec::len), Some(2), "{db:?} {unrated}");
+    assert_eq!(billing_rows(&s.database.billingdb_url).await, rows, "{db:?}: nothing rated to nothing");
+
+    // back to the first deck: an adjustment again, though that deck was applied before (at
+    // the start, by the service) — and then forth once more
+    for (deck, rate) in [(&deck, "0.008"), (&new_deck, "0.012")] {
+        let back = cli(
+            &conf,
+            &[
+                "rerate",
+                "--deck",
+                deck.to_str().unwrap(),
+                "--from",
+                "2000-01-01",
+                "--to",
+                "2100-01-01",
+                "--json",
+                "--apply",
+            ],
+        );
+        assert_eq!(
+            (back["calls_changed"].as_u64(), back["adjustments_written"].as_u64()),
+            (Some(2), Some(2)),
+            "{db:?} {back}"
+        );
+        let latest: Vec<_> = billing_rows(&s.database.billingdb_url).await;
+        assert!(latest.iter().filter(|r| r.3.starts_with(rate) && r.2 == "rerate").count() >= 2, "{db:?}: {latest:?}");
+    }
+    assert_eq!(billing_rows(&s.database.billingdb_url).await.len(), 8, "{db:?}: two calls, three adjustments each");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,9 @@ pub enum OpsError {
     Storage(#[from] crate::storage::StorageError),
     #[error("{0}")]
     Usage(String),
+    /// The billing feed refused or failed a write.
+    #[error("billing feed: {0}")]
+    Billing(String),
 }
 
 /// `90d`, `12h`, `30m`, `45s`, `2w`: a duration in seconds.

@@ -22,6 +22,10 @@ use crate::storage::BlobStore;
 use crate::store::Store;
 
 /// The fields a rating sets besides the retail ones: a call whose values differ has changed.
+/// How often rerating rewrote a normalized CDR: part of an adjustment's key, so going back to
+/// a rating the call had before (X → Y → X → Y) is a new adjustment each time.
+const REWRITES: &str = "rerated";
+
 const RATED: [&str; 4] = ["retailPrefix", "retailCharge", "quantity", "billingEventType"];
 
 #[derive(Debug, Default, Serialize)]
@@ -62,6 +66,10 @@ struct Rerated {
     old: Micros,
     new: Micros,
     changed: Option<(crate::domain::normalize::NormalizedCdr, NormalizedDoc, Vec<TaskDoc>)>,
+    /// A short digest of the rating the call had and of its rewrites: with the deck, the key
+    /// of its adjustment.
+    from: String,
+    rewrites: u64,
 }
 
 pub async fn rerate(
@@ -80,7 +88,7 @@ pub async fn rerate(
     with_deck.rating.deck = Some(r.deck.to_path_buf());
     let base = crate::app::normalize_context(&with_deck).map_err(|e| OpsError::Usage(e.to_string()))?;
     let feeder = match r.apply {
-        true => Some(BillingFeeder::connect(settings).await.map_err(OpsError::Usage)?),
+        true => Some(BillingFeeder::connect(settings).await.map_err(OpsError::Billing)?),
         false => None,
     };
     let rerate_id = format!("rerate-{}", &crate::storage::md5_hex(&bytes)[..16]);
@@ -107,19 +115,24 @@ pub async fn rerate(
             let line = by_org.entry(call.org).or_default();
             *line = (line.0 + 1, Micros(line.1 .0 + call.old.0), Micros(line.2 .0 + call.new.0));
             let Some(feeder) = &feeder else { continue };
-            // the document keeps its tasks (their rows point into them); only the data is new
-            let mut rewritten = new_cdr;
-            rewritten.tasks = old_tasks.iter().filter_map(task_node).collect();
-            ncdr.put(&rewritten.storage_key(), rewritten.to_xml().as_bytes()).await?;
+            // The adjustment first: interrupted before the document is rewritten, a rerun
+            // finds the call still changed and its adjustment there already. Keyed by the
+            // deck and the rating it replaces, so rating back to an earlier deck is one too.
             let mut node = new_doc.tasks.iter().find(|t| t.task_type == "billing").cloned().unwrap_or(TaskDoc {
                 task_type: "billing".into(),
                 params: vec![("quantity".into(), new_doc.field("quantity").unwrap_or_default())],
             });
             node.params.retain(|(k, _)| k != "billingEventType");
             node.params.push(("billingEventType".into(), "rerate".into()));
+            let key = format!("{rerate_id}-{}", call.from);
             let (added, _) =
-                feeder.feed(&new_doc, &node, Some(&rerate_id)).await.map_err(|e| OpsError::Usage(e.to_string()))?;
+                feeder.feed(&new_doc, &node, Some(&key)).await.map_err(|e| OpsError::Billing(e.to_string()))?;
             report.adjustments_written += added as u64;
+            // the document keeps its tasks (their rows point into them); only the data is new
+            let mut rewritten = new_cdr;
+            rewritten.tasks = old_tasks.iter().filter_map(task_node).collect();
+            rewritten.data.push((REWRITES.into(), (call.rewrites + 1).to_string()));
+            ncdr.put(&rewritten.storage_key(), rewritten.to_xml().as_bytes()).await?;
         }
     }
     let mut total = 0i64;
@@ -148,13 +161,21 @@ async fn rate_again(
         return Err(format!("raw CDR {} holds call uuid {}, not the queued one", q.path, new.uuid));
     }
     let new_doc = NormalizedDoc::parse(new.to_xml().as_bytes()).map_err(|e| e.to_string())?;
+    if old.field("retailCharge").is_some() && new_doc.field("retailCharge").is_none() {
+        // a billed call is never rated to nothing
+        let to = new_doc.field("destination_number").unwrap_or_default();
+        return Err(format!("the deck has no rate for {to}; the call keeps its rating"));
+    }
     let charge = |d: &NormalizedDoc| d.field("retailCharge").and_then(|c| Micros::parse(&c)).unwrap_or_default();
     let org = old.field("rmOrgID").and_then(|o| o.parse().ok()).unwrap_or(0);
-    let mut rated = RETAIL_FIELDS.iter().copied().chain(RATED);
-    let changed = rated.any(|f| old.field(f) != new_doc.field(f));
+    let rated: Vec<&str> = RETAIL_FIELDS.iter().copied().chain(RATED).collect();
+    let changed = rated.iter().any(|f| old.field(f) != new_doc.field(f));
+    let was: Vec<String> = rated.iter().chain(&[REWRITES]).map(|f| old.field(f).unwrap_or_default()).collect();
+    let from = crate::storage::md5_hex(was.join("\u{1f}").as_bytes())[..8].to_string();
     let (old_charge, new_charge) = (charge(&old), charge(&new_doc));
+    let rewrites = old.field(REWRITES).and_then(|n| n.parse().ok()).unwrap_or(0);
     let changed = changed.then_some((new, new_doc, old.tasks));
-    Ok(Rerated { org, old: old_charge, new: new_charge, changed })
+    Ok(Rerated { org, old: old_charge, new: new_charge, changed, from, rewrites })
 }
 
 fn task_node(t: &TaskDoc) -> Option<TaskNode> {
