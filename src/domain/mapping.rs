@@ -116,7 +116,8 @@ pub const RETAIL_FIELDS: [&str; 8] = [
     "retailChargeBand",
 ];
 
-fn retail_type(field: &str) -> Option<FieldType> {
+/// The type of a retail field (carried by a CDR or filled by the deck).
+pub fn retail_type(field: &str) -> Option<FieldType> {
     match field {
         "retailConnectCharge" | "retailRate" => Some(FieldType::Decimal),
         f if RETAIL_FIELDS.contains(&f) || f == "retailPrefix" => Some(FieldType::Text),

@@ -8,7 +8,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use super::cdr::{self, RawCdr};
 use super::intake::canonical_uuid;
-use super::mapping::{FieldMap, FieldWarning, RETAIL_FIELDS};
+use super::mapping::{retail_type, FieldMap, FieldWarning, RETAIL_FIELDS};
 use super::orgs::OrgDirectory;
 use super::rating::{e164, rate_call, RateDeck};
 use super::tasks::{derive_tasks, CallFacts, TaskNode, TaskRules};
@@ -109,18 +109,19 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
             f => mapped.iter().find(|(n, _)| n == f).map(|(_, v)| v.as_str()),
         })
     });
-    let org_var = ["rmOrgID", "rm_org_id"].iter().find_map(|k| var(k).map(|v| (*k, v)));
-    let org_id = match org_var {
-        Some((_, v)) if v.parse::<i64>().is_ok() => v.parse().ok(),
-        Some((k, v)) => {
-            let reason = format!("not a whole number (variable {k}); the org directory decides");
-            warnings.push(FieldWarning { field: "rmOrgID".into(), value: v, reason });
-            None
+    // the first of the variables that is a whole number; one that is not is a warning
+    let mut org_id = None;
+    for k in ["rmOrgID", "rm_org_id"] {
+        match var(k).map(|v| v.parse::<i64>().map_err(|_| v)) {
+            Some(Ok(id)) if org_id.is_none() => org_id = Some(id),
+            Some(Err(v)) => {
+                let reason = format!("not a whole number (variable {k})");
+                warnings.push(FieldWarning { field: "rmOrgID".into(), value: v, reason });
+            }
+            _ => {}
         }
-        None => None,
     }
-    .or(org.map(|o| o.org_id))
-    .unwrap_or(0);
+    let org_id = org_id.or(org.map(|o| o.org_id)).unwrap_or(0);
     let start_or_received = if t.start > 0 {
         t.start
     } else if t.end > 0 {
@@ -170,10 +171,18 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
 
     // Retail: what the CDR carries wins; otherwise the deck, by longest prefix of the
     // E.164 destination. Quantity is the billed seconds (0 when unanswered).
+    // A carried value that does not fit its type is left out with a warning; without a rate
+    // that fits, the deck rates the call.
     let mut quantity = t.billsec;
-    let carried: Vec<(String, String)> =
-        RETAIL_FIELDS.iter().filter_map(|k| var(k).map(|v| (k.to_string(), v))).collect();
-    if !carried.is_empty() {
+    let mut carried: Vec<(String, String)> = Vec::new();
+    for k in RETAIL_FIELDS {
+        let Some(v) = var(k) else { continue };
+        match retail_type(k).map_or(Ok(v.clone()), |ty| ty.check(&v)) {
+            Ok(v) => carried.push((k.to_string(), v)),
+            Err(reason) => warnings.push(FieldWarning { field: k.into(), value: v, reason: reason.into() }),
+        }
+    }
+    if ctx.rates.is_none() || carried.iter().any(|(k, _)| k == "retailRate") {
         data.extend(carried);
     } else if let Some(deck) = &ctx.rates {
         let rated = e164(&destination, ctx.default_country_code.as_deref())

@@ -130,6 +130,12 @@ fn the_deck_rates_answered_calls_unless_the_cdr_carries_retail_values() {
     assert_eq!(get(&n, "retailRate").as_deref(), Some("0.5"));
     assert_eq!(get(&n, "retailPrefix"), None);
     assert_eq!(get(&n, "quantity").as_deref(), Some("60"));
+    // a carried rate that is not a decimal: a warning, and the deck rates the call
+    let n = normalize_document(&call("020 7123 4567", 31, "<retailRate>0.02%20USD</retailRate>"), &ctx).unwrap();
+    assert_eq!(get(&n, "retailRate").as_deref(), Some("0.006"));
+    assert_eq!(get(&n, "retailCharge").as_deref(), Some("0.0036"));
+    let warned: Vec<_> = n.warnings.iter().map(|w| (w.field.as_str(), w.value.as_str())).collect();
+    assert_eq!(warned, [("retailRate", "0.02 USD")]);
     // no deck: no retail fields, quantity is billsec
     let n = normalize_document(&call("+441312345678", 61, ""), &NormalizeContext::default()).unwrap();
     assert_eq!((get(&n, "retailRate"), get(&n, "quantity").as_deref()), (None, Some("61")));
@@ -274,6 +280,11 @@ fn values_that_do_not_fit_their_type_are_left_empty_with_a_warning() {
     {
         assert_eq!(crate::domain::mapping::FieldType::Decimal.check(v).is_ok(), fits, "{v}");
     }
+    // a bad rmOrgID does not hide a good rm_org_id
+    let doc =
+        xml("<uuid>0d2e4c6a-1111-2222-3333-444455556666</uuid><rmOrgID>acme</rmOrgID><rm_org_id>7</rm_org_id>", "");
+    let n = normalize_document(&doc, &NormalizeContext::default()).unwrap();
+    assert_eq!((n.org_id, n.warnings.len()), (7, 1));
     assert!(crate::domain::mapping::FieldType::Int.check("12345678901234567890123").is_err());
     assert!(crate::domain::mapping::FieldType::Epoch.check("-5").is_err());
 }
