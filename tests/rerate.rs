@@ -254,3 +254,29 @@ async fn an_old_billing_table_gains_the_rerate_key() {
         cdrmunch::handlers::billing::BillingFeeder::connect(&s).await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_sqlite_billing_table_with_other_columns_is_left_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = test_settings(dir.path(), &format!("sqlite://{}/cdr.db", dir.path().display()));
+    s.database.billingdb_url = format!("sqlite://{}/billing.db", dir.path().display());
+    s.billing_feeder.field_names = vec!["uuid".into(), "quantity".into()];
+    s.billing_feeder.field_types = vec!["s".into(), "d".into()];
+    let store = cdrmunch::store::Store::connect(&s.database.billingdb_url, 2).await.unwrap();
+    // a column the config no longer lists: rebuilding the table would lose it
+    sqlx::query(
+        "CREATE TABLE billing_feed (\"id\" INTEGER PRIMARY KEY AUTOINCREMENT, \"uuid\" TEXT NOT NULL, \
+         \"quantity\" NUMERIC, \"carrier\" TEXT, \"fed_at\" TIMESTAMP DEFAULT CURRENT_TIMESTAMP, UNIQUE (\"uuid\"))",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO billing_feed (uuid, quantity, carrier) VALUES ('u-1', 60, 'acme')")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = cdrmunch::handlers::billing::BillingFeeder::connect(&s).await.err().expect("refused");
+    assert!(err.contains("carrier") && err.contains("by hand"), "{err}");
+    let kept: String = sqlx::query_scalar("SELECT carrier FROM billing_feed").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(kept, "acme", "the ledger is as it was");
+}

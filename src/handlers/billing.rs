@@ -18,6 +18,8 @@ pub struct BillingFeeder {
     db: Store,
     table: String,
     layout: BillingLayout,
+    /// `INSERT … INTO table (columns) VALUES (`, made once.
+    insert: String,
 }
 
 /// The column that tells an adjustment from the call's own row ('' for the latter).
@@ -38,7 +40,11 @@ impl BillingFeeder {
         let url = &s.database.billingdb_url;
         let fail = |e: StoreError| format!("billing database {}: {e}", crate::store::redact_url(url));
         let db = Store::connect(url, 4).await.map_err(fail)?;
-        let feeder = BillingFeeder { db, table, layout };
+        let d = db.dialect();
+        let mut names: Vec<String> = layout.columns.iter().map(|(n, _)| d.quote(n)).collect();
+        names.push(d.quote(RERATE_ID));
+        let insert = format!("{} INTO {} ({}) VALUES (", d.insert_or_ignore(), d.quote(&table), names.join(", "));
+        let feeder = BillingFeeder { db, table, layout, insert };
         feeder.create_table().await.map_err(|e| format!("creating billing table: {e}"))?;
         Ok(feeder)
     }
@@ -100,11 +106,28 @@ impl BillingFeeder {
                 sqlx::query(sqlx::AssertSqlSafe(alter)).execute(&mut *tx).await?;
             }
             Dialect::Sqlite => {
-                // SQLite cannot drop a table's UNIQUE constraint: the table is rebuilt.
+                // SQLite cannot drop a table's UNIQUE constraint: the table is rebuilt, with
+                // the columns it has — which must be those of the config (a ledger loses none)
+                let had: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+                    .bind(self.table.clone())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut cols: Vec<&str> = self.layout.columns.iter().map(|(c, _)| c.as_str()).collect();
+                cols.extend(["id", "fed_at"]);
+                let mut sorted = (had.iter().map(String::as_str).collect::<Vec<_>>(), cols.clone());
+                sorted.0.sort_unstable();
+                sorted.1.sort_unstable();
+                if sorted.0 != sorted.1 {
+                    return Err(sqlx::Error::Protocol(format!(
+                        "table {} has the columns {} where billing-feeder.field_names makes {}: \
+                         it needs the rerate key (uuid, rerate_id) added by hand",
+                        self.table,
+                        sorted.0.join(", "),
+                        sorted.1.join(", ")
+                    )));
+                }
                 let new = format!("{}_rerate_upgrade", self.table);
-                let mut cols: Vec<String> = self.layout.columns.iter().map(|(c, _)| d.quote(c)).collect();
-                cols.extend(["id", "fed_at"].map(|c| d.quote(c)));
-                let cols = cols.join(", ");
+                let cols = cols.iter().map(|c| d.quote(c)).collect::<Vec<_>>().join(", ");
                 let steps = [
                     self.table_ddl(&new),
                     format!("INSERT INTO {} ({cols}) SELECT {cols} FROM {t}", d.quote(&new)),
@@ -129,11 +152,7 @@ impl BillingFeeder {
         rerate_id: Option<&str>,
     ) -> Result<(bool, Vec<FieldWarning>), HandlerError> {
         let (row, warnings) = self.layout.row(doc, node).map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        let d = self.db.dialect();
-        let mut names: Vec<String> = self.layout.columns.iter().map(|(n, _)| d.quote(n)).collect();
-        names.push(d.quote(RERATE_ID));
-        let head = format!("{} INTO {} ({}) VALUES (", d.insert_or_ignore(), d.quote(&self.table), names.join(", "));
-        let mut qb = QueryBuilder::new(head);
+        let mut qb = QueryBuilder::new(&self.insert);
         let mut sep = qb.separated(", ");
         for v in &row {
             match v {
