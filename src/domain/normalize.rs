@@ -357,11 +357,22 @@ pub fn presented(raw: &RawCdr, part: &str) -> Option<String> {
 }
 
 /// A half of a `loopback/` channel pair (FORMAT.md §5, mod_loopback): `is_loopback`, or a
-/// `loopback/…-a` / `-b` channel name.
+/// `loopback/…-a` / `-b` channel name — whose time repeats a real leg's. Not the `-a` half of
+/// a loopback no leg originated (`originate loopback/…` from the API: mod_loopback sets
+/// `loopback_from_uuid` only when a session originates it): that half is where the call
+/// starts, and it stands for the caller.
 pub fn is_loopback(raw: &RawCdr) -> bool {
-    raw.var("is_loopback").is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
-        || raw.var("channel_name").is_some_and(|n| n.starts_with("loopback/"))
-        || raw.channel_data.iter().any(|(k, v)| k == "name" && v.starts_with("loopback/"))
+    let name = raw
+        .var("channel_name")
+        .or_else(|| raw.channel_data.iter().find(|(k, _)| k == "name").map(|(_, v)| v.as_str()))
+        .unwrap_or_default();
+    let half = raw.var("is_loopback").is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
+        || name.starts_with("loopback/");
+    let a_half = raw.var("loopback_leg").map_or(name.ends_with("-a"), |l| l.trim() == "A");
+    let from_a_leg = ["loopback_from_uuid", "originating_leg_uuid", "originator"]
+        .iter()
+        .any(|k| raw.var(k).is_some_and(|v| !v.trim().is_empty()));
+    half && !(a_half && !from_a_leg)
 }
 
 /// B-leg markers (FORMAT.md §5): an originator caller profile or the variables that

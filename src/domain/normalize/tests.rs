@@ -256,6 +256,12 @@ fn loopback_halves_get_neither_billing_nor_calllog() {
     assert_eq!(leg(""), [TaskType::Billing, TaskType::Calllog]);
     assert!(leg("<is_loopback>1</is_loopback><loopback_leg>B</loopback_leg>").is_empty());
     assert!(leg("<channel_name>loopback/1000-b</channel_name>").is_empty());
+    let a_half =
+        "<is_loopback>1</is_loopback><loopback_leg>A</loopback_leg><channel_name>loopback/1000-a</channel_name>";
+    let bridged = format!("{a_half}<loopback_from_uuid>0d2e4c6a-1111-2222-3333-444455550000</loopback_from_uuid>");
+    assert!(leg(&bridged).is_empty(), "the -a half a real leg bridged to");
+    // `originate loopback/1000 …` from the API: no leg before it, the -a half is the caller's
+    assert_eq!(leg(a_half), [TaskType::Billing, TaskType::Calllog]);
 }
 
 #[test]
