@@ -372,7 +372,8 @@ pub fn is_loopback(raw: &RawCdr) -> bool {
     let from_a_leg = ["loopback_from_uuid", "originating_leg_uuid", "originator"]
         .iter()
         .any(|k| raw.var(k).is_some_and(|v| !v.trim().is_empty()));
-    half && !(a_half && !from_a_leg)
+    let origin = a_half && !from_a_leg;
+    half && !origin
 }
 
 /// B-leg markers (FORMAT.md §5): an originator caller profile or the variables that
