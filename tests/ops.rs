@@ -146,8 +146,16 @@ async fn the_log_file_is_reopened_on_sighup() {
     let http = reqwest::Client::new();
     let mut server = start_server_with(&conf, &[], None);
     wait_healthy(&http, &base).await;
-    let first = std::fs::read_to_string(&log).unwrap();
-    assert!(first.contains("starting with") && first.contains("listening on"), "{first}");
+    // the log is written by a background writer: wait for the lines, bounded
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let first = std::fs::read_to_string(&log).unwrap_or_default();
+        if first.contains("starting with") && first.contains("listening on") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "start-up lines not in the log file: {first}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // logrotate: move the file away, then SIGHUP
     let rotated = dir.path().join("log/cdrmunch.log.1");
     std::fs::rename(&log, &rotated).unwrap();
