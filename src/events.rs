@@ -212,3 +212,73 @@ impl IntakeAnswered {
             .increment(1);
     }
 }
+
+/// At the connection cap, the connection idle the longest was closed to admit a new one.
+pub struct ConnectionEvicted;
+
+impl ConnectionEvicted {
+    pub fn emit(self) {
+        tracing::debug!("connection cap reached: closed the longest-idle connection");
+        metrics::counter!(CONNECTIONS_SHED, "reason" => "evicted").increment(1);
+    }
+}
+
+/// At the connection cap with every connection busy, a new connection got a 503.
+pub struct ConnectionRefused;
+
+impl ConnectionRefused {
+    pub fn emit(self) {
+        if rejections_may_log() {
+            tracing::warn!("connection cap reached with every connection busy: answered 503");
+        }
+        metrics::counter!(CONNECTIONS_SHED, "reason" => "refused").increment(1);
+    }
+}
+
+/// A request to the intake API was refused (4xx/5xx): one warning each, rate-limited so a
+/// misbehaving switch or a scanner cannot flood the log.
+pub struct IntakeRejected<'a> {
+    pub peer: Option<std::net::SocketAddr>,
+    pub endpoint: &'a str,
+    pub status: u16,
+    pub reason: &'a str,
+    pub uuid: Option<&'a str>,
+}
+
+impl IntakeRejected<'_> {
+    pub fn emit(self) {
+        if !rejections_may_log() {
+            return;
+        }
+        let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+        let peer = self.peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        tracing::warn!(
+            peer = %peer,
+            status = self.status,
+            endpoint = self.endpoint,
+            uuid = self.uuid.unwrap_or("-"),
+            suppressed_before = suppressed,
+            "request refused: {}",
+            self.reason
+        );
+    }
+}
+
+/// Rejection lines per second before the rest of that second is only counted.
+const REJECTION_LINES_PER_SECOND: u64 = 10;
+static REJECTION_WINDOW: AtomicU64 = AtomicU64::new(0);
+static REJECTION_LINES: AtomicU64 = AtomicU64::new(0);
+static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+
+fn rejections_may_log() -> bool {
+    let second = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    if REJECTION_WINDOW.swap(second, Ordering::Relaxed) != second {
+        REJECTION_LINES.store(0, Ordering::Relaxed);
+    }
+    if REJECTION_LINES.fetch_add(1, Ordering::Relaxed) < REJECTION_LINES_PER_SECOND {
+        true
+    } else {
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+}

@@ -27,9 +27,10 @@ pub const TASK_OUTCOMES: &str = "cdrmunch_task_outcomes_total";
 pub const TASK_LATENCY: &str = "cdrmunch_task_latency_seconds";
 pub const TASKS_INFLIGHT: &str = "cdrmunch_inflight_tasks";
 pub const FIELD_WARNINGS: &str = "cdrmunch_field_warnings_total";
+pub const CONNECTIONS_SHED: &str = "cdrmunch_http_connections_shed_total";
 
 /// Every metric this service exports (dashboards and alert rules are checked against it).
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 18] = [
     CDR_QUEUE_PENDING,
     CDR_QUEUE_ERRORS,
     TASKS_PENDING,
@@ -47,6 +48,7 @@ pub const ALL: [&str; 17] = [
     TASK_LATENCY,
     TASKS_INFLIGHT,
     FIELD_WARNINGS,
+    CONNECTIONS_SHED,
 ];
 
 /// Create -> done of a task spans a poll interval at best and retry backoffs at worst.
@@ -96,5 +98,9 @@ fn describe() {
     describe_counter!(TASK_OUTCOMES, "Task attempts by task type and result (done, retry, error, internal).");
     describe_histogram!(TASK_LATENCY, Unit::Seconds, "Time from a task's creation to done='y', by task type.");
     describe_gauge!(TASKS_INFLIGHT, "Tasks claimed by this process and not finished yet, by task type.");
+    describe_counter!(
+        CONNECTIONS_SHED,
+        "HTTP connections closed at the connection cap: evicted (idle the longest) or refused (all busy)."
+    );
     describe_counter!(FIELD_WARNINGS, "CDR values that did not fit their field's type and were left empty, by field.");
 }

@@ -29,7 +29,7 @@ async fn corpus_in_one_encoding(db: Db, index: usize) {
         let enc = if name.ends_with(".json") { JSON_ENCODINGS[index] } else { XML_ENCODINGS[index] };
         let (ct, body) = encode_body(&doc, enc);
         // mod_xml_cdr appends ?uuid=[a_]<uuid>; derive it the way the module does.
-        let query = submission::prepare(&doc, None, "t", 0)
+        let query = submission::prepare(&doc.clone().into(), None, "t", 0, &Default::default())
             .map(|s| format!("?uuid={}{}", if s.a_leg { "a_" } else { "" }, s.uuid))
             .unwrap_or_default();
         let (status, text) = app.post_cdr(body, &query, ct).await;

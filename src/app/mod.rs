@@ -2,6 +2,7 @@
 //! `main` and the integration tests start it the same way (tests on port 0).
 
 mod context;
+pub mod sweep;
 pub mod tree;
 
 use std::net::SocketAddr;
@@ -19,8 +20,10 @@ use crate::actors::supervisor::{Supervisor, SupervisorMsg};
 use crate::actors::task_executor::TaskContext;
 use crate::actors::Hooks;
 use crate::config::Settings;
+use crate::domain::cdr::ParseLimits;
 use crate::domain::tasks::TaskType;
 use crate::http::probe::Probes;
+use crate::http::server::{default_max_connections, raise_nofile_limit, ServerLimits};
 use crate::http::{HttpConfig, HttpState};
 use crate::storage::BlobStore;
 use crate::store::{Repository, Store, StoreError};
@@ -185,6 +188,11 @@ impl App {
             true => Some(DistillerConfig { normalize: normalize_context(settings)?, ..distiller_config(settings) }),
             false => None,
         };
+        if roles.intake && !rh.cdr_base_dir.to_string_lossy().starts_with("s3://") {
+            let (store, root) = (store.clone(), rh.cdr_base_dir.clone());
+            let uploads = vec![rh.paging_base_dir.clone(), rh.pcap_base_dir.clone()];
+            tokio::spawn(async move { sweep::sweep(&store, &root, &uploads, sweep::SETTLE).await });
+        }
         let intake_commit = Mailbox::new("intake");
         let spec = tree::root(tree::Parts {
             store: store.clone(),
@@ -217,18 +225,38 @@ impl App {
 
         let listener = listeners.http;
         let addr = listener.local_addr().map_err(|source| AppError::Bind { addr: "http".into(), source })?;
+        let srv = &settings.server;
+        let limits = ServerLimits {
+            header_read_timeout: srv.header_read_timeout,
+            keepalive_timeout: srv.keepalive_timeout,
+            max_connections: match srv.max_connections {
+                0 => default_max_connections(raise_nofile_limit()),
+                n => n as usize,
+            },
+            http2: srv.http2,
+        };
+        let cfg = HttpConfig {
+            basic_auth: settings.server.basic_auth.as_ref().map(|b| (b.user.clone(), b.password.clone())),
+            max_content_length: settings.server.max_content_length,
+            max_cdr_size: rh.max_cdr_size,
+            cdr_queue_enabled: rh.cdr_queue_enabled,
+            paging_dir: rh.paging_base_dir.clone(),
+            pcap_dir: rh.pcap_base_dir.clone(),
+            commit_timeout: crate::actors::distillery::COMMIT_TIMEOUT,
+            body_idle_timeout: srv.body_idle_timeout,
+            parse_limits: ParseLimits {
+                max_elements: rh.max_cdr_elements,
+                max_variables: rh.max_cdr_variables,
+                max_callflows: rh.max_cdr_callflows,
+            },
+            parse_memory: rh.parse_memory,
+            limits: limits.clone(),
+        };
         let http = Arc::new(HttpState {
             intake_commit,
             raw_store,
-            cfg: HttpConfig {
-                basic_auth: settings.server.basic_auth.as_ref().map(|b| (b.user.clone(), b.password.clone())),
-                max_content_length: settings.server.max_content_length,
-                max_cdr_size: rh.max_cdr_size,
-                cdr_queue_enabled: rh.cdr_queue_enabled,
-                paging_dir: rh.paging_base_dir.clone(),
-                pcap_dir: rh.pcap_base_dir.clone(),
-                commit_timeout: crate::actors::distillery::COMMIT_TIMEOUT,
-            },
+            parse_budget: HttpState::parse_budget(&cfg),
+            cfg,
             probes: probes.clone(),
             intake: roles.intake,
         });
@@ -241,7 +269,8 @@ impl App {
                 let handle = crate::telemetry::install();
                 let addr = listener.local_addr().map_err(|source| AppError::Bind { addr: "metrics".into(), source })?;
                 // Lives until the App is dropped or shut down, so scrapes still work while draining.
-                let server = tokio::spawn(crate::http::serve_metrics(listener, handle, probes, std::future::pending()));
+                let server =
+                    tokio::spawn(crate::http::serve_metrics(listener, handle, probes, limits, std::future::pending()));
                 (Some(addr), Some(server))
             }
             None => (None, None),

@@ -163,7 +163,13 @@ struct Posted {
 
 async fn post_one(client: &reqwest::Client, opts: &SubmitOptions, item: &Item) -> Posted {
     // The same rules as intake find the uuid and the leg for `?uuid=[a_]<uuid>`.
-    let (query, uuid, format) = match submission::prepare(&item.document, None, "submit", 0) {
+    let (query, uuid, format) = match submission::prepare(
+        &bytes::Bytes::copy_from_slice(&item.document),
+        None,
+        "submit",
+        0,
+        &crate::domain::cdr::ParseLimits::UNLIMITED,
+    ) {
         Ok(s) => (format!("?uuid={}{}", if s.a_leg { "a_" } else { "" }, s.uuid), s.uuid, s.format),
         Err(_) => {
             let json = item.document.trim_ascii_start().starts_with(b"{");

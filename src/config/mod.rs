@@ -186,6 +186,11 @@ impl Settings {
                 port: v.get("server.port"),
                 max_content_length: v.get("server.max_content_length"),
                 basic_auth: v.get("server.basic_auth"),
+                header_read_timeout: v.get("server.header_read_timeout"),
+                body_idle_timeout: v.get("server.body_idle_timeout"),
+                keepalive_timeout: v.get("server.keepalive_timeout"),
+                max_connections: v.get("server.max_connections"),
+                http2: v.get("server.http2"),
             },
             request_handler: RequestHandlerSettings {
                 cdr_queue_enabled: v.get("request_handler.cdr_queue_enabled"),
@@ -194,6 +199,10 @@ impl Settings {
                 pcap_base_dir: v.get("request_handler.pcap_base_dir"),
                 max_cdr_size: v.get("request_handler.max_cdr_size"),
                 group_commit_max: v.get("request_handler.group_commit_max"),
+                max_cdr_elements: v.get("request_handler.max_cdr_elements"),
+                max_cdr_variables: v.get("request_handler.max_cdr_variables"),
+                max_cdr_callflows: v.get("request_handler.max_cdr_callflows"),
+                parse_memory: v.get("request_handler.parse_memory"),
             },
             distiller: DistillerSettings {
                 number_of_distilleries: v.get("distiller.number_of_distilleries"),

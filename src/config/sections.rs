@@ -26,6 +26,12 @@ pub struct ServerSettings {
     pub port: u16,
     pub max_content_length: u64,
     pub basic_auth: Option<BasicAuth>,
+    pub header_read_timeout: Duration,
+    pub body_idle_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    /// 0: derived from the open-file limit at start.
+    pub max_connections: u64,
+    pub http2: bool,
 }
 
 /// Where intake stores what it receives (`request_handler.*`).
@@ -37,6 +43,10 @@ pub struct RequestHandlerSettings {
     pub pcap_base_dir: PathBuf,
     pub max_cdr_size: u64,
     pub group_commit_max: usize,
+    pub max_cdr_elements: usize,
+    pub max_cdr_variables: usize,
+    pub max_cdr_callflows: usize,
+    pub parse_memory: u64,
 }
 
 /// The distiller (`distiller.*` and the historical top-level keys).

@@ -167,13 +167,15 @@ pub enum ParseError {
     XmlRoot { found: String, offset: u64 },
     #[error("JSON invalid at line {line} column {column} (byte {offset}): {message}")]
     Json { offset: u64, line: u64, column: u64, message: String },
+    #[error("CDR has more than {limit} {what} (the limit is request_handler.{key})")]
+    TooBig { what: &'static str, limit: usize, key: &'static str },
 }
 
 impl ParseError {
     /// Byte offset of the problem, when there is a place to point at.
     pub fn offset(&self) -> Option<u64> {
         match self {
-            ParseError::Empty => None,
+            ParseError::Empty | ParseError::TooBig { .. } => None,
             ParseError::UnknownFormat { offset, .. }
             | ParseError::Xml { offset, .. }
             | ParseError::XmlRoot { offset, .. }
@@ -206,6 +208,72 @@ pub fn parse(doc: &[u8]) -> Result<RawCdr, ParseError> {
         Some(b'<') => xml::parse(doc),
         Some(b'{') => json::parse(doc),
         Some(&byte) => Err(ParseError::UnknownFormat { byte, offset: start as u64 }),
+    }
+}
+
+/// Caps on one CDR's shape, so a body of millions of tiny elements (or JSON values) is
+/// refused before it is turned into millions of allocations. Real CDRs have a few hundred
+/// elements, a few hundred variables and a handful of callflows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseLimits {
+    pub max_elements: usize,
+    pub max_variables: usize,
+    pub max_callflows: usize,
+}
+
+impl ParseLimits {
+    pub const UNLIMITED: ParseLimits =
+        ParseLimits { max_elements: usize::MAX, max_variables: usize::MAX, max_callflows: usize::MAX };
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        ParseLimits { max_elements: 100_000, max_variables: 20_000, max_callflows: 1_000 }
+    }
+}
+
+/// [`parse`] within `limits`: the element count is bounded by a byte scan before anything is
+/// allocated, the variables and callflows after.
+pub fn parse_limited(doc: &[u8], limits: &ParseLimits) -> Result<RawCdr, ParseError> {
+    let too_big = |what, limit, key| ParseError::TooBig { what, limit, key };
+    if count_elements(doc) > limits.max_elements {
+        return Err(too_big("elements", limits.max_elements, "max_cdr_elements"));
+    }
+    let raw = parse(doc)?;
+    if raw.variables.len() > limits.max_variables {
+        return Err(too_big("variables", limits.max_variables, "max_cdr_variables"));
+    }
+    if raw.callflows.len() > limits.max_callflows {
+        return Err(too_big("callflows", limits.max_callflows, "max_cdr_callflows"));
+    }
+    Ok(raw)
+}
+
+/// An upper bound on what a parse would build: XML start tags (`<` not followed by `/`, `!`
+/// or `?`), or JSON values (`{`, `[` and `,` outside strings, plus one).
+fn count_elements(doc: &[u8]) -> usize {
+    match doc.get(content_start(doc)) {
+        Some(b'{') => {
+            let (mut n, mut in_string, mut escaped) = (1usize, false, false);
+            for &b in doc {
+                if in_string {
+                    match b {
+                        _ if escaped => escaped = false,
+                        b'\\' => escaped = true,
+                        b'"' => in_string = false,
+                        _ => {}
+                    }
+                } else {
+                    match b {
+                        b'"' => in_string = true,
+                        b'{' | b'[' | b',' => n += 1,
+                        _ => {}
+                    }
+                }
+            }
+            n
+        }
+        _ => doc.windows(2).filter(|w| w[0] == b'<' && !matches!(w[1], b'/' | b'!' | b'?')).count(),
     }
 }
 

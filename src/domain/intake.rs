@@ -45,6 +45,8 @@ impl fmt::Display for BodyEncoding {
 pub struct DecodedBody<'a> {
     pub encoding: BodyEncoding,
     pub document: Cow<'a, [u8]>,
+    /// A `uuid` form field beside `cdr` (some shippers send it there instead of `?uuid=`).
+    pub form_uuid: Option<String>,
 }
 
 /// Why a body holds no recognisable CDR document.
@@ -54,6 +56,8 @@ pub enum IntakeError {
     EmptyBody,
     #[error("form field cdr= is empty")]
     EmptyCdrField,
+    #[error("form body has no cdr= field")]
+    NoCdrField,
     #[error("body is neither XML, JSON nor a cdr= form (first byte 0x{byte:02X} at offset {offset})")]
     UnknownBody { byte: u8, offset: u64 },
     #[error("cdr= value is neither XML, JSON, percent-encoded nor base64: {detail}")]
@@ -75,9 +79,34 @@ pub fn decode_body(body: &[u8]) -> Result<DecodedBody<'_>, IntakeError> {
         Some(b'<') => (BodyEncoding::BareXml, Cow::Borrowed(rest)),
         Some(b'{') => (BodyEncoding::BareJson, Cow::Borrowed(rest)),
         Some(_) if rest.starts_with(b"cdr=") => decode_form_value(&rest[4..])?,
+        Some(_) if looks_like_form(rest) => return decode_form(rest),
         Some(&byte) => return Err(IntakeError::UnknownBody { byte, offset: start as u64 }),
     };
-    Ok(DecodedBody { encoding, document })
+    Ok(DecodedBody { encoding, document, form_uuid: None })
+}
+
+/// `name=…&…`: a form field name (letters, digits, `_`, `-`) then `=`.
+fn looks_like_form(body: &[u8]) -> bool {
+    let name_len = body.iter().take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-')).count();
+    name_len > 0 && body.get(name_len) == Some(&b'=')
+}
+
+/// A form whose first field is not `cdr`: fields in any order, split on `&`. An encoded `cdr`
+/// value ends at the next `&`; a raw one (starting `<` or `{`, which may hold `&` itself)
+/// runs to the end of the body, as FreeSWITCH's `encode=false` forms do.
+fn decode_form(body: &[u8]) -> Result<DecodedBody<'_>, IntakeError> {
+    let cdr_at = body.windows(5).position(|w| w == b"&cdr=").map(|p| p + 5).ok_or(IntakeError::NoCdrField)?;
+    let value = &body[cdr_at..];
+    let raw = matches!(value.trim_ascii_start().first(), Some(b'<' | b'{'));
+    let value_end =
+        if raw { body.len() } else { value.iter().position(|&b| b == b'&').map_or(body.len(), |p| cdr_at + p) };
+    let fields = body[..cdr_at - 5].split(|&b| b == b'&').chain(body[value_end..].split(|&b| b == b'&'));
+    let form_uuid = fields
+        .filter_map(|f| f.strip_prefix(b"uuid="))
+        .map(|v| String::from_utf8_lossy(&form_unescape(v)).trim().to_string())
+        .find(|v| !v.is_empty());
+    let (encoding, document) = decode_form_value(&body[cdr_at..value_end])?;
+    Ok(DecodedBody { encoding, document, form_uuid })
 }
 
 fn decode_form_value(value: &[u8]) -> Result<(BodyEncoding, Cow<'_, [u8]>), IntakeError> {

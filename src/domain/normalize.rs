@@ -122,13 +122,7 @@ pub fn normalize(raw: &RawCdr, ctx: &NormalizeContext) -> Result<NormalizedCdr, 
         }
     }
     let org_id = org_id.or(org.map(|o| o.org_id)).unwrap_or(0);
-    let start_or_received = if t.start > 0 {
-        t.start
-    } else if t.end > 0 {
-        t.end
-    } else {
-        ctx.received_epoch
-    };
+    let start_or_received = t.dating_epoch(ctx.received_epoch);
     let end_or_start = if t.end > 0 { t.end } else { start_or_received };
     let recording_path = recording_path(raw, t.answer > 0);
     let other_leg = ["originating_leg_uuid", "originator", "bridge_uuid", "signal_bond", "last_bridge_to"]
@@ -273,6 +267,17 @@ impl Timing {
         from_vars.clamped()
     }
 
+    /// The start, else the end, else when it was received.
+    fn dating_epoch(&self, received_epoch: i64) -> i64 {
+        if self.start > 0 {
+            self.start
+        } else if self.end > 0 {
+            self.end
+        } else {
+            received_epoch
+        }
+    }
+
     fn consistent(&self) -> bool {
         let Timing { start, answer, end, duration, billsec } = *self;
         duration >= 0
@@ -332,6 +337,12 @@ fn recording_path(raw: &RawCdr, answered: bool) -> Option<String> {
 
 fn utc(epoch: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(epoch, 0).unwrap_or_default()
+}
+
+/// The epoch a CDR is dated by: its `TableSuffix`, and the day directory intake files the
+/// raw CDR under. One rule for both, so a contradictory call cannot land on two dates.
+pub fn dating_epoch(raw: &RawCdr, received_epoch: i64) -> i64 {
+    Timing::of(raw).dating_epoch(received_epoch)
 }
 
 pub fn table_suffix(epoch: i64) -> i64 {

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
@@ -10,12 +11,15 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::{ApiError, HttpState};
-use crate::actors::{cpu_bound, group_commit};
+use crate::actors::cpu_bound;
+use crate::actors::group_commit::{self, CommitError};
+use crate::actors::mailbox::Unreachable;
 use crate::domain::intake::{canonical_uuid, parse_uuid_param};
 use crate::domain::outcome::Classify;
-use crate::domain::submission::{self, Submission};
+use crate::domain::submission::{self, Submission, SubmissionError};
 use crate::storage::local::{create_dir_durable, DurableFile};
 use crate::store::NewQueuedCdr;
 
@@ -27,12 +31,14 @@ pub async fn post_cdr(
     body: Body,
 ) -> Result<Response, ApiError> {
     let limit = st.cfg.max_content_length.min(st.cfg.max_cdr_size);
-    let bytes = read_limited(&headers, body, limit).await?;
+    // held until the CDR is parsed and handed on: bounds the bytes all POSTs hold at once
+    let (bytes, _budget) = read_limited(&st, &headers, body, limit).await?;
     let received = chrono::Utc::now().timestamp();
     let query = uri.query().map(str::to_string);
     let peer_ip = peer.ip().to_string();
+    let limits = st.cfg.parse_limits;
     let sub: Submission =
-        cpu_bound(bytes.len(), move || submission::prepare(&bytes, query.as_deref(), &peer_ip, received))
+        cpu_bound(bytes.len(), move || submission::prepare(&bytes, query.as_deref(), &peer_ip, received, &limits))
             .await
             .map_err(|p| {
                 ApiError::unavailable(format!(
@@ -40,49 +46,111 @@ pub async fn post_cdr(
                     crate::actors::pool::panic_message(p.as_ref())
                 ))
             })?
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let storage_err = |e| ApiError::unavailable(format!("could not store the CDR: {e}"));
-    let path = if st.cfg.cdr_queue_enabled {
-        // The intake group commit syncs the directory together with the rest of its batch.
-        let path = st.raw_store.put_unsynced(&sub.key, &sub.document).await.map_err(storage_err)?;
-        let row = NewQueuedCdr {
-            uuid: sub.uuid_bytes,
-            freeswitch_host: sub.host.clone(),
-            path: path.clone(),
-            create_time: received,
-        };
-        group_commit::submit(&st.intake_commit, row, st.cfg.commit_timeout).await.map_err(|e| {
-            // a row the database refuses will be refused again: FreeSWITCH must not retry it
-            let message = format!("could not queue the CDR: {e}");
-            if e.is_retriable() {
-                ApiError::unavailable(message)
-            } else {
-                ApiError::bad_request(message)
-            }
-        })?;
-        path
-    } else {
-        st.raw_store.put(&sub.key, &sub.document).await.map_err(storage_err)?
+            .map_err(|e| match e {
+                SubmissionError::TooBig(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+                e => ApiError::bad_request(e.to_string()),
+            })?;
+    let (uuid, leg) = (sub.uuid.clone(), if sub.a_leg { "A" } else { "B" });
+    // Storing and queueing run on their own task: a client that hangs up (or a POST that
+    // times out) does not cut them short, and whatever they leave is either queued or removed.
+    let work = tokio::spawn(store_and_queue(st.clone(), sub, received));
+    let path = match tokio::time::timeout(st.cfg.commit_timeout, work).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(join)) => return Err(ApiError::unavailable(format!("storing the CDR failed: {join}"))),
+        Err(_) => {
+            let secs = st.cfg.commit_timeout.as_secs_f64();
+            return Err(ApiError::unavailable(format!("the CDR was not queued within {secs}s; try again")));
+        }
     };
-    let leg = if sub.a_leg { "A" } else { "B" };
-    Ok(Json(serde_json::json!({ "uuid": sub.uuid, "leg": leg, "path": path })).into_response())
+    Ok(Json(serde_json::json!({ "uuid": uuid, "leg": leg, "path": path })).into_response())
 }
 
-/// Reads a whole body, refusing it with 413 as soon as it passes `limit`.
-async fn read_limited(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, ApiError> {
-    if content_length(headers).is_some_and(|n| n > limit) {
+/// How long the detached store-and-queue work waits for its group commit: far past any
+/// answer, so it learns whether the row went in before it decides about the file.
+const QUEUE_OUTCOME_WAIT: Duration = Duration::from_secs(600);
+
+async fn store_and_queue(st: Arc<HttpState>, sub: Submission, received: i64) -> Result<String, ApiError> {
+    let storage_err = |e| ApiError::unavailable(format!("could not store the CDR: {e}"));
+    if !st.cfg.cdr_queue_enabled {
+        let path = st.raw_store.put_owned_unsynced(&sub.key, sub.document).await.map_err(storage_err)?;
+        st.raw_store.sync(std::slice::from_ref(&path)).await.map_err(storage_err)?;
+        return Ok(path);
+    }
+    // a file that was there before (a re-post of a queued CDR) is never removed on failure
+    let existed = st.raw_store.exists(&sub.key).await.unwrap_or(true);
+    // The intake group commit syncs the directory together with the rest of its batch.
+    let path = st.raw_store.put_owned_unsynced(&sub.key, sub.document).await.map_err(storage_err)?;
+    let row =
+        NewQueuedCdr { uuid: sub.uuid_bytes, freeswitch_host: sub.host, path: path.clone(), create_time: received };
+    match group_commit::submit(&st.intake_commit, row, QUEUE_OUTCOME_WAIT).await {
+        Ok(_) => Ok(path),
+        Err(e) => {
+            // no row points at the file: remove it, unless the outcome is unknown (the
+            // start-up sweep settles those) or it was there before
+            if !existed && !matches!(e, CommitError::Unreachable(Unreachable::Timeout(..))) {
+                if let Err(del) = st.raw_store.delete(&path).await {
+                    tracing::warn!(path, error = %del, "could not remove a CDR file whose queue row failed");
+                }
+            }
+            // a row the database refuses will be refused again: FreeSWITCH must not retry it
+            let message = format!("could not queue the CDR: {e}");
+            Err(if e.is_retriable() { ApiError::unavailable(message) } else { ApiError::bad_request(message) })
+        }
+    }
+}
+
+/// Reads a whole body, refusing it with 413 as soon as it passes `limit` and with 408 when
+/// the client pauses longer than `server.body_idle_timeout`. Every chunk first takes its size
+/// from the parse budget; the permits come back when the caller drops them.
+async fn read_limited(
+    st: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+) -> Result<(Bytes, OwnedSemaphorePermit), ApiError> {
+    let declared = content_length(headers);
+    if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::too_large(limit));
     }
-    let mut buf = Vec::new();
+    let budget = st.parse_budget.clone();
+    let mut held = budget.clone().try_acquire_many_owned(0).map_err(|_| busy())?;
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the body failed: {e}")))?;
+    while let Some(chunk) = next_chunk(&mut stream, st.cfg.body_idle_timeout).await? {
         if (buf.len() + chunk.len()) as u64 > limit {
             return Err(ApiError::too_large(limit));
         }
+        let more = tokio::time::timeout(BUDGET_WAIT, budget.clone().acquire_many_owned(chunk.len() as u32))
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
+        held.merge(more);
         buf.extend_from_slice(&chunk);
     }
-    Ok(Bytes::from(buf))
+    Ok((Bytes::from(buf), held))
+}
+
+/// How long a POST waits for parse budget before it is told to come back.
+const BUDGET_WAIT: Duration = Duration::from_secs(5);
+
+fn busy() -> ApiError {
+    ApiError::unavailable("intake is holding its limit of request bytes (request_handler.parse_memory); try again")
+}
+
+/// The next piece of a body, or a 408 when none arrives within `idle`.
+async fn next_chunk(
+    stream: &mut (impl futures::Stream<Item = Result<Bytes, axum::Error>> + Unpin),
+    idle: Duration,
+) -> Result<Option<Bytes>, ApiError> {
+    match tokio::time::timeout(idle, stream.next()).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("no body bytes for {}s (server.body_idle_timeout)", idle.as_secs_f64()),
+        )),
+        Ok(None) => Ok(None),
+        Ok(Some(Err(e))) => Err(ApiError::bad_request(format!("reading the body failed: {e}"))),
+        Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+    }
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -105,7 +173,7 @@ pub async fn post_upload(
             _ => (&st.cfg.paging_dir, "dat"),
         },
     };
-    store_stream(dir, ext, &uri, &headers, body, st.cfg.max_content_length).await
+    store_stream(dir, ext, &uri, &headers, body, st.cfg.max_content_length, st.cfg.body_idle_timeout).await
 }
 
 /// Streams a body to `{dir}/{YYYY-MM-DD}/{uuid}.{ext}` chunk by chunk (a 2 GB PCAP never sits
@@ -118,6 +186,7 @@ async fn store_stream(
     headers: &HeaderMap,
     body: Body,
     limit: u64,
+    body_idle: Duration,
 ) -> Result<Response, ApiError> {
     if content_length(headers).is_some_and(|n| n > limit) {
         return Err(ApiError::too_large(limit));
@@ -141,8 +210,7 @@ async fn store_stream(
     // with it the temp file
     let mut written: u64 = 0;
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the body failed: {e}")))?;
+    while let Some(chunk) = next_chunk(&mut stream, body_idle).await? {
         written += chunk.len() as u64;
         if written > limit {
             return Err(ApiError::too_large(limit));

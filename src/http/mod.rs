@@ -5,15 +5,17 @@
 //! is sent only when the raw CDR is fsynced and its `cdr_queue` row committed; input that
 //! can never succeed gets a 4xx with a message, trouble on our side a 503 + Retry-After.
 
+mod framing;
 mod intake;
 pub mod probe;
+pub mod server;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -36,6 +38,13 @@ pub struct HttpConfig {
     pub pcap_dir: PathBuf,
     /// How long a POST waits for its group commit before answering 503.
     pub commit_timeout: Duration,
+    /// Longest pause between two pieces of a request body (`server.body_idle_timeout`).
+    pub body_idle_timeout: Duration,
+    /// Caps on one CDR's shape (`request_handler.max_cdr_*`).
+    pub parse_limits: crate::domain::cdr::ParseLimits,
+    /// Bytes all CDR POSTs may hold at once, from reading to parsed (`request_handler.parse_memory`).
+    pub parse_memory: u64,
+    pub limits: server::ServerLimits,
 }
 
 pub struct HttpState {
@@ -46,6 +55,16 @@ pub struct HttpState {
     pub probes: Arc<probe::Probes>,
     /// False when this process does not run the intake role: the API answers 404 saying so.
     pub intake: bool,
+    /// Permits are bytes of CDR bodies held in memory (see `read_limited`).
+    pub parse_budget: Arc<tokio::sync::Semaphore>,
+}
+
+impl HttpState {
+    /// The budget for `cfg.parse_memory` bytes, never less than one largest CDR.
+    pub fn parse_budget(cfg: &HttpConfig) -> Arc<tokio::sync::Semaphore> {
+        let permits = cfg.parse_memory.max(cfg.max_cdr_size.min(cfg.max_content_length)).min(1 << 40);
+        Arc::new(tokio::sync::Semaphore::new(permits as usize))
+    }
 }
 
 pub fn router(state: Arc<HttpState>) -> Router {
@@ -61,6 +80,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .merge(probe::routes(state.probes.clone()))
         .merge(api)
+        .layer(middleware::from_fn(refuse_ambiguous_framing))
         // outermost, so refusals by auth and limits are counted too
         .layer(middleware::from_fn(count_requests))
         // Limits are enforced per endpoint while reading, so a PCAP can stream to disk.
@@ -90,10 +110,15 @@ impl ApiError {
     }
 }
 
+/// The reason of a refusal, carried on the response for the rejection log line.
+#[derive(Clone)]
+struct Refusal(String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(serde_json::json!({ "error": self.message }));
         let mut resp = (self.status, body).into_response();
+        resp.extensions_mut().insert(Refusal(self.message));
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
         }
@@ -125,7 +150,7 @@ async fn basic_auth(State(st): State<Arc<HttpState>>, headers: HeaderMap, req: R
 }
 
 /// `cdrmunch_intake_requests_total{endpoint, status}`; unknown paths share one label so a
-/// scanner cannot blow up the series count.
+/// scanner cannot blow up the series count. A refusal also gets its (rate-limited) log line.
 async fn count_requests(req: Request, next: Next) -> Response {
     let endpoint = match req.uri().path() {
         "/api/v2/cdr" => "/api/v2/cdr",
@@ -135,9 +160,32 @@ async fn count_requests(req: Request, next: Next) -> Response {
         "/ready" => "/ready",
         _ => "other",
     };
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let uuid = crate::domain::intake::parse_uuid_param(req.uri().query()).map(|p| p.uuid);
     let resp = next.run(req).await;
-    crate::events::IntakeAnswered { endpoint, status: resp.status().as_u16() }.emit();
+    let status = resp.status().as_u16();
+    crate::events::IntakeAnswered { endpoint, status }.emit();
+    if status >= 400 && endpoint != "/ready" && endpoint != "/health" {
+        let reason = resp
+            .extensions()
+            .get::<Refusal>()
+            .map_or_else(|| resp.status().canonical_reason().unwrap_or("refused").to_string(), |r| r.0.clone());
+        crate::events::IntakeRejected { peer, endpoint, status, reason: &reason, uuid: uuid.as_deref() }.emit();
+    }
     resp
+}
+
+/// Content-Length and Transfer-Encoding together (see [`framing`]): 400, connection closed.
+async fn refuse_ambiguous_framing(req: Request, next: Next) -> Response {
+    if req.headers().contains_key(framing::CONFLICT_HEADER) {
+        let mut resp = ApiError::bad_request(
+            "Content-Length and Transfer-Encoding together: the body's length is ambiguous (request smuggling)",
+        )
+        .into_response();
+        resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        return resp;
+    }
+    next.run(req).await
 }
 
 /// Serves `GET /metrics` (Prometheus text format) and the probes until `shutdown` resolves.
@@ -145,6 +193,7 @@ pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
     handle: metrics_exporter_prometheus::PrometheusHandle,
     probes: Arc<probe::Probes>,
+    limits: server::ServerLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -156,7 +205,7 @@ pub async fn serve_metrics(
             }),
         )
         .merge(probe::routes(probes));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    server::serve(listener, app, limits, shutdown).await
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -176,6 +225,6 @@ pub async fn serve(
     state: Arc<HttpState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    let limits = state.cfg.limits.clone();
+    server::serve(listener, router(state), limits, shutdown).await
 }

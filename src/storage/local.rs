@@ -35,8 +35,11 @@ impl LocalStore {
 #[async_trait]
 impl BlobStore for LocalStore {
     async fn put_unsynced(&self, key: &str, bytes: &[u8]) -> Result<String, StorageError> {
+        self.put_owned_unsynced(key, bytes::Bytes::copy_from_slice(bytes)).await
+    }
+
+    async fn put_owned_unsynced(&self, key: &str, bytes: bytes::Bytes) -> Result<String, StorageError> {
         let path = self.path_of(key)?;
-        let bytes = bytes.to_vec();
         let loc = path.display().to_string();
         let known = self.known_dirs.clone();
         tokio::task::spawn_blocking(move || {
@@ -44,21 +47,37 @@ impl BlobStore for LocalStore {
             let is_known = known.lock().map(|k| k.contains(dir)).unwrap_or(false);
             if !is_known {
                 create_dir_durable(dir)?;
-                if let Ok(mut k) = known.lock() {
-                    if k.len() > 10_000 {
-                        k.clear(); // hour directories accumulate; forgetting costs one stat each
-                    }
-                    k.insert(dir.to_path_buf());
-                }
+                remember(&known, dir);
             }
-            let mut file = DurableFile::create(&path)?;
+            let mut file = match DurableFile::create(&path) {
+                // the directory was removed while we thought it was there (a cleanup job, an
+                // operator): make it again rather than fail every CDR of that day
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && is_known => {
+                    if let Ok(mut k) = known.lock() {
+                        k.remove(dir);
+                    }
+                    create_dir_durable(dir)?;
+                    remember(&known, dir);
+                    DurableFile::create(&path)?
+                }
+                other => other?,
+            };
             file.write(&bytes)?;
             file.commit(false)
         })
         .await
-        .map_err(|e| StorageError::io(&loc, std::io::Error::other(e)))?
-        .map_err(|e| StorageError::io(&loc, e))?;
+        .map_err(|e| StorageError::write_io(&loc, std::io::Error::other(e)))?
+        .map_err(|e| StorageError::write_io(&loc, e))?;
         Ok(loc)
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        let path = self.path_of(key)?;
+        match tokio::fs::symlink_metadata(&path).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StorageError::io(path.display().to_string(), e)),
+        }
     }
 
     /// The files themselves were fsynced before their rename; what remains is the directory
@@ -70,7 +89,7 @@ impl BlobStore for LocalStore {
         dirs.dedup();
         tokio::task::spawn_blocking(move || {
             for d in &dirs {
-                sync_dir(d).map_err(|e| StorageError::io(d.display().to_string(), e))?;
+                sync_dir(d).map_err(|e| StorageError::write_io(d.display().to_string(), e))?;
             }
             Ok(())
         })
@@ -105,6 +124,15 @@ impl BlobStore for LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StorageError::io(location, e)),
         }
+    }
+}
+
+fn remember(known: &Mutex<HashSet<PathBuf>>, dir: &Path) {
+    if let Ok(mut k) = known.lock() {
+        if k.len() > 10_000 {
+            k.clear(); // hour directories accumulate; forgetting costs one stat each
+        }
+        k.insert(dir.to_path_buf());
     }
 }
 
@@ -210,5 +238,20 @@ mod tests {
         let err = store.get(&missing).await.unwrap_err();
         assert!(matches!(err, StorageError::NotFound(_)));
         assert!(!crate::domain::outcome::Classify::is_retriable(&err));
+    }
+
+    #[tokio::test]
+    async fn a_directory_removed_while_running_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        store.put("h/2024-01-01/a.xml", b"one").await.unwrap();
+        std::fs::remove_dir_all(dir.path().join("h")).unwrap();
+        let loc = store.put("h/2024-01-01/b.xml", b"two").await.unwrap();
+        assert_eq!(store.get(&loc).await.unwrap(), b"two");
+        // and a write that still fails is retriable, never "not found"
+        std::fs::remove_dir_all(dir.path().join("h")).unwrap();
+        std::fs::write(dir.path().join("h"), b"a file where the directory was").unwrap();
+        let err = store.put("h/2024-01-01/c.xml", b"x").await.unwrap_err();
+        assert!(crate::domain::outcome::Classify::is_retriable(&err), "{err}");
     }
 }

@@ -55,6 +55,13 @@ impl StorageError {
             StorageError::Io { location: location.into(), source }
         }
     }
+
+    /// An error while writing: even "not found" (a directory removed under us) may clear, so
+    /// it stays a retriable I/O error and never becomes a permanent failure.
+    pub(crate) fn write_io(location: impl Into<String>, source: std::io::Error) -> Self {
+        crate::events::StorageError.emit();
+        StorageError::Io { location: location.into(), source }
+    }
 }
 
 #[async_trait]
@@ -69,6 +76,15 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Like `put`, but the object is only certain to survive a crash after `sync` of its
     /// location: group commits sync a whole batch at once instead of once per object.
     async fn put_unsynced(&self, key: &str, bytes: &[u8]) -> Result<String, StorageError>;
+    /// `put_unsynced` of bytes the caller hands over, so a store that writes on another
+    /// thread need not copy them first.
+    async fn put_owned_unsynced(&self, key: &str, bytes: bytes::Bytes) -> Result<String, StorageError> {
+        self.put_unsynced(key, &bytes).await
+    }
+    /// Whether an object is stored under `key` (intake removes only what it created itself).
+    async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        Ok(self.stat(key).await?.is_some())
+    }
     /// Makes earlier `put_unsynced` objects durable.
     async fn sync(&self, locations: &[String]) -> Result<(), StorageError>;
     /// Reads an object by the location `put` returned.

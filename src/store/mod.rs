@@ -244,8 +244,13 @@ impl Repository for Store {
         self.dialect.name()
     }
 
+    /// Answers only when the database can take a write: a read alone passes on a SQLite file
+    /// another process holds write-locked, or a MariaDB set read-only. The write changes no
+    /// row and is rolled back.
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM cdr_queue WHERE id = 0").execute(&mut *tx).await?;
+        tx.rollback().await?;
         Ok(())
     }
 }

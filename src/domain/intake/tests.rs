@@ -104,7 +104,12 @@ fn errors_say_what_is_wrong() {
     assert_eq!(err(b"cdr="), "form field cdr= is empty");
     assert_eq!(err(b"cdr=  \n"), "form field cdr= is empty");
     assert_eq!(err(b"ABC"), "body is neither XML, JSON nor a cdr= form (first byte 0x41 at offset 0)");
-    assert_eq!(err(b"uuid=x&cdr=<cdr/>"), "body is neither XML, JSON nor a cdr= form (first byte 0x75 at offset 0)");
+    assert_eq!(err(b"uuid=x&other=1"), "form body has no cdr= field");
+    // fields in any order: the cdr field is found wherever it is, a raw one runs to the end
+    let got = decode_body(b"uuid=a_x&cdr=<cdr a=\"1&2\"/>").unwrap();
+    assert_eq!((got.document.as_ref(), got.form_uuid.as_deref()), (&b"<cdr a=\"1&2\"/>"[..], Some("a_x")));
+    let got = decode_body(b"x=1&cdr=%3Ccdr%2F%3E&uuid=a%5Fy").unwrap();
+    assert_eq!((got.document.as_ref(), got.form_uuid.as_deref()), (&b"<cdr/>"[..], Some("a_y")));
     let e = err(b"cdr=!!not base64!!");
     assert!(
         e.starts_with("cdr= value is neither XML, JSON, percent-encoded nor base64: ") && e.contains("!!not"),
