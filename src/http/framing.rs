@@ -146,9 +146,29 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                 }
                 return Poll::Ready(Ok(()));
             }
-            if matches!(this.state, State::Pass) {
+            match &mut this.state {
                 // nothing to rewrite any more: read straight into hyper's buffer
-                return Pin::new(&mut this.inner).poll_read(cx, buf);
+                State::Pass => return Pin::new(&mut this.inner).poll_read(cx, buf),
+                // a body: straight into hyper's buffer too, up to its end
+                State::Body(remaining) => {
+                    let limit = (*remaining).min(buf.remaining() as u64) as usize;
+                    let mut part = buf.take(limit);
+                    match Pin::new(&mut this.inner).poll_read(cx, &mut part) {
+                        Poll::Ready(Ok(())) => {}
+                        other => return other,
+                    }
+                    let n = part.filled().len();
+                    // SAFETY: the inner reader initialised and filled these `n` bytes of
+                    // `buf`'s unfilled part (what `take` lent it), as tokio's own `Take` does.
+                    unsafe { buf.assume_init(n) };
+                    buf.advance(n);
+                    *remaining -= n as u64;
+                    if *remaining == 0 {
+                        this.state = State::head();
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                State::Head { .. } => {}
             }
             let mut scratch = [0u8; 16 * 1024];
             let mut read = ReadBuf::new(&mut scratch);
@@ -224,6 +244,18 @@ mod tests {
             assert_eq!(out.matches(CONFLICT_HEADER).count(), 1, "split at {split}: {out}");
             assert!(out.starts_with("POST / HTTP/1.1\r\ncontent-length: 4\r\n\r\nabcdPOST"), "{out}");
         }
+    }
+
+    #[tokio::test]
+    async fn read_through_bodies_go_straight_and_heads_are_still_watched() {
+        use tokio::io::AsyncReadExt;
+        let wire: &[u8] = b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcdPOST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let mut out = Vec::new();
+        FramingGuard::new(wire).read_to_end(&mut out).await.unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcdPOST"), "{out}");
+        assert_eq!(out.matches(CONFLICT_HEADER).count(), 1, "{out}");
+        assert!(out.ends_with("connection: close\r\n\r\n0\r\n\r\n"), "{out}");
     }
 
     #[test]
