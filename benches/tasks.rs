@@ -153,7 +153,8 @@ async fn run_one(db: &str, task: &str, a: &Args, sink: &str, smtp: Option<u16>) 
     std::fs::write(&recording, vec![7u8; 64 * 1024]).unwrap();
     match task {
         "recordingDelivery" | "transcription" => {
-            s.recordings.delivery_target = Some(d.join("delivered").display().to_string())
+            s.recordings.delivery_target = Some(d.join("delivered").display().to_string());
+            s.recordings.source_dirs = vec![d.to_path_buf()];
         }
         _ => {}
     }

@@ -3,7 +3,7 @@
 //! RFC 3164 datagrams to `log.syslog_socket`). `RUST_LOG` overrides the level.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -26,9 +26,14 @@ fn filter(level: u8) -> EnvFilter {
 }
 
 /// Logs of the other commands go to stderr (stdout is for their output, e.g. `normalize`).
+/// Colour only on a terminal: a file or a pipe gets plain lines.
 pub fn init(level: u8) {
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter(level)).with_writer(io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter(level))
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
 }
 
 /// Where the service logs.
@@ -92,7 +97,8 @@ pub fn init_service(level: u8, target: &Target) -> Result<Reopen, String> {
     let builder = tracing_subscriber::fmt().with_env_filter(filter(level)).with_target(false);
     match target {
         Target::Stdout => {
-            let _ = builder.with_writer(io::stdout).try_init();
+            // colour codes only on a terminal: a pipe or a file (systemd, docker, `> log`) gets plain lines
+            let _ = builder.with_ansi(io::stdout().is_terminal()).with_writer(io::stdout).try_init();
             Ok(Reopen(None))
         }
         Target::File(path) => {

@@ -241,6 +241,9 @@ impl BlobStore for FailingStore {
     async fn put_unsynced(&self, _: &str, _: &[u8]) -> Result<String, StorageError> {
         unreachable!("the raw store is only read by distilleries")
     }
+    async fn put_file(&self, _: &str, _: &std::path::Path) -> Result<String, StorageError> {
+        unreachable!("the raw store is only read by distilleries")
+    }
     async fn sync(&self, _: &[String]) -> Result<(), StorageError> {
         Ok(())
     }

@@ -330,11 +330,12 @@ async fn recordings_go_to_s3_and_transcription_gets_a_presigned_url() {
     std::fs::create_dir_all(&rec_dir).unwrap();
     let audio: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(rec_dir.join("call.WAV"), &audio).unwrap();
-    let (endpoint, t_url) = (s3.url(), format!("{}/jobs", transcriber.url));
+    let (endpoint, t_url, root) = (s3.url(), format!("{}/jobs", transcriber.url), rec_dir.clone());
     let app = TestApp::start_with(
         Db::Sqlite,
         |s| {
             fast_retries(s);
+            s.recordings.source_dirs = vec![root];
             s.tasksd.max_retries = 100; // transcription waits for delivery
             use_s3(s, &endpoint);
             s.recordings.delivery_target = Some("s3://recordings/delivered".into());

@@ -4,12 +4,19 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use tokio::signal::unix::{signal, SignalKind};
 
 use super::{load_settings_quietly, ConfigArgs};
 use crate::actors::Hooks;
 use crate::app::App;
 
 pub(super) async fn serve(cfg: ConfigArgs, drain: Duration, roles: Option<Vec<String>>) -> anyhow::Result<ExitCode> {
+    // First, before any listener is bound: a signal's default action kills the process, so
+    // a SIGTERM the moment /health answers (an orchestrator's quick stop) would exit 143
+    // without draining. Caught from here on, one arriving during start-up stops it cleanly.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let (mut settings, source, warnings) = load_settings_quietly(&cfg)?;
     if let Some(roles) = roles {
         if let Some(bad) = roles.iter().find(|r| !crate::config::ROLES.contains(&r.as_str())) {
@@ -59,11 +66,9 @@ pub(super) async fn serve(cfg: ConfigArgs, drain: Duration, roles: Option<Vec<St
     if let Some(m) = app.metrics_addr {
         tracing::info!("Prometheus metrics on http://{m}/metrics");
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let fatal = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break false,
+            _ = int.recv() => break false,
             _ = term.recv() => break false,
             _ = app.tree_stopped() => break true,
             _ = hup.recv() => match reopen.reopen() {

@@ -52,6 +52,8 @@ pub(crate) enum Kind {
     Auth,
     TaskList,
     NameList,
+    /// Comma list of directories.
+    PathList,
     /// Comma list of `s` / `d` (billing feeder column types).
     TypeList,
     /// `none`, `starttls` or `tls`.
@@ -198,6 +200,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
     key("salesforce.external_id_field", K::Text, "CDR_UUID__c", "external id field holding the call uuid"),
     key("salesforce.field_map", K::NameList, "Direction__c=direction,Caller__c=caller_id_number,Destination__c=destination_number,Start__c=start_epoch,Billsec__c=billsec,Hangup_Cause__c=hangup_cause", "sObject field = normalized CDR field, comma list"),
     key("recordings.base_dir", K::Path, "{data_dir}/recordings", "where relative recording paths of CDRs are found"),
+    key("recordings.source_dirs", K::PathList, "", "the only directories recordings are read from (symlinks and .. resolved first; a recording elsewhere, or not a regular file, is a permanent task failure); empty: recordings.base_dir and /var/lib/freeswitch/recordings"),
     key("recordings.delivery_target", K::OptStore, "", "where recordingDelivery copies recordings: a directory or s3://bucket/prefix; empty leaves it off"),
     key("recordings.buffer_dir", K::OptPath, "", "where buffered recordings wait; empty leaves bufferedRecording off"),
     key("transcription.url", K::OptUrl, "", "transcription service job endpoint; empty leaves transcription off"),
@@ -228,7 +231,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
     key("log.facility", K::OptText, "", "syslog facility (daemon, local0 .. local7, ...); empty logs to stdout or log.file"),
     key("log.file", K::OptPath, "", "log file, reopened on SIGHUP; empty logs to stdout"),
     key("log.syslog_socket", K::Path, "/dev/log", "the syslog daemon's socket"),
-    key("app.pid_file", K::OptPath, "{run_dir}/cdrmunch.pid", "pid file; empty for none"),
+    key("app.pid_file", K::OptPath, "", "pid file; empty (the default) for none, so instances with different configs never share one"),
     key("app.memory_limit", K::Bytes, "", "accepted for compatibility; not used").accepted(),
     key("app.run_as_user", K::OptText, "", "user to switch to after binding the listeners (when started as root)"),
     key("app.roles", K::Roles, "intake,distiller,tasks", "what this process runs: intake (HTTP CDR intake), distiller, tasks (tasksd); `serve --roles` overrides"),
@@ -299,6 +302,7 @@ impl Kind {
             K::Auth => "user:pass (optional)",
             K::TaskList => "list of task types",
             K::NameList => "list of names",
+            K::PathList => "list of directories",
             K::TypeList => "list of s|d",
             K::Tls => "none|starttls|tls",
             K::OptUrl => "URL (optional)",
@@ -306,6 +310,24 @@ impl Kind {
             K::Roles => "list of intake|distiller|tasks",
             K::Rule => "task rule",
         }
+    }
+
+    /// Whether a valid value can hold a `#`: only then is a value cut at ` #` worth a
+    /// warning (`port = 80  # http` is a plain comment).
+    pub(crate) fn may_hold_hash(self) -> bool {
+        matches!(
+            self,
+            K::Text
+                | K::OptText
+                | K::Path
+                | K::OptPath
+                | K::DbUrl
+                | K::Auth
+                | K::NameList
+                | K::PathList
+                | K::OptUrl
+                | K::OptStore
+        )
     }
 
     /// Checks and converts a trimmed value; the error says what was expected.
@@ -354,6 +376,7 @@ impl Kind {
             },
             K::TaskList => list(v, |t| TASK_TYPES.contains(&t), &format!("task types ({})", TASK_TYPES.join(", "))),
             K::NameList => list(v, |_| true, "names"),
+            K::PathList => list(v, |_| true, "directories"),
             K::TypeList => list(v, |t| t == "s" || t == "d", "column types s or d"),
             K::Tls => text(["none", "starttls", "tls"].contains(&v), "none, starttls or tls"),
             K::OptUrl => match v {

@@ -115,7 +115,6 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("request_handler.pcap_base_dir", "{data_dir}/pcap"),
     ("normalized_cdr_base_dir", "{data_dir}/ncdr"),
     ("log.level", "4"),
-    ("app.pid_file", ""),
     // Each distillery waits for its group commit, so the pool size is also the largest
     // commit batch: 16 keeps an embedded box's disk busy without a config file.
     ("distiller.number_of_distilleries", "16"),
@@ -148,6 +147,15 @@ impl Settings {
                 value: value.clone(),
                 expected,
             })?;
+            if raw.cut.contains(at) && spec.kind.may_hold_hash() {
+                warn(
+                    at,
+                    format!(
+                        "the value of '{key}' ends where ' #' starts a comment; if the '#' and what follows \
+                         belong to the value, quote it: {key} = \"…\""
+                    ),
+                );
+            }
             if spec.usage == Usage::Accepted {
                 warn(at, format!("key '{key}' is accepted for compatibility but not used (ignored)"));
             }
@@ -273,6 +281,7 @@ impl Settings {
                 field_map: v.get("salesforce.field_map"),
             },
             recordings: RecordingSettings {
+                source_dirs: source_dirs(v.get("recordings.source_dirs"), v.get("recordings.base_dir")),
                 base_dir: v.get("recordings.base_dir"),
                 delivery_target: v.get("recordings.delivery_target"),
                 buffer_dir: v.get("recordings.buffer_dir"),
@@ -318,6 +327,22 @@ impl Settings {
             raw: v.set,
         }
     }
+}
+
+/// FreeSWITCH's recordings directory as its packages lay it out (`$${recordings_dir}`).
+pub const FREESWITCH_RECORDINGS_DIR: &str = "/var/lib/freeswitch/recordings";
+
+/// `recordings.source_dirs`, or when it is not set the places a CDR's recording can
+/// legitimately be: `recordings.base_dir` and FreeSWITCH's recordings directory.
+fn source_dirs(set: Vec<String>, base_dir: PathBuf) -> Vec<PathBuf> {
+    if !set.is_empty() {
+        return set.into_iter().map(PathBuf::from).collect();
+    }
+    let mut dirs = vec![base_dir];
+    if dirs[0] != Path::new(FREESWITCH_RECORDINGS_DIR) {
+        dirs.push(FREESWITCH_RECORDINGS_DIR.into());
+    }
+    dirs
 }
 
 /// The billing feeder pairs names with types by position, so the counts must

@@ -1,6 +1,6 @@
 //! Reading config text into resolved `key -> (value, location)` pairs:
-//! comments, `key@ENV` overrides and `@require` includes. No key is
-//! interpreted here; that is `Settings::from_raw`'s job.
+//! comments, quoted values, `key@ENV` overrides and `@require` includes. No key
+//! is interpreted here; that is `Settings::from_raw`'s job.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -15,6 +15,9 @@ pub struct RawConfig {
     /// `key@ENV` lines for other environments: ignored, but kept so a typo in
     /// them is still reported as an unknown key.
     pub(super) inactive: Vec<(String, Location)>,
+    /// Lines whose unquoted value was cut short by a ` #` comment: `from_raw` warns
+    /// for keys whose values may hold a `#` (a password cut at `#` fails silently).
+    pub(super) cut: HashSet<Location>,
 }
 
 impl RawConfig {
@@ -39,13 +42,14 @@ impl RawConfig {
             plain: BTreeMap::new(),
             overrides: BTreeMap::new(),
             inactive: Vec::new(),
+            cut: HashSet::new(),
             stack: Vec::new(),
             done: HashSet::new(),
         };
         loader.text(text, origin)?;
         let mut entries = loader.plain;
         entries.extend(loader.overrides);
-        Ok(RawConfig { entries, inactive: loader.inactive })
+        Ok(RawConfig { entries, inactive: loader.inactive, cut: loader.cut })
     }
 
     /// The resolved value of `key` and the line it came from.
@@ -66,6 +70,7 @@ struct Loader<'a> {
     /// Kept apart from `plain` so `key@ENV` wins wherever it appears.
     overrides: BTreeMap<String, (String, Location)>,
     inactive: Vec<(String, Location)>,
+    cut: HashSet<Location>,
     /// Canonical paths of the files being read, outermost first: requiring one
     /// of them again is a cycle.
     stack: Vec<PathBuf>,
@@ -79,17 +84,24 @@ impl Loader<'_> {
         self.stack.push(id.clone());
         for (n, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
             let at = Location { file: origin.to_path_buf(), line: n + 1 };
-            let line = strip_comment(line).trim();
-            if line.is_empty() {
+            let uncommented = strip_comment(line, true).trim();
+            if uncommented.is_empty() {
                 continue;
             }
-            let Some((key, value)) = line.split_once('=') else {
+            let Some((key, _)) = uncommented.split_once('=') else {
                 return Err(ConfigError::Syntax {
                     location: at,
-                    message: format!("expected 'key = value', found '{line}'"),
+                    message: format!("expected 'key = value', found '{uncommented}'"),
                 });
             };
-            let (key, value) = (key.trim(), value.trim());
+            // The value is read from the line itself: a quoted one may hold ` #`.
+            let rest = &line.trim_start()[key.len() + 1..];
+            let (value, cut) =
+                parse_value(rest).map_err(|message| ConfigError::Syntax { location: at.clone(), message })?;
+            if cut {
+                self.cut.insert(at.clone());
+            }
+            let (key, value) = (key.trim(), value.as_str());
             if key == "@require" {
                 self.require(value, origin, at)?;
                 continue;
@@ -154,15 +166,47 @@ fn canonical(path: &Path) -> PathBuf {
     fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Cuts a comment: `#` at the start or after whitespace. A `#` glued to text
-/// (`password = ab#c`) is part of the value.
-fn strip_comment(line: &str) -> &str {
-    let mut after_space = true;
-    for (i, c) in line.char_indices() {
+/// Cuts a comment: `#` at the start (when `at_start`) or after whitespace. A `#`
+/// glued to text (`password = ab#c`) is part of the value.
+fn strip_comment(text: &str, at_start: bool) -> &str {
+    let mut after_space = at_start;
+    for (i, c) in text.char_indices() {
         if c == '#' && after_space {
-            return &line[..i];
+            return &text[..i];
         }
         after_space = c.is_whitespace();
     }
-    line
+    text
+}
+
+/// The value after `=`: `"…"` (with `\"` and `\\` escapes, so it may hold ` #`) or
+/// unquoted up to a ` #` comment. Also says whether an unquoted value was cut by a
+/// comment, so a `#` meant as part of it can be warned about.
+pub(super) fn parse_value(rest: &str) -> Result<(String, bool), String> {
+    let trimmed = rest.trim_start();
+    let Some(quoted) = trimmed.strip_prefix('"') else {
+        let value = strip_comment(rest, false);
+        let cut = value.len() < rest.len() && !value.trim().is_empty();
+        return Ok((value.trim().to_string(), cut));
+    };
+    let mut value = String::new();
+    let mut chars = quoted.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => {
+                let after = quoted[i + 1..].trim_start();
+                if !after.is_empty() && !after.starts_with('#') {
+                    return Err(format!("text after the closing quote: '{after}' (a comment starts with ' #')"));
+                }
+                return Ok((value, false));
+            }
+            '\\' => match chars.next() {
+                Some((_, e @ ('"' | '\\'))) => value.push(e),
+                Some((_, e)) => return Err(format!("unknown escape '\\{e}' in a quoted value (only \\\" and \\\\)")),
+                None => break,
+            },
+            c => value.push(c),
+        }
+    }
+    Err("quoted value has no closing '\"'".to_string())
 }

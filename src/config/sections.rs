@@ -134,6 +134,9 @@ pub struct SalesforceSettings {
 /// Recordings (`recordings.*`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordingSettings {
+    /// The only directories recordings are read from (checked after resolving symlinks
+    /// and `..`): a CDR names its recording's path, so it must not name any file.
+    pub source_dirs: Vec<PathBuf>,
     pub base_dir: PathBuf,
     pub delivery_target: Option<String>,
     pub buffer_dir: Option<PathBuf>,

@@ -68,6 +68,65 @@ fn inline_comments_need_whitespace_before_hash() {
 }
 
 #[test]
+fn quoted_values_keep_hash_spaces_and_escapes() {
+    let raw = parse(
+        "server.basic_auth = \"cdr:pa ss #1\\\"x\\\\y\"  # the gateway's\n\
+         emailer.subject = \"  padded  \"\nsms.from = \"\"\nsms.to = say \"hi\"\n\
+         server.address=\"10.0.0.1\"#glued\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(value(&raw, "server.basic_auth"), "cdr:pa ss #1\"x\\y");
+    assert_eq!(value(&raw, "emailer.subject"), "  padded  ");
+    assert_eq!(value(&raw, "sms.from"), "");
+    assert_eq!(value(&raw, "sms.to"), "say \"hi\"", "a quote inside an unquoted value is text");
+    assert_eq!(value(&raw, "server.address"), "10.0.0.1");
+    let (s, warnings) = Settings::from_raw(&raw, &test_dirs()).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let auth = s.server.basic_auth.unwrap();
+    assert_eq!((auth.user.as_str(), auth.password.as_str()), ("cdr", "pa ss #1\"x\\y"));
+}
+
+#[test]
+fn bad_quoting_is_a_syntax_error_with_location() {
+    for (text, want) in [
+        ("sms.from = \"open\n", "no closing"),
+        ("sms.from = \"a\" b\n", "text after the closing quote: 'b'"),
+        ("sms.from = \"a\\n\"\n", "unknown escape '\\n'"),
+    ] {
+        let err = parse(text, None).unwrap_err();
+        assert!(matches!(err, ConfigError::Syntax { .. }), "{text}: {err}");
+        assert_eq!(err.location().unwrap().line, 1);
+        assert!(err.to_string().contains(want), "{text}: {err}");
+    }
+}
+
+#[test]
+fn a_value_cut_by_a_comment_warns_when_it_could_hold_a_hash() {
+    let text = "server.basic_auth = cdr:secret #tail\nserver.port = 80  # http\n\
+                cdrdb.url = mysql://u:p@db/cdr # primary\nsms.to =  # nobody\n";
+    let (s, warnings) = settings(text).unwrap();
+    assert_eq!(s.server.basic_auth.unwrap().password, "secret", "unquoted: cut at the comment");
+    let shown: Vec<_> = warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(shown.len(), 2, "a port cannot hold '#', an empty value was not cut: {shown:?}");
+    assert!(
+        shown[0].starts_with(&format!("{ORIGIN}:1: the value of 'server.basic_auth' ends where ' #'")),
+        "{shown:?}"
+    );
+    assert!(shown[0].contains("quote it: server.basic_auth = \"…\""), "{shown:?}");
+    assert!(!shown[0].contains("secret"), "a cut password is not logged: {shown:?}");
+    assert!(shown[1].starts_with(&format!("{ORIGIN}:3: the value of 'cdrdb.url'")), "{shown:?}");
+}
+
+#[test]
+fn recording_source_dirs_are_a_list_of_directories() {
+    let (s, _) = settings("recordings.source_dirs = /a, /b/c\nrecordings.base_dir = /x\n").unwrap();
+    assert_eq!(s.recordings.source_dirs, [PathBuf::from("/a"), PathBuf::from("/b/c")]);
+    let (s, _) = settings("recordings.base_dir = /x\n").unwrap();
+    assert_eq!(s.recordings.source_dirs, [PathBuf::from("/x"), PathBuf::from(FREESWITCH_RECORDINGS_DIR)]);
+}
+
+#[test]
 fn malformed_lines_are_errors_with_location() {
     for (text, line, want) in [
         ("server.port = 80\n\nthis is junk\n", 3, "expected 'key = value', found 'this is junk'"),
@@ -366,7 +425,8 @@ fn absent_keys_take_seed_defaults() {
     assert_eq!((bf.field_names[1].as_str(), bf.field_types[1].as_str()), ("quantity", "d"));
     assert_eq!(bf.node_name_map.get("billsec").map(String::as_str), Some("quantity"));
     assert_eq!((s.log.level, &s.log.facility, &s.log.file), (4, &None, &None));
-    assert_eq!(s.app.pid_file, Some(PathBuf::from("/r/cdrmunch.pid")));
+    assert_eq!(s.app.pid_file, None, "no pid file unless configured: two instances never share one");
+    assert_eq!(s.recordings.source_dirs, [PathBuf::from("/d/recordings"), PathBuf::from(FREESWITCH_RECORDINGS_DIR)]);
     assert_eq!((&s.app.run_as_user, &s.app.run_as_group), (&None, &None));
     assert_eq!((s.metrics.enabled, s.metrics.address.as_str(), s.metrics.port), (true, "127.0.0.1", 9464));
 }

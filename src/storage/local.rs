@@ -2,7 +2,8 @@
 //! directory — so a 200 or a `done='y'` never points at a file a crash could take back.
 
 use std::collections::HashSet;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -80,6 +81,23 @@ impl BlobStore for LocalStore {
         }
     }
 
+    async fn put_file(&self, key: &str, source: &Path) -> Result<String, StorageError> {
+        let path = self.path_of(key)?;
+        let loc = path.display().to_string();
+        let source = source.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let (mut from, _) = open_regular(&source)?;
+            create_dir_durable(path.parent().unwrap_or(Path::new(".")))?;
+            let mut file = DurableFile::create(&path)?;
+            file.copy_from(&mut from)?;
+            file.commit(true)
+        })
+        .await
+        .map_err(|e| StorageError::io(&loc, std::io::Error::other(e)))?
+        .map_err(|e| StorageError::io(&loc, e))?;
+        Ok(loc)
+    }
+
     /// The files themselves were fsynced before their rename; what remains is the directory
     /// entries, once per distinct directory of the batch.
     async fn sync(&self, locations: &[String]) -> Result<(), StorageError> {
@@ -119,8 +137,8 @@ impl BlobStore for LocalStore {
     async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
         let path = self.path_of(key)?;
         let location = path.display().to_string();
-        match tokio::fs::read(&path).await {
-            Ok(bytes) => Ok(Some(ObjectInfo { location, size: bytes.len() as u64, md5: Some(super::md5_hex(&bytes)) })),
+        match md5_file(&path).await {
+            Ok((size, md5)) => Ok(Some(ObjectInfo { location, size, md5: Some(md5) })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StorageError::io(location, e)),
         }
@@ -134,6 +152,46 @@ fn remember(known: &Mutex<HashSet<PathBuf>>, dir: &Path) {
         }
         k.insert(dir.to_path_buf());
     }
+}
+
+/// Opens `path` for reading only if it is a regular file: a device (`/dev/zero`) would
+/// never end, a FIFO would block. Non-blocking, so opening a FIFO does not wait for a
+/// writer; not through a symlink in the last component. The error says what it is.
+pub fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() { "a directory" } else { "not a regular file" };
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} is {what}", path.display())));
+    }
+    Ok((file, meta))
+}
+
+/// Size and hex MD5 of a regular file, read in chunks on the blocking pool.
+pub async fn md5_file(path: &Path) -> std::io::Result<(u64, String)> {
+    use md5::Digest;
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let (mut file, _) = open_regular(&path)?;
+        let (mut hash, mut size) = (md5::Md5::new(), 0u64);
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hash.update(&buf[..n]);
+            size += n as u64;
+        }
+        Ok((size, hex::encode(hash.finalize())))
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// Creates `dir` and every missing parent, fsyncing each parent whose entry list changed,
@@ -184,6 +242,11 @@ impl DurableFile {
 
     pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.file.as_mut().expect("open until commit").write_all(bytes)
+    }
+
+    /// Copies everything `from` holds into the file, a buffer at a time.
+    pub fn copy_from(&mut self, from: &mut impl Read) -> std::io::Result<u64> {
+        std::io::copy(from, self.file.as_mut().expect("open until commit"))
     }
 
     /// Makes the file durable under its name. Without `sync_dir` the directory entry is left

@@ -5,12 +5,13 @@
 pub mod local;
 pub mod s3;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use local::LocalStore;
+pub use local::{md5_file, open_regular, LocalStore};
 pub use s3::{S3Location, S3Store};
 
 use crate::config::S3Settings;
@@ -85,6 +86,9 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn exists(&self, key: &str) -> Result<bool, StorageError> {
         Ok(self.stat(key).await?.is_some())
     }
+    /// Writes the regular file at `source` under `key` as `put` does, streamed: a recording
+    /// can be hours long, so it is never held in memory whole.
+    async fn put_file(&self, key: &str, source: &Path) -> Result<String, StorageError>;
     /// Makes earlier `put_unsynced` objects durable.
     async fn sync(&self, locations: &[String]) -> Result<(), StorageError>;
     /// Reads an object by the location `put` returned.

@@ -1,6 +1,7 @@
 //! S3 (or any S3-compatible server) as a store: `s3://bucket/prefix` in config. A PUT is
 //! durable when S3 answers, so `put_unsynced` is a plain put and `sync` has nothing to do.
 
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -128,6 +129,24 @@ impl BlobStore for S3Store {
             .bucket(&self.at.bucket)
             .key(&object_key)
             .body(ByteStream::from(bytes.to_vec()))
+            .send()
+            .await
+            .map_err(|e| s3_error(&location, e))?;
+        Ok(location)
+    }
+
+    async fn put_file(&self, key: &str, source: &Path) -> Result<String, StorageError> {
+        let object_key = self.object_key(key)?;
+        let location = self.location(&object_key);
+        let unreadable = |e: std::io::Error| StorageError::io(source.display().to_string(), e);
+        // checked here; the SDK then reads the file in chunks (and again on a retry)
+        super::open_regular(source).map_err(unreadable)?;
+        let body = ByteStream::from_path(source).await.map_err(|e| unreadable(std::io::Error::other(e)))?;
+        self.client
+            .put_object()
+            .bucket(&self.at.bucket)
+            .key(&object_key)
+            .body(body)
             .send()
             .await
             .map_err(|e| s3_error(&location, e))?;

@@ -89,7 +89,8 @@ impl NormalizedCdrs for Store {
             }
             let legs: Vec<_> = plan.fresh.iter().filter_map(|&i| batch[i].1.links.clone()).collect();
             self.link_calls(&mut tx, &legs, now).await?;
-            let mut qb = QueryBuilder::new("UPDATE cdr_queue SET done = ");
+            // no lease time left on a done row: `done='n'` by hand makes it due at once
+            let mut qb = QueryBuilder::new("UPDATE cdr_queue SET next_attempt = NULL, done = ");
             qb.push_bind(RowState::Done).push(" WHERE id IN ");
             push_ids(&mut qb, batch.iter().map(|b| b.0));
             qb.build().execute(&mut *tx).await?;

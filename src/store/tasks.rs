@@ -51,7 +51,9 @@ pub trait TaskQueue: Send + Sync {
     /// Records an attempt's end, only while the claim holds: the row still `done='n'` and
     /// its `next_attempt` still `leased_until`. So a late duplicate attempt cannot undo a
     /// finished one, and a task made due again while it ran (a late leg changed its call)
-    /// runs again. Returns whether the row changed.
+    /// runs again. A finished or failed row's `next_attempt` becomes the time it finished,
+    /// so setting it back to `done='n'` by hand makes it due at once. Returns whether the
+    /// row changed.
     async fn finish_task(&self, task_id: u64, leased_until: Time, finish: &TaskFinish) -> StoreResult<bool>;
 
     /// Gives claimed, unstarted tasks back (shutdown): due at `now`.
@@ -118,9 +120,16 @@ impl TaskQueue for Store {
 
     async fn finish_task(&self, task_id: u64, leased_until: Time, finish: &TaskFinish) -> StoreResult<bool> {
         let id = task_id as i64;
+        // A finished row keeps no lease time ahead: the runbook's `UPDATE tasks SET
+        // done='n', retry=0 WHERE id=…` must make it due at the next poll, not when the
+        // old lease (up to tasksd.lease_seconds) would have ended.
+        let finished_at = &sql_time(Utc::now().min(leased_until));
         self.write_one(|mut conn| async move {
             let q = match finish {
-                TaskFinish::Done => sqlx::query("UPDATE tasks SET done = ? WHERE id = ? AND done = 'n' AND next_attempt = ?").bind(RowState::Done).bind(id),
+                TaskFinish::Done => sqlx::query("UPDATE tasks SET done = ?, next_attempt = ? WHERE id = ? AND done = 'n' AND next_attempt = ?")
+                    .bind(RowState::Done)
+                    .bind(finished_at.clone())
+                    .bind(id),
                 TaskFinish::Retry { next_attempt, error } => {
                     sqlx::query("UPDATE tasks SET retry = retry + 1, next_attempt = ?, error_message = ? WHERE id = ? AND done = 'n' AND next_attempt = ?")
                         .bind(sql_time(*next_attempt))
@@ -128,8 +137,9 @@ impl TaskQueue for Store {
                         .bind(id)
                 }
                 TaskFinish::Error { error } => {
-                    sqlx::query("UPDATE tasks SET done = ?, error_message = ? WHERE id = ? AND done = 'n' AND next_attempt = ?")
+                    sqlx::query("UPDATE tasks SET done = ?, next_attempt = ?, error_message = ? WHERE id = ? AND done = 'n' AND next_attempt = ?")
                         .bind(RowState::Error)
+                        .bind(finished_at.clone())
                         .bind(error.clone())
                         .bind(id)
                 }
