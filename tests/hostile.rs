@@ -110,7 +110,7 @@ async fn row01_idle_partial_and_stalled_connections_are_closed_and_leave_no_temp
 async fn row02_a_connection_flood_under_a_1024_fd_limit_does_not_lock_out_health_and_posts() {
     raise_own_fd_limit(4096);
     let dir = tempfile::tempdir().unwrap();
-    let (conf, base) = write_config(dir.path(), "server.header_read_timeout = 120\nserver.keepalive_timeout = 120\n");
+    let (conf, base) = serve_config(dir.path(), "server.header_read_timeout = 120\nserver.keepalive_timeout = 120\n");
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cdrmunch"));
     cmd.args(["serve", "--config"]).arg(&conf).env("RUST_LOG", "cdrmunch=error");
     use std::os::unix::process::CommandExt;
@@ -183,7 +183,7 @@ async fn row02_a_connection_flood_under_a_1024_fd_limit_does_not_lock_out_health
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row03_parse_bombs_are_refused_and_memory_stays_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let (conf, base) = write_config(dir.path(), "");
+    let (conf, base) = serve_config(dir.path(), "");
     let server = start_server(&conf);
     let http = reqwest::Client::new();
     wait_healthy(&http, &base).await;
@@ -406,7 +406,7 @@ async fn row15_nil_uuid_is_a_400_and_the_leg_comes_from_the_document() {
 async fn row16_refused_posts_are_logged_rate_limited() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("cdrmunch.log");
-    let (conf, base) = write_config(dir.path(), &format!("log.file = {}\nlog.level = 4\n", log.display()));
+    let (conf, base) = serve_config(dir.path(), &format!("log.file = {}\nlog.level = 4\n", log.display()));
     let server = start_server_with(&conf, &[], None);
     let http = reqwest::Client::new();
     wait_healthy(&http, &base).await;
@@ -482,25 +482,6 @@ async fn execute(db: Db, url: &str, sql: &'static str) {
             sqlx::raw_sql(sql).execute(&pool).await.unwrap();
         }
     }
-}
-
-/// A config for the real binary on SQLite under `dir`, on a free port.
-fn write_config(dir: &Path, extra: &str) -> (PathBuf, String) {
-    let port = free_port();
-    let d = dir.display();
-    let conf = dir.join("cdrmunch.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "server.address = 127.0.0.1\nserver.port = {port}\ncdrdb.url = sqlite://{d}/cdrmunch.db\n\
-             billingdb.url = sqlite://{d}/billing.db\nrequest_handler.cdr_base_dir = {d}/cdr\n\
-             request_handler.paging_base_dir = {d}/paging\nrequest_handler.pcap_base_dir = {d}/pcap\n\
-             cdr_base_dir = {d}/cdr\nnormalized_cdr_base_dir = {d}/ncdr\nmetrics.port = 0\n\
-             app.pid_file = {d}/run/cdrmunch.pid\n{extra}\n"
-        ),
-    )
-    .unwrap();
-    (conf, format!("http://127.0.0.1:{port}"))
 }
 
 fn raise_own_fd_limit(want: u64) {

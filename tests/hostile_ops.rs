@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -126,25 +126,6 @@ async fn row_8_recordings_are_read_only_as_regular_files_below_recordings_source
         assert_eq!(files_under(&delivered), [copy], "{db:?}");
         app.stop().await;
     }
-}
-
-/// A config for a real `serve` with everything under `dir`, on a free port, with no pid
-/// file unless `extra` sets one.
-fn serve_config(dir: &Path, extra: &str) -> (PathBuf, String) {
-    let port = free_port();
-    let d = dir.display();
-    let conf = dir.join("cdrmunch.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "server.address = 127.0.0.1\nserver.port = {port}\ncdrdb.url = sqlite://{d}/cdrmunch.db\n\
-             billingdb.url = sqlite://{d}/billing.db\nrequest_handler.cdr_base_dir = {d}/cdr\n\
-             request_handler.paging_base_dir = {d}/paging\nrequest_handler.pcap_base_dir = {d}/pcap\n\
-             cdr_base_dir = {d}/cdr\nnormalized_cdr_base_dir = {d}/ncdr\nmetrics.port = 0\n{extra}\n"
-        ),
-    )
-    .unwrap();
-    (conf, format!("http://127.0.0.1:{port}"))
 }
 
 fn serve_command(conf: &Path) -> Command {

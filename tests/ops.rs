@@ -79,25 +79,6 @@ async fn roles_split_intake_from_distiller_and_tasks() {
     intake.stop().await;
 }
 
-/// A config for a real `serve` in `dir` on a free port; `extra` lines appended.
-fn serve_config(dir: &std::path::Path, extra: &str) -> (std::path::PathBuf, String) {
-    let port = free_port();
-    let d = dir.display();
-    let conf = dir.join("cdrmunch.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "server.address = 127.0.0.1\nserver.port = {port}\ncdrdb.url = sqlite://{d}/cdrmunch.db\n\
-             billingdb.url = sqlite://{d}/billing.db\nrequest_handler.cdr_base_dir = {d}/cdr\n\
-             request_handler.paging_base_dir = {d}/paging\nrequest_handler.pcap_base_dir = {d}/pcap\n\
-             cdr_base_dir = {d}/cdr\nnormalized_cdr_base_dir = {d}/ncdr\nmetrics.port = 0\n\
-             app.pid_file = {d}/run/cdrmunch.pid\n{extra}\n"
-        ),
-    )
-    .unwrap();
-    (conf, format!("http://127.0.0.1:{port}"))
-}
-
 async fn wait_exit(server: &mut Server, within: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
     loop {
@@ -116,7 +97,8 @@ fn signal(server: &Server, sig: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_pid_file_refuses_a_second_start() {
     let dir = tempfile::tempdir().unwrap();
-    let (conf, base) = serve_config(dir.path(), "");
+    let pid = format!("app.pid_file = {}/run/cdrmunch.pid", dir.path().display());
+    let (conf, base) = serve_config(dir.path(), &pid);
     let http = reqwest::Client::new();
     let mut first = start_server(&conf);
     wait_healthy(&http, &base).await;

@@ -395,6 +395,25 @@ pub fn start_server_with(config: &Path, extra: &[&str], rust_log: Option<&str>) 
     Server(child)
 }
 
+/// A config for the real binary on SQLite with everything under `dir`, on a free port, with
+/// no pid file unless `extra` sets one; returns it and the base URL.
+pub fn serve_config(dir: &Path, extra: &str) -> (PathBuf, String) {
+    let port = free_port();
+    let d = dir.display();
+    let conf = dir.join("cdrmunch.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "server.address = 127.0.0.1\nserver.port = {port}\ncdrdb.url = sqlite://{d}/cdrmunch.db\n\
+             billingdb.url = sqlite://{d}/billing.db\nrequest_handler.cdr_base_dir = {d}/cdr\n\
+             request_handler.paging_base_dir = {d}/paging\nrequest_handler.pcap_base_dir = {d}/pcap\n\
+             cdr_base_dir = {d}/cdr\nnormalized_cdr_base_dir = {d}/ncdr\nmetrics.port = 0\n{extra}\n"
+        ),
+    )
+    .unwrap();
+    (conf, format!("http://127.0.0.1:{port}"))
+}
+
 pub fn start_server(config: &Path) -> Server {
     start_server_with(config, &[], Some("cdrmunch=warn"))
 }
