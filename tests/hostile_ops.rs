@@ -134,17 +134,6 @@ fn serve_command(conf: &Path) -> Command {
     cmd
 }
 
-async fn wait_exit(server: &mut Server, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(s) = server.0.try_wait().unwrap() {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "did not exit within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn send(server: &Server, sig: libc::c_int) {
     // SAFETY: kill only sends a signal to our own child.
     assert_eq!(unsafe { libc::kill(server.0.id() as libc::pid_t, sig) }, 0);

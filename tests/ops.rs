@@ -79,17 +79,6 @@ async fn roles_split_intake_from_distiller_and_tasks() {
     intake.stop().await;
 }
 
-async fn wait_exit(server: &mut Server, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(s) = server.0.try_wait().unwrap() {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "did not exit within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn signal(server: &Server, sig: &str) {
     std::process::Command::new("kill").args([sig, &server.0.id().to_string()]).status().unwrap();
 }

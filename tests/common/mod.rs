@@ -414,6 +414,18 @@ pub fn serve_config(dir: &Path, extra: &str) -> (PathBuf, String) {
     (conf, format!("http://127.0.0.1:{port}"))
 }
 
+/// Waits (bounded) for the real binary to exit.
+pub async fn wait_exit(server: &mut Server, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "did not exit within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn start_server(config: &Path) -> Server {
     start_server_with(config, &[], Some("cdrmunch=warn"))
 }
