@@ -282,3 +282,64 @@ fn rejections_may_log() -> bool {
         false
     }
 }
+
+/// Rows waiting in the intake spool (after a change).
+pub struct SpoolDepth {
+    pub rows: u64,
+}
+
+impl SpoolDepth {
+    pub fn emit(self) {
+        metrics::gauge!(SPOOL_ROWS).set(self.rows as f64);
+    }
+}
+
+/// The database could not take an intake batch: its rows went to the spool.
+pub struct Spooled<'a> {
+    pub rows: usize,
+    pub why: &'a str,
+    /// False when the rows only queued behind older spooled ones.
+    pub database_failed: bool,
+}
+
+impl Spooled<'_> {
+    pub fn emit(self) {
+        if self.database_failed {
+            tracing::warn!(rows = self.rows, "database unavailable ({}); queue rows spooled locally", self.why);
+        } else {
+            tracing::debug!(rows = self.rows, "queue rows spooled: {}", self.why);
+        }
+    }
+}
+
+/// Spooled rows reached the database.
+pub struct Backfilled {
+    pub rows: usize,
+    /// Of them, not already there (a row spooled after a commit that did go through is not).
+    pub new: u64,
+}
+
+impl Backfilled {
+    pub fn emit(self) {
+        tracing::info!(rows = self.rows, new = self.new, "spooled queue rows backfilled into the database");
+        metrics::counter!(SPOOL_BACKFILLED).increment(self.rows as u64);
+    }
+}
+
+/// The spool still has rows and the database still does not take them.
+pub struct BackfillWaiting<'a> {
+    pub rows: u64,
+    pub why: &'a str,
+    pub retry_in: Duration,
+}
+
+impl BackfillWaiting<'_> {
+    pub fn emit(self) {
+        tracing::warn!(
+            rows = self.rows,
+            "backfill waits for the database ({}); next try in {:?}",
+            self.why,
+            self.retry_in
+        );
+    }
+}

@@ -28,9 +28,11 @@ pub const TASK_LATENCY: &str = "cdrmunch_task_latency_seconds";
 pub const TASKS_INFLIGHT: &str = "cdrmunch_inflight_tasks";
 pub const FIELD_WARNINGS: &str = "cdrmunch_field_warnings_total";
 pub const CONNECTIONS_SHED: &str = "cdrmunch_http_connections_shed_total";
+pub const SPOOL_ROWS: &str = "cdrmunch_spool_rows";
+pub const SPOOL_BACKFILLED: &str = "cdrmunch_spool_backfilled_total";
 
 /// Every metric this service exports (dashboards and alert rules are checked against it).
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 20] = [
     CDR_QUEUE_PENDING,
     CDR_QUEUE_ERRORS,
     TASKS_PENDING,
@@ -49,6 +51,8 @@ pub const ALL: [&str; 18] = [
     TASKS_INFLIGHT,
     FIELD_WARNINGS,
     CONNECTIONS_SHED,
+    SPOOL_ROWS,
+    SPOOL_BACKFILLED,
 ];
 
 /// Create -> done of a task spans a poll interval at best and retry backoffs at worst.
@@ -102,5 +106,7 @@ fn describe() {
         CONNECTIONS_SHED,
         "HTTP connections closed at the connection cap: evicted (idle the longest) or refused (all busy)."
     );
+    describe_gauge!(SPOOL_ROWS, "cdr_queue rows journaled locally while the database could not take them.");
+    describe_counter!(SPOOL_BACKFILLED, "Spooled cdr_queue rows inserted into the database after an outage.");
     describe_counter!(FIELD_WARNINGS, "CDR values that did not fit their field's type and were left empty, by field.");
 }

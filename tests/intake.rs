@@ -119,14 +119,15 @@ async fn basic_auth_guards_the_api_but_not_health() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn database_outage_gives_503_with_retry_after_then_recovers() {
+async fn database_outage_without_the_spool_gives_503_with_retry_after_then_recovers() {
     for db in BOTH {
         let down = Arc::new(AtomicBool::new(false));
         let d = down.clone();
         let wrap = move |inner: Arc<dyn Repository>| -> Arc<dyn Repository> {
             Arc::new(SwitchableRepository { inner, down: d.clone() })
         };
-        let app = TestApp::start_with(db, |_| {}, Hooks::default(), Some(&wrap)).await;
+        let no_spool = |s: &mut cdrmunch::config::Settings| s.request_handler.spool_max_rows = 0;
+        let app = TestApp::start_with(db, no_spool, Hooks::default(), Some(&wrap)).await;
         down.store(true, Ordering::SeqCst);
         let (ct, body) = encode_body(&sample(), SubmitEncoding::Urlencoded);
         let r =
@@ -149,6 +150,47 @@ async fn database_outage_gives_503_with_retry_after_then_recovers() {
         assert_eq!(app.post_cdr(body, "", ct).await.0, 200);
         let counts = app.wait_settled(1, Duration::from_secs(20)).await;
         assert_eq!(counts.done, 1);
+        app.stop().await;
+    }
+}
+
+/// With the spool (the default), an outage costs nothing: the POST is answered 200, its row
+/// waits on local disk, `/ready` says degraded, and the backfill queues it once the
+/// database answers; a spool that is full gives 503 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_with_the_spool_answers_200_and_backfills() {
+    for db in BOTH {
+        let down = Arc::new(AtomicBool::new(false));
+        let d = down.clone();
+        let wrap = move |inner: Arc<dyn Repository>| -> Arc<dyn Repository> {
+            Arc::new(SwitchableRepository { inner, down: d.clone() })
+        };
+        let small = |s: &mut cdrmunch::config::Settings| s.request_handler.spool_max_rows = 2;
+        let app = TestApp::start_with(db, small, Hooks::default(), Some(&wrap)).await;
+        down.store(true, Ordering::SeqCst);
+        let uuids: Vec<String> = (0..3).map(|i| format!("6a7ccd66-0000-4000-8000-0000000050{i:02}")).collect();
+        for u in &uuids[..2] {
+            let (status, text) = app.post_cdr(answered_cdr(u), "", "text/xml").await;
+            assert_eq!(status, 200, "{db:?}: {text}");
+        }
+        // the spool is full: refused, and nothing of it left behind
+        let (status, text) = app.post_cdr(answered_cdr(&uuids[2]), "", "text/xml").await;
+        assert_eq!(status, 503, "{db:?}: {text}");
+        assert!(text.contains("spool is full"), "{text}");
+        let r = app.http.get(app.url("/ready")).send().await.unwrap();
+        let ready: serde_json::Value = r.json().await.unwrap();
+        assert_eq!((ready["status"].as_str(), ready["spool_rows"].as_u64()), (Some("unavailable"), Some(2)), "{ready}");
+        assert_eq!(app.store().queue_counts().await.unwrap(), Default::default(), "no row while down");
+        let raw = files_under(&app.settings.request_handler.cdr_base_dir);
+        assert_eq!(raw.len(), 2, "{raw:?}");
+        // the database is back: the backfill queues both, each distilled once
+        down.store(false, Ordering::SeqCst);
+        let counts = app.wait_settled(2, Duration::from_secs(30)).await;
+        assert_eq!((counts.done, counts.error), (2, 0), "{db:?}");
+        let r = app.http.get(app.url("/ready")).send().await.unwrap();
+        let ready: serde_json::Value = r.json().await.unwrap();
+        assert_eq!((ready["status"].as_str(), ready["spool_rows"].as_u64()), (Some("ok"), Some(0)), "{ready}");
+        assert!(files_under(&app.settings.request_handler.spool_dir).is_empty());
         app.stop().await;
     }
 }

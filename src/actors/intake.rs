@@ -1,22 +1,34 @@
 //! Intake: the group commit of `cdr_queue` rows. HTTP handlers have already written each raw
 //! CDR (file fsynced, renamed); one batch syncs their directories, inserts every row in one
 //! transaction, and wakes the QueuePoller so the CDRs are picked up at once.
+//!
+//! When the database does not take the batch in time (down, locked, unreachable), its rows
+//! go to the local spool instead and the backfill actor inserts them later: the raw CDRs are
+//! durable either way, so the POSTs can still be answered 200.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::backfill::Backfill;
 use super::group_commit::{Batch, CommitError, GroupCommit, GroupCommitMsg};
 use super::mailbox::Mailbox;
 use super::poller::PollerMsg;
+use crate::domain::outcome::Classify;
+use crate::spool::Spool;
 use crate::storage::BlobStore;
-use crate::store::{NewQueuedCdr, Repository};
+use crate::store::{NewQueuedCdr, Repository, StoreError};
 
 pub struct IntakeBatch {
     pub repo: Arc<dyn Repository>,
     pub raw_store: Arc<dyn BlobStore>,
     /// This process's QueuePoller, when it runs the distiller role.
     pub wake: Option<Mailbox<PollerMsg>>,
+    /// Where rows go when the database does not take them (None: spool disabled).
+    pub spool: Option<(Arc<Spool>, Mailbox<Backfill>)>,
+    /// How long the database gets before a batch is spooled (or refused).
+    pub db_timeout: Duration,
 }
 
 pub type Intake = GroupCommit<IntakeBatch>;
@@ -31,11 +43,47 @@ impl Batch for IntakeBatch {
     async fn commit(&self, rows: &[NewQueuedCdr]) -> Result<Vec<()>, CommitError> {
         let paths: Vec<String> = rows.iter().map(|r| r.path.clone()).collect();
         self.raw_store.sync(&paths).await.map_err(|e| CommitError::storage("making the raw CDRs durable", e))?;
-        let new = self.repo.enqueue_cdrs(rows).await.map_err(|e| CommitError::database("queueing the CDRs", e))?;
+        // while older rows wait in the spool, newer ones queue behind them: the database is
+        // either away or being backfilled, and a batch must not wait on it twice
+        if self.spool.as_ref().is_some_and(|(spool, _)| spool.rows() > 0) {
+            return self.spool(rows, None).await;
+        }
+        let inserted = match tokio::time::timeout(self.db_timeout, self.repo.enqueue_cdrs(rows)).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::TimedOut(format!("no answer within {:?}", self.db_timeout))),
+        };
+        let new = match inserted {
+            Ok(new) => new,
+            // a row the database refuses would be refused again after any outage
+            Err(e) if !e.is_retriable() => return Err(CommitError::database("queueing the CDRs", e)),
+            Err(e) => return self.spool(rows, Some(e)).await,
+        };
         tracing::debug!(batch = rows.len(), new, "cdr_queue group commit");
         if let Some(poller) = &self.wake {
             let _ = poller.send(PollerMsg::Wake);
         }
+        Ok(vec![(); rows.len()])
+    }
+}
+
+impl IntakeBatch {
+    /// Journals the rows the database did not take; a batch that was in fact committed
+    /// (the answer only came late) is inserted again by the backfill, which skips it.
+    async fn spool(&self, rows: &[NewQueuedCdr], db_error: Option<StoreError>) -> Result<Vec<()>, CommitError> {
+        let why =
+            db_error.as_ref().map_or_else(|| "older rows are still being backfilled".to_string(), |e| e.to_string());
+        let Some((spool, backfill)) = &self.spool else {
+            return Err(CommitError::database("queueing the CDRs", db_error.unwrap_or(StoreError::TimedOut(why))));
+        };
+        let (spool2, owned) = (spool.clone(), rows.to_vec());
+        let appended = tokio::task::spawn_blocking(move || spool2.append(&owned))
+            .await
+            .map_err(|e| CommitError::database("spooling the CDRs", StoreError::TimedOut(e.to_string())))?;
+        if let Err(e) = appended {
+            return Err(CommitError::database("queueing the CDRs", StoreError::TimedOut(format!("{why}; and {e}"))));
+        }
+        crate::events::Spooled { rows: rows.len(), why: &why, database_failed: db_error.is_some() }.emit();
+        let _ = backfill.send(Backfill::Wake);
         Ok(vec![(); rows.len()])
     }
 }

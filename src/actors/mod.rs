@@ -2,6 +2,7 @@
 //! mailboxes they send to when they are built (`Mailbox` outlives restarts), the worker pools
 //! are ractor's factory (`pool`), and one `Supervisor` runs every level of the tree.
 
+pub mod backfill;
 pub mod committer;
 pub mod distillery;
 pub mod group_commit;

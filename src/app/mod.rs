@@ -193,6 +193,13 @@ impl App {
             let uploads = vec![rh.paging_base_dir.clone(), rh.pcap_base_dir.clone()];
             tokio::spawn(async move { sweep::sweep(&store, &root, &uploads, sweep::SETTLE).await });
         }
+        // the spool is local whatever the raw store is: it must work when nothing else does
+        let spool = match roles.intake && rh.spool_max_rows > 0 {
+            true => Some(Arc::new(crate::spool::Spool::open(&rh.spool_dir, rh.spool_max_rows).map_err(|e| {
+                AppError::Dir { dir: rh.spool_dir.display().to_string(), source: std::io::Error::other(e) }
+            })?)),
+            false => None,
+        };
         let intake_commit = Mailbox::new("intake");
         let spec = tree::root(tree::Parts {
             store: store.clone(),
@@ -200,6 +207,8 @@ impl App {
             raw_store: raw_store.clone(),
             ncdr_store: ncdr_store.clone(),
             intake_batch: rh.group_commit_max,
+            spool: spool.clone(),
+            intake_db_timeout: settings.server.answer_timeout / 2,
             intake: roles.intake.then(|| intake_commit.clone()),
             distiller,
             tasks,
@@ -221,6 +230,7 @@ impl App {
                 ("raw_storage", rh.cdr_base_dir.display().to_string(), raw_store.clone()),
                 ("normalized_storage", settings.distiller.normalized_cdr_base_dir.display().to_string(), ncdr_store),
             ],
+            spool: spool.clone(),
         });
 
         let listener = listeners.http;

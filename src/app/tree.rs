@@ -4,6 +4,7 @@
 //! ```text
 //! root (SUBTREES)
 //! ├── intake                 group commit of cdr_queue rows; wakes the queue poller
+//! ├── backfill               spooled rows into the database once it answers again
 //! ├── distiller (WORKERS)
 //! │     ├── committer        the distilleries' group commit; wakes the task poller
 //! │     ├── distillery_pool  ractor factory of distilleries (restarts, dead-man's switch)
@@ -17,6 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::actors::backfill::{BackfillActor, BackfillArgs};
 use crate::actors::committer::{Committer, NormalizedBatch};
 use crate::actors::distillery::{DistillerConfig, Distillery};
 use crate::actors::group_commit::GroupCommitArgs;
@@ -47,6 +49,10 @@ pub struct Parts {
     pub intake_batch: usize,
     /// None when this process runs no intake role.
     pub intake: Option<Mailbox<IntakeMsg>>,
+    /// The intake spool, when intake runs with one.
+    pub spool: Option<Arc<crate::spool::Spool>>,
+    /// How long intake gives the database before it spools a batch.
+    pub intake_db_timeout: Duration,
     /// None when this process runs no distiller role.
     pub distiller: Option<DistillerConfig>,
     /// None when this process runs no tasks role.
@@ -61,13 +67,32 @@ pub fn root(p: Parts) -> SupervisorSpec {
     if let Some(intake) = &p.intake {
         let (repo, raw_store, wake, max_batch) =
             (p.repo.clone(), p.raw_store.clone(), queue_poller.clone(), p.intake_batch);
+        let backfill = p.spool.as_ref().map(|spool| {
+            let mailbox = Mailbox::new("backfill");
+            let (spool, repo, wake) = (spool.clone(), p.repo.clone(), queue_poller.clone());
+            let child = ChildSpec::actor("backfill", mailbox.clone(), move || {
+                (BackfillActor, BackfillArgs { spool: spool.clone(), repo: repo.clone(), wake: wake.clone() })
+            });
+            (child, mailbox)
+        });
+        let spool = p.spool.clone().zip(backfill.as_ref().map(|b| b.1.clone()));
+        let db_timeout = p.intake_db_timeout;
         children.push(
             ChildSpec::actor("intake", intake.clone(), move || {
-                let batch = IntakeBatch { repo: repo.clone(), raw_store: raw_store.clone(), wake: wake.clone() };
+                let batch = IntakeBatch {
+                    repo: repo.clone(),
+                    raw_store: raw_store.clone(),
+                    wake: wake.clone(),
+                    spool: spool.clone(),
+                    db_timeout,
+                };
                 (Intake::default(), GroupCommitArgs { batch, max_batch })
             })
             .flushed(),
         );
+        if let Some((child, _)) = backfill {
+            children.push(child);
+        }
     }
     if let (Some(config), Some(poller)) = (p.distiller.clone(), &queue_poller) {
         children.push(ChildSpec::supervisor(distiller(&p, config, poller.clone(), task_poller.clone())));

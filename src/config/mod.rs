@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use keys::{describe_keys, ROLES, TASK_TYPES};
 use keys::{FromParsed, Usage};
@@ -113,6 +114,7 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("request_handler.cdr_base_dir", "{data_dir}/cdr"),
     ("request_handler.paging_base_dir", "{data_dir}/paging"),
     ("request_handler.pcap_base_dir", "{data_dir}/pcap"),
+    ("request_handler.spool_dir", "{data_dir}/spool"),
     ("normalized_cdr_base_dir", "{data_dir}/ncdr"),
     ("log.level", "4"),
     // Each distillery waits for its group commit, so the pool size is also the largest
@@ -197,6 +199,7 @@ impl Settings {
                 header_read_timeout: v.get("server.header_read_timeout"),
                 body_idle_timeout: v.get("server.body_idle_timeout"),
                 keepalive_timeout: v.get("server.keepalive_timeout"),
+                answer_timeout: Duration::from_millis(v.get::<u64>("server.answer_timeout_ms")),
                 max_connections: v.get("server.max_connections"),
                 http2: v.get("server.http2"),
             },
@@ -211,6 +214,8 @@ impl Settings {
                 max_cdr_variables: v.get("request_handler.max_cdr_variables"),
                 max_cdr_callflows: v.get("request_handler.max_cdr_callflows"),
                 parse_memory: v.get("request_handler.parse_memory"),
+                spool_dir: v.get("request_handler.spool_dir"),
+                spool_max_rows: v.get("request_handler.spool_max_rows"),
             },
             distiller: DistillerSettings {
                 number_of_distilleries: v.get("distiller.number_of_distilleries"),

@@ -29,6 +29,7 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     pub body_idle_timeout: Duration,
     pub keepalive_timeout: Duration,
+    pub answer_timeout: Duration,
     /// 0: derived from the open-file limit at start.
     pub max_connections: u64,
     pub http2: bool,
@@ -47,6 +48,9 @@ pub struct RequestHandlerSettings {
     pub max_cdr_variables: usize,
     pub max_cdr_callflows: usize,
     pub parse_memory: u64,
+    pub spool_dir: PathBuf,
+    /// 0: no spool.
+    pub spool_max_rows: u64,
 }
 
 /// The distiller (`distiller.*` and the historical top-level keys).

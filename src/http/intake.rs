@@ -113,25 +113,35 @@ async fn read_limited(
         return Err(ApiError::too_large(limit));
     }
     let budget = st.parse_budget.clone();
-    let mut held = budget.clone().try_acquire_many_owned(0).map_err(|_| busy())?;
+    // the whole declared length at once: bodies that each hold a part and wait for the rest
+    // could stall one another until they all time out
+    let upfront = declared.unwrap_or(0) as u32;
+    let mut held = tokio::time::timeout(BUDGET_WAIT, budget.clone().acquire_many_owned(upfront))
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
     let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
     let mut stream = body.into_data_stream();
     while let Some(chunk) = next_chunk(&mut stream, st.cfg.body_idle_timeout).await? {
         if (buf.len() + chunk.len()) as u64 > limit {
             return Err(ApiError::too_large(limit));
         }
-        let more = tokio::time::timeout(BUDGET_WAIT, budget.clone().acquire_many_owned(chunk.len() as u32))
-            .await
-            .map_err(|_| busy())?
-            .map_err(|_| busy())?;
-        held.merge(more);
         buf.extend_from_slice(&chunk);
+        // a chunked body (no Content-Length) takes its budget as it arrives
+        let beyond = buf.len().saturating_sub(held.num_permits()) as u32;
+        if beyond > 0 {
+            let more = tokio::time::timeout(BUDGET_WAIT, budget.clone().acquire_many_owned(beyond))
+                .await
+                .map_err(|_| busy())?
+                .map_err(|_| busy())?;
+            held.merge(more);
+        }
     }
     Ok((Bytes::from(buf), held))
 }
 
 /// How long a POST waits for parse budget before it is told to come back.
-const BUDGET_WAIT: Duration = Duration::from_secs(5);
+const BUDGET_WAIT: Duration = Duration::from_secs(10);
 
 fn busy() -> ApiError {
     ApiError::unavailable("intake is holding its limit of request bytes (request_handler.parse_memory); try again")

@@ -162,7 +162,13 @@ async fn count_requests(req: Request, next: Next) -> Response {
     };
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let uuid = crate::domain::intake::parse_uuid_param(req.uri().query()).map(|p| p.uuid);
-    let resp = next.run(req).await;
+    let post = req.method() == axum::http::Method::POST;
+    let mut resp = next.run(req).await;
+    // A refused POST's body may be left unread, and then hyper closes the connection after
+    // the answer; saying so keeps the client from sending its next request down it.
+    if post && resp.status().as_u16() >= 400 {
+        resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    }
     let status = resp.status().as_u16();
     crate::events::IntakeAnswered { endpoint, status }.emit();
     if status >= 400 && endpoint != "/ready" && endpoint != "/health" {

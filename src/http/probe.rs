@@ -26,6 +26,8 @@ pub struct Probes {
     pub repo: Arc<dyn Repository>,
     /// `(name, where, store)` for each store this process writes: raw_storage, normalized_storage.
     pub stores: Vec<(&'static str, String, Arc<dyn BlobStore>)>,
+    /// The intake spool: while it has room, a database outage degrades intake, not stops it.
+    pub spool: Option<Arc<crate::spool::Spool>>,
 }
 
 pub fn routes<S: Clone + Send + Sync + 'static>(probes: Arc<Probes>) -> Router<S> {
@@ -45,20 +47,33 @@ async fn health(State(p): State<Arc<Probes>>) -> Response {
 async fn ready(State(p): State<Arc<Probes>>) -> Response {
     let mut checks = Map::new();
     let mut ok = true;
-    let mut record = |name: &str, result: Result<(), String>| {
-        ok &= result.is_ok();
+    let mut record = |name: &str, result: Result<(), String>, fatal: bool| {
+        ok &= result.is_ok() || !fatal;
         checks.insert(name.to_string(), Value::String(result.err().unwrap_or_else(|| "ok".into())));
     };
     let timed_out = || format!("did not answer within {}s", PROBE_TIMEOUT.as_secs());
     let db = tokio::time::timeout(PROBE_TIMEOUT, p.repo.ping()).await;
-    record("database", db.map_err(|_| timed_out()).and_then(|r| r.map_err(|e| e.to_string())));
+    let db = db.map_err(|_| timed_out()).and_then(|r| r.map_err(|e| e.to_string()));
+    let spool_room = p.spool.as_ref().is_some_and(|s| s.rows() < s.max_rows());
+    let degraded = db.is_err() || p.spool.as_ref().is_some_and(|s| s.rows() > 0);
+    // with room in the spool, intake still takes CDRs while the database is away
+    record("database", db, !spool_room);
     for (name, at, store) in &p.stores {
         let r = tokio::time::timeout(PROBE_TIMEOUT, store.check()).await;
-        record(name, r.map_err(|_| format!("{at} {}", timed_out())).and_then(|r| r.map_err(|e| e.to_string())));
+        let r = r.map_err(|_| format!("{at} {}", timed_out())).and_then(|r| r.map_err(|e| e.to_string()));
+        record(name, r, true);
     }
-    record("actors", if p.tree_alive.load(Ordering::SeqCst) { Ok(()) } else { Err("stopped".into()) });
+    record("actors", if p.tree_alive.load(Ordering::SeqCst) { Ok(()) } else { Err("stopped".into()) }, true);
     let mut body = Map::new();
-    body.insert("status".into(), Value::String(if ok { "ok" } else { "unavailable" }.into()));
+    let status = match (ok, degraded) {
+        (false, _) => "unavailable",
+        (true, true) => "degraded",
+        (true, false) => "ok",
+    };
+    body.insert("status".into(), Value::String(status.into()));
+    if let Some(spool) = &p.spool {
+        body.insert("spool_rows".into(), json!(spool.rows()));
+    }
     body.extend(checks);
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(Value::Object(body))).into_response()

@@ -49,6 +49,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database url '{0}': expected sqlite://PATH or mysql://USER@HOST/DB")]
     BadUrl(String),
+    /// The caller stopped waiting (intake must answer in time); the statement may still
+    /// complete.
+    #[error("database did not answer: {0}")]
+    TimedOut(String),
 }
 
 /// MySQL's errors for data that can never be stored as it is: too long (1406), out of range
@@ -61,7 +65,7 @@ const MYSQL_REJECTED: [u16; 5] = [1406, 1264, 1366, 1292, 1048];
 impl Classify for StoreError {
     fn retry(&self) -> Retry {
         match self {
-            StoreError::Unavailable(_) | StoreError::Query(_) => Retry::Later,
+            StoreError::Unavailable(_) | StoreError::Query(_) | StoreError::TimedOut(_) => Retry::Later,
             StoreError::Rejected(_) | StoreError::Migrate(_) | StoreError::BadUrl(_) => Retry::Never,
         }
     }

@@ -10,7 +10,7 @@ use super::columns::{count, id, push_ids, sql_time, uuid, RowState, MAX_ROWS_PER
 use super::{Store, StoreResult, Time};
 
 /// A new `cdr_queue` row, written by intake once the raw CDR is durable on disk.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewQueuedCdr {
     pub uuid: [u8; 16],
     pub freeswitch_host: String,
