@@ -36,6 +36,13 @@ impl CommitError {
     pub fn database(doing: &'static str, e: StoreError) -> Self {
         CommitError::Database { doing, source: Arc::new(e) }
     }
+
+    /// Whether the item may have been committed after all (the caller stopped waiting):
+    /// nothing may be undone on that guess.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, CommitError::Unreachable(Unreachable::Timeout(..)))
+            || matches!(self, CommitError::Database { source, .. } if matches!(**source, StoreError::TimedOut(_)))
+    }
 }
 
 impl Classify for CommitError {

@@ -48,9 +48,17 @@ impl Batch for IntakeBatch {
         if self.spool.as_ref().is_some_and(|(spool, _)| spool.rows() > 0) {
             return self.spool(rows, None).await;
         }
-        let inserted = match tokio::time::timeout(self.db_timeout, self.repo.enqueue_cdrs(rows)).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::TimedOut(format!("no answer within {:?}", self.db_timeout))),
+        // With a spool, the database gets `db_timeout` and the batch is spooled after it (an
+        // insert that went through after all is skipped by the backfill). Without one, the
+        // batch waits for the database's own answer: the POSTs are answered 503 on time by
+        // the HTTP layer, and whether each row went in stays known, so a file is removed
+        // only when its row certainly is not there.
+        let inserted = match &self.spool {
+            Some(_) => match tokio::time::timeout(self.db_timeout, self.repo.enqueue_cdrs(rows)).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::TimedOut(format!("no answer within {:?}", self.db_timeout))),
+            },
+            None => self.repo.enqueue_cdrs(rows).await,
         };
         let new = match inserted {
             Ok(new) => new,
@@ -73,14 +81,19 @@ impl IntakeBatch {
         let why =
             db_error.as_ref().map_or_else(|| "older rows are still being backfilled".to_string(), |e| e.to_string());
         let Some((spool, backfill)) = &self.spool else {
-            return Err(CommitError::database("queueing the CDRs", db_error.unwrap_or(StoreError::TimedOut(why))));
+            return Err(CommitError::database("queueing the CDRs", db_error.unwrap_or(StoreError::NotTaken(why))));
+        };
+        // whether the database may still have taken them decides whether intake may undo
+        let not_taken = |msg: String| match &db_error {
+            Some(StoreError::TimedOut(_)) => StoreError::TimedOut(msg),
+            _ => StoreError::NotTaken(msg),
         };
         let (spool2, owned) = (spool.clone(), rows.to_vec());
         let appended = tokio::task::spawn_blocking(move || spool2.append(&owned))
             .await
-            .map_err(|e| CommitError::database("spooling the CDRs", StoreError::TimedOut(e.to_string())))?;
+            .map_err(|e| CommitError::database("spooling the CDRs", not_taken(e.to_string())))?;
         if let Err(e) = appended {
-            return Err(CommitError::database("queueing the CDRs", StoreError::TimedOut(format!("{why}; and {e}"))));
+            return Err(CommitError::database("queueing the CDRs", not_taken(format!("{why}; and {e}"))));
         }
         crate::events::Spooled { rows: rows.len(), why: &why, database_failed: db_error.is_some() }.emit();
         let _ = backfill.send(Backfill::Wake);

@@ -252,7 +252,7 @@ impl App {
             cdr_queue_enabled: rh.cdr_queue_enabled,
             paging_dir: rh.paging_base_dir.clone(),
             pcap_dir: rh.pcap_base_dir.clone(),
-            commit_timeout: crate::actors::distillery::COMMIT_TIMEOUT,
+            answer_timeout: settings.server.answer_timeout,
             body_idle_timeout: srv.body_idle_timeout,
             parse_limits: ParseLimits {
                 max_elements: rh.max_cdr_elements,

@@ -15,8 +15,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::{ApiError, HttpState};
 use crate::actors::cpu_bound;
-use crate::actors::group_commit::{self, CommitError};
-use crate::actors::mailbox::Unreachable;
+use crate::actors::group_commit;
 use crate::domain::intake::{canonical_uuid, parse_uuid_param};
 use crate::domain::outcome::Classify;
 use crate::domain::submission::{self, Submission, SubmissionError};
@@ -54,11 +53,11 @@ pub async fn post_cdr(
     // Storing and queueing run on their own task: a client that hangs up (or a POST that
     // times out) does not cut them short, and whatever they leave is either queued or removed.
     let work = tokio::spawn(store_and_queue(st.clone(), sub, received));
-    let path = match tokio::time::timeout(st.cfg.commit_timeout, work).await {
+    let path = match tokio::time::timeout(st.cfg.answer_timeout, work).await {
         Ok(Ok(result)) => result?,
         Ok(Err(join)) => return Err(ApiError::unavailable(format!("storing the CDR failed: {join}"))),
         Err(_) => {
-            let secs = st.cfg.commit_timeout.as_secs_f64();
+            let secs = st.cfg.answer_timeout.as_secs_f64();
             return Err(ApiError::unavailable(format!("the CDR was not queued within {secs}s; try again")));
         }
     };
@@ -87,7 +86,7 @@ async fn store_and_queue(st: Arc<HttpState>, sub: Submission, received: i64) -> 
         Err(e) => {
             // no row points at the file: remove it, unless the outcome is unknown (the
             // start-up sweep settles those) or it was there before
-            if !existed && !matches!(e, CommitError::Unreachable(Unreachable::Timeout(..))) {
+            if !existed && !e.outcome_unknown() {
                 if let Err(del) = st.raw_store.delete(&path).await {
                     tracing::warn!(path, error = %del, "could not remove a CDR file whose queue row failed");
                 }

@@ -36,8 +36,9 @@ pub struct HttpConfig {
     pub cdr_queue_enabled: bool,
     pub paging_dir: PathBuf,
     pub pcap_dir: PathBuf,
-    /// How long a POST waits for its group commit before answering 503.
-    pub commit_timeout: Duration,
+    /// A CDR POST is answered within this (`server.answer_timeout_ms`): 503 when its CDR
+    /// could not be made safe in time.
+    pub answer_timeout: Duration,
     /// Longest pause between two pieces of a request body (`server.body_idle_timeout`).
     pub body_idle_timeout: Duration,
     /// Caps on one CDR's shape (`request_handler.max_cdr_*`).

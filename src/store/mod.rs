@@ -53,6 +53,9 @@ pub enum StoreError {
     /// complete.
     #[error("database did not answer: {0}")]
     TimedOut(String),
+    /// The rows were certainly not written (the database failed and the spool had no room).
+    #[error("{0}")]
+    NotTaken(String),
 }
 
 /// MySQL's errors for data that can never be stored as it is: too long (1406), out of range
@@ -65,7 +68,9 @@ const MYSQL_REJECTED: [u16; 5] = [1406, 1264, 1366, 1292, 1048];
 impl Classify for StoreError {
     fn retry(&self) -> Retry {
         match self {
-            StoreError::Unavailable(_) | StoreError::Query(_) | StoreError::TimedOut(_) => Retry::Later,
+            StoreError::Unavailable(_) | StoreError::Query(_) | StoreError::TimedOut(_) | StoreError::NotTaken(_) => {
+                Retry::Later
+            }
             StoreError::Rejected(_) | StoreError::Migrate(_) | StoreError::BadUrl(_) => Retry::Never,
         }
     }

@@ -3,6 +3,7 @@
 //! CDRMUNCH_TEST_MYSQL_URL, which `scripts/test.sh` provides.
 #![allow(dead_code)]
 
+pub mod mariadb;
 pub mod sinks;
 
 use std::path::{Path, PathBuf};

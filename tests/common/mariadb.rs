@@ -1,0 +1,93 @@
+//! A private MariaDB server for tests that stop the database itself: its own datadir, port
+//! and socket, killed with SIGKILL and started again on the same datadir. Removed on drop.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct PrivateMariadb {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateMariadb {
+    /// Installs a datadir and starts the server; a `cdrmunch` user may do anything over TCP.
+    pub fn start() -> PrivateMariadb {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let out = Command::new("mariadb-install-db")
+            .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
+            .arg(format!("--datadir={}", data.display()))
+            .output()
+            .expect("mariadb-install-db (scripts/test.sh installs MariaDB)");
+        assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
+        let mut db = PrivateMariadb { dir, port: super::free_port(), child: None };
+        db.run();
+        let sql = "CREATE USER IF NOT EXISTS 'cdrmunch'@'127.0.0.1' IDENTIFIED BY 'cdrmunch'; \
+                   GRANT ALL ON *.* TO 'cdrmunch'@'127.0.0.1';";
+        let out = Command::new("mariadb").arg("-S").arg(db.socket()).args(["-u", "root", "-e", sql]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        db
+    }
+
+    /// `mysql://…/NAME` on this server.
+    pub fn url(&self, name: &str) -> String {
+        format!("mysql://cdrmunch:cdrmunch@127.0.0.1:{}/{name}", self.port)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("sock")
+    }
+
+    /// Starts the server on the datadir and waits (bounded) until it answers.
+    pub fn run(&mut self) {
+        let mariadbd = if Path::new("/usr/sbin/mariadbd").exists() { "/usr/sbin/mariadbd" } else { "mariadbd" };
+        let d = self.dir.path();
+        let child = Command::new(mariadbd)
+            .args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1", "--skip-log-bin"])
+            .args(["--innodb-buffer-pool-size=64M", "--max-connections=200"])
+            .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--socket={}", self.socket().display()))
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--pid-file={}", d.join("pid").display()))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("server.log")).unwrap())
+            .spawn()
+            .expect("mariadbd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = Command::new("mariadb")
+                .arg("-S")
+                .arg(self.socket())
+                .args(["-u", "root", "-e", "SELECT 1"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            let log = std::fs::read_to_string(d.join("server.log")).unwrap_or_default();
+            assert!(Instant::now() < deadline, "private mariadbd did not start: {log}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL, as a crash or an operator's `kill -9` would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+use std::path::Path;
+
+impl Drop for PrivateMariadb {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
