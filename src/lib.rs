@@ -12,6 +12,7 @@ pub mod handlers;
 pub mod http;
 pub mod logging;
 pub mod process;
+pub mod ship;
 pub mod storage;
 pub mod store;
 pub mod telemetry;
