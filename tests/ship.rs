@@ -29,13 +29,22 @@ fn tuning(dir: &Path) -> PathBuf {
 
 /// `cdrmunch ship --config <tuning> args…`, its log in `dir/ship-N.log`.
 fn ship(dir: &Path, args: &[&str]) -> (Server, PathBuf) {
+    ship_with(dir, "", args)
+}
+
+/// [`ship`] with more config lines after the tuning.
+fn ship_with(dir: &Path, extra_conf: &str, args: &[&str]) -> (Server, PathBuf) {
     let n = std::fs::read_dir(dir).unwrap().count();
     let log = dir.join(format!("ship-{n}.log"));
     let out = std::fs::File::create(&log).unwrap();
+    let conf = tuning(dir);
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str(extra_conf);
+    std::fs::write(&conf, text).unwrap();
     let child = Command::new(BIN)
         .arg("ship")
         .arg("--config")
-        .arg(tuning(dir))
+        .arg(conf)
         .args(args)
         .env("RUST_LOG", "cdrmunch=debug")
         .stdout(Stdio::null())
@@ -279,6 +288,44 @@ async fn a_refused_file_goes_to_rejected_with_its_reason_and_is_not_posted_again
     assert_eq!(posts_of(&second), 1);
     assert!(!done.join(&name).exists() && rejected.join(&name).exists(), "kept, not deleted");
     assert_eq!(files_in(&watched), Vec::<String>::new());
+    sigterm(&shipper);
+    assert_eq!(wait_exit(&mut shipper, Duration::from_secs(30)).await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_file_still_being_written_is_not_sent_until_closed() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let (watched, done) = (tmp.path().join("xml_cdr"), tmp.path().join("done"));
+    std::fs::create_dir_all(&watched).unwrap();
+    let rdir = tmp.path().join("receiver");
+    let (_server, _, url) = receiver(&rdir).await;
+    // a long settle: only the writer's close may release the file within the test
+    let (mut shipper, log) = ship_with(
+        tmp.path(),
+        "ship.settle_seconds = 600\n",
+        &["--dir", watched.to_str().unwrap(), "--url", &url, "--done-dir", done.to_str().unwrap()],
+    );
+    // files written before the watch is up would only be found by a scan (and wait the settle)
+    wait_for("the shipper watching", Duration::from_secs(30), async || log_of(&log).contains("CDR files waiting in"))
+        .await;
+    let slow = uuid::Uuid::new_v4().to_string();
+    let doc = answered_cdr(&slow);
+    let name = format!("a_{slow}.cdr.xml");
+    let mut writing = std::fs::File::create(watched.join(&name)).unwrap();
+    writing.write_all(&doc[..doc.len() / 2]).unwrap();
+    writing.flush().unwrap();
+    let other = write_cdrs(&watched, 1).into_iter().next().unwrap();
+    wait_for("the finished file shipped", Duration::from_secs(30), async || {
+        done.join(format!("a_{other}.cdr.xml")).exists()
+    })
+    .await;
+    assert!(watched.join(&name).exists() && !watched.join("rejected").exists(), "{}", log_of(&log));
+    assert!(!queued(&rdir).await.contains_key(&slow.replace('-', "")));
+    writing.write_all(&doc[doc.len() / 2..]).unwrap();
+    drop(writing); // IN_CLOSE_WRITE
+    wait_for("the closed file shipped", Duration::from_secs(30), async || done.join(&name).exists()).await;
+    assert!(queued(&rdir).await.contains_key(&slow.replace('-', "")));
     sigterm(&shipper);
     assert_eq!(wait_exit(&mut shipper, Duration::from_secs(30)).await.code(), Some(0));
 }
