@@ -343,3 +343,69 @@ impl BackfillWaiting<'_> {
         );
     }
 }
+
+/// `cdrmunch ship`: intake accepted a file and it left the directory.
+pub struct ShipSent<'a> {
+    pub file: &'a std::path::Path,
+    pub status: u16,
+}
+
+impl ShipSent<'_> {
+    pub fn emit(self) {
+        tracing::debug!(file = %self.file.display(), status = self.status, "shipped");
+        metrics::counter!(SHIP_SENT).increment(1);
+    }
+}
+
+/// `cdrmunch ship`: intake refused a file for good; it went to `rejected/` with the reason.
+pub struct ShipRejected<'a> {
+    pub file: &'a std::path::Path,
+    pub status: u16,
+    pub reason: &'a str,
+}
+
+impl ShipRejected<'_> {
+    pub fn emit(self) {
+        tracing::warn!(file = %self.file.display(), status = self.status, "rejected by intake, moved to rejected/: {}", self.reason.trim());
+        metrics::counter!(SHIP_REJECTED).increment(1);
+    }
+}
+
+/// `cdrmunch ship`: a POST got no answer or a retriable status; the file is tried again.
+pub struct ShipRetrying<'a> {
+    pub file: &'a std::path::Path,
+    pub failures: u32,
+    pub reason: &'a str,
+    pub delay: Duration,
+}
+
+impl ShipRetrying<'_> {
+    pub fn emit(self) {
+        // a receiver down means every file fails: rate-limited like intake's refusals
+        if !rejections_may_log() {
+            metrics::counter!(SHIP_RETRIES).increment(1);
+            return;
+        }
+        tracing::warn!(
+            file = %self.file.display(),
+            failures = self.failures,
+            "not delivered ({}); next attempt in {:?}",
+            self.reason,
+            self.delay
+        );
+        metrics::counter!(SHIP_RETRIES).increment(1);
+    }
+}
+
+/// `cdrmunch ship`: what waits in the directories.
+pub struct ShipBacklog {
+    pub files: usize,
+    pub oldest: Duration,
+}
+
+impl ShipBacklog {
+    pub fn emit(self) {
+        metrics::gauge!(SHIP_PENDING).set(self.files as f64);
+        metrics::gauge!(SHIP_OLDEST_AGE).set(self.oldest.as_secs_f64());
+    }
+}

@@ -13,6 +13,7 @@ pub mod http;
 pub mod logging;
 pub mod process;
 pub mod spool;
+pub mod ship;
 pub mod storage;
 pub mod store;
 pub mod telemetry;

@@ -13,8 +13,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve { .. }) {
-        cdrmunch::logging::init(3);
+    match cli.command {
+        Command::Serve { .. } => {}
+        // a daemon: say what it ships and what it refused (RUST_LOG overrides)
+        Command::Ship(_) => cdrmunch::logging::init(4),
+        _ => cdrmunch::logging::init(3),
     }
     match cdrmunch::cli::run(cli).await {
         Ok(code) => code,

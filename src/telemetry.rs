@@ -31,8 +31,15 @@ pub const CONNECTIONS_SHED: &str = "cdrmunch_http_connections_shed_total";
 pub const SPOOL_ROWS: &str = "cdrmunch_spool_rows";
 pub const SPOOL_BACKFILLED: &str = "cdrmunch_spool_backfilled_total";
 
+// `cdrmunch ship`, on its own /metrics.
+pub const SHIP_PENDING: &str = "cdrmunch_ship_files_pending";
+pub const SHIP_OLDEST_AGE: &str = "cdrmunch_ship_oldest_pending_age_seconds";
+pub const SHIP_SENT: &str = "cdrmunch_ship_sent_total";
+pub const SHIP_REJECTED: &str = "cdrmunch_ship_rejected_total";
+pub const SHIP_RETRIES: &str = "cdrmunch_ship_retries_total";
+
 /// Every metric this service exports (dashboards and alert rules are checked against it).
-pub const ALL: [&str; 20] = [
+pub const ALL: [&str; 25] = [
     CDR_QUEUE_PENDING,
     CDR_QUEUE_ERRORS,
     TASKS_PENDING,
@@ -53,6 +60,11 @@ pub const ALL: [&str; 20] = [
     CONNECTIONS_SHED,
     SPOOL_ROWS,
     SPOOL_BACKFILLED,
+    SHIP_PENDING,
+    SHIP_OLDEST_AGE,
+    SHIP_SENT,
+    SHIP_REJECTED,
+    SHIP_RETRIES,
 ];
 
 /// Create -> done of a task spans a poll interval at best and retry backoffs at worst.
@@ -108,5 +120,10 @@ fn describe() {
     );
     describe_gauge!(SPOOL_ROWS, "cdr_queue rows journaled locally while the database could not take them.");
     describe_counter!(SPOOL_BACKFILLED, "Spooled cdr_queue rows inserted into the database after an outage.");
+    describe_gauge!(SHIP_PENDING, "CDR files in the shipped directories not yet accepted by intake.");
+    describe_gauge!(SHIP_OLDEST_AGE, "Age (since last modified) of the oldest CDR file not yet accepted, 0 when none.");
+    describe_counter!(SHIP_SENT, "CDR files intake accepted (2xx) and the shipper moved or removed.");
+    describe_counter!(SHIP_REJECTED, "CDR files intake refused (4xx), moved to rejected/ with the reason.");
+    describe_counter!(SHIP_RETRIES, "POSTs of a CDR file that got no answer or a 5xx and will be tried again.");
     describe_counter!(FIELD_WARNINGS, "CDR values that did not fit their field's type and were left empty, by field.");
 }

@@ -104,6 +104,24 @@ pub enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Ship CDR files from a FreeSWITCH host to intake (the seed's ArchiveD).
+    ///
+    /// Watches the directories mod_xml_cdr / mod_json_cdr write ([a_]<uuid>.cdr.xml /
+    /// .cdr.json in log-dir, err-log-dir) and posts each finished file as the module would
+    /// (?uuid=[a_]<uuid>, the --encode body).
+    ///
+    /// A file leaves its directory only after intake's 2xx (removed with --delete, or moved to
+    /// --done-dir). A 4xx moves it to rejected/ inside its directory with <name>.reason (status
+    /// and answer), never retried. No answer or a 5xx: the next --url at once, then backoff with
+    /// jitter. kill -9 loses nothing: at worst a file is posted twice (intake answers 200).
+    ///
+    /// SIGTERM/SIGINT: no new files, POSTs in flight finish (ship.drain_seconds), exit 0.
+    /// Exit status: 0 (with --once: every file accepted), 1 --once left files rejected or
+    /// not delivered (the summary names them), 2 could not start.
+    #[command(after_help = "Flags override the ship.* keys of --config (`cdrmunch config --keys` lists them); \
+--dir adds to ship.dirs, --url replaces ship.urls.\n\nExample, after an incident:\n  \
+cdrmunch ship --once --dir /var/log/freeswitch/xml_cdr_failed --url http://cdr-box:8080/api/v2/cdr --delete")]
+    Ship(ShipArgs),
     /// Generate realistic FreeSWITCH CDRs into a directory (a_<uuid>.cdr.xml / <uuid>.cdr.json).
     Gen {
         #[arg(long, short = 'n', default_value_t = 100)]
@@ -228,4 +246,39 @@ pub enum Command {
         #[arg(long)]
         keys: bool,
     },
+}
+
+/// `cdrmunch ship`'s flags; each overrides its `ship.*` key.
+#[derive(clap::Args)]
+pub struct ShipArgs {
+    #[command(flatten)]
+    pub cfg: ConfigArgs,
+    /// A directory to ship from (repeatable): mod_xml_cdr's log-dir or err-log-dir.
+    #[arg(long = "dir", value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Intake URL (repeatable), e.g. http://cdr-box:8080/api/v2/cdr; on failure the next is tried.
+    #[arg(long = "url", value_name = "URL")]
+    pub urls: Vec<String>,
+    /// Body form, as mod_xml_cdr's encode= param [default: ship.encode, urlencoded].
+    #[arg(long, value_enum)]
+    pub encode: Option<Encode>,
+    /// HTTP Basic credentials, user:pass (mod_xml_cdr's cred=).
+    #[arg(long, value_name = "USER:PASS")]
+    pub basic_auth: Option<String>,
+    /// Ship what is there now and exit (0 when all were accepted): for sweeping an
+    /// err-log-dir by hand. Shows a progress bar on a terminal.
+    #[arg(long)]
+    pub once: bool,
+    /// Keep accepted files here (moved; created if missing).
+    #[arg(long, value_name = "DIR", conflicts_with = "delete")]
+    pub done_dir: Option<PathBuf>,
+    /// Remove accepted files.
+    #[arg(long)]
+    pub delete: bool,
+    /// POSTs in flight at once [default: ship.concurrency, 4].
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Serve Prometheus /metrics on this port [default: ship.metrics_port; 0 = none].
+    #[arg(long)]
+    pub metrics_port: Option<u16>,
 }

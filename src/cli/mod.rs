@@ -7,13 +7,14 @@ pub mod gen;
 pub mod ops;
 pub mod rerate;
 mod serve;
+mod ship;
 pub mod submit;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub use args::{Cli, Command, ConfigArgs};
+pub use args::{Cli, Command, ConfigArgs, ShipArgs};
 
 use crate::config::{Dirs, RawConfig, Settings};
 
@@ -31,6 +32,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = submit::SubmitOptions { url, encode, concurrency, basic_auth, timings, quiet };
             commands::submit(paths, generate, format, seed, opts).await
         }
+        Command::Ship(args) => ship::ship(args).await,
         Command::Gen { count, out, format, seed } => commands::gen(count, out, format, seed),
         Command::Status { cfg, json, limit } => commands::status(cfg, json, limit).await,
         Command::Retry { cfg, cdr, task, errors, task_type, json } => {

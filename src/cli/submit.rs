@@ -29,7 +29,7 @@ pub enum Encode {
 }
 
 impl Encode {
-    fn wire(self, format: CdrFormat) -> SubmitEncoding {
+    pub fn wire(self, format: CdrFormat) -> SubmitEncoding {
         match (self, format) {
             (Encode::Raw, _) => SubmitEncoding::Raw,
             (Encode::Urlencoded, _) => SubmitEncoding::Urlencoded,

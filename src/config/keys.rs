@@ -25,6 +25,9 @@ pub const TASK_TYPES: [&str; 9] = [
 /// The parts of the seed's deployment one process can run (`app.roles`, `serve --roles`).
 pub const ROLES: [&str; 3] = ["intake", "distiller", "tasks"];
 
+/// The body forms of `cdrmunch ship` / `submit`, as the `--encode` flag spells them.
+pub const ENCODINGS: [&str; 5] = ["raw", "urlencoded", "base64", "textxml", "json"];
+
 /// How a value is checked and what it becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -66,6 +69,10 @@ pub(crate) enum Kind {
     Roles,
     /// A task rule: `a_leg and not answered`.
     Rule,
+    /// Comma list of `http://` / `https://` URLs.
+    UrlList,
+    /// A body form: raw, urlencoded, base64, textxml or json (`cdrmunch ship`).
+    Encode,
 }
 
 /// What cdrmunch does with a known key.
@@ -92,7 +99,7 @@ pub(crate) struct KeySpec {
     pub usage: Usage,
 }
 
-const fn key(name: &'static str, kind: Kind, default: &'static str, help: &'static str) -> KeySpec {
+pub(super) const fn key(name: &'static str, kind: Kind, default: &'static str, help: &'static str) -> KeySpec {
     KeySpec { name, kind, default, help, usage: Usage::Used }
 }
 
@@ -244,15 +251,20 @@ pub(crate) static KEYS: &[KeySpec] = &[
     key("metrics.port", K::Port, "9464", "port of the Prometheus /metrics listener (not 9090: that is Prometheus itself)"),
 ];
 
+/// Every registry row: the service's, then the shipper's (`ship.*`, kept in their own file).
+pub(crate) fn all() -> impl Iterator<Item = &'static KeySpec> {
+    KEYS.iter().chain(super::ship_keys::SHIP_KEYS.iter())
+}
+
 /// `(key, type, seed default, help)` for every key, for `cdrmunch config --keys`.
 pub fn describe_keys() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
-    KEYS.iter().map(|k| (k.name, k.kind.type_name(), k.default, k.help)).collect()
+    all().map(|k| (k.name, k.kind.type_name(), k.default, k.help)).collect()
 }
 
 /// The registry row for a key as written in a config, with the free part of a
 /// pattern key (empty for plain keys). `None` means unknown.
 pub(crate) fn lookup(key: &str) -> Option<(&'static KeySpec, &str)> {
-    KEYS.iter().find_map(|spec| match spec.prefix() {
+    all().find_map(|spec| match spec.prefix() {
         None => (spec.name == key).then_some((spec, "")),
         Some(prefix) => key.strip_prefix(prefix).filter(|rest| !rest.is_empty()).map(|rest| (spec, rest)),
     })
@@ -261,7 +273,7 @@ pub(crate) fn lookup(key: &str) -> Option<(&'static KeySpec, &str)> {
 /// The registry row named exactly `name` (patterns by their `<...>` name).
 /// Only called with names from this crate's code, so absence is a bug.
 pub(crate) fn spec(name: &str) -> &'static KeySpec {
-    KEYS.iter().find(|k| k.name == name).unwrap_or_else(|| panic!("'{name}' is not in the key registry"))
+    all().find(|k| k.name == name).unwrap_or_else(|| panic!("'{name}' is not in the key registry"))
 }
 
 /// Fills the `{..._dir}` placeholders of a seed default.
@@ -312,6 +324,8 @@ impl Kind {
             K::OptStore => "directory or s3://bucket/prefix (optional)",
             K::Roles => "list of intake|distiller|tasks",
             K::Rule => "task rule",
+            K::UrlList => "list of URLs",
+            K::Encode => "raw|urlencoded|base64|textxml|json",
         }
     }
 
@@ -330,6 +344,7 @@ impl Kind {
                 | K::PathList
                 | K::OptUrl
                 | K::OptStore
+                | K::UrlList
         )
     }
 
@@ -389,6 +404,10 @@ impl Kind {
                 }
                 _ => Err("an http:// or https:// URL (or nothing)".into()),
             },
+            K::UrlList => {
+                list(v, |u| u.starts_with("http://") || u.starts_with("https://"), "http:// or https:// URLs")
+            }
+            K::Encode => text(ENCODINGS.contains(&v), "raw, urlencoded, base64, textxml or json"),
             K::Rule => crate::domain::tasks::Condition::parse(v).map(|_| Parsed::Text(v.to_string())),
             K::Roles => match list(v, |r| ROLES.contains(&r), "roles (intake, distiller, tasks)")? {
                 Parsed::List(l) if l.is_empty() => Err("at least one of intake, distiller, tasks".into()),

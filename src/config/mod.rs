@@ -9,6 +9,7 @@
 mod keys;
 mod raw;
 mod sections;
+mod ship_keys;
 #[cfg(test)]
 mod tests;
 
@@ -18,7 +19,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use keys::{describe_keys, ROLES, TASK_TYPES};
+pub use keys::{describe_keys, ENCODINGS, ROLES, TASK_TYPES};
 use keys::{FromParsed, Usage};
 pub use raw::RawConfig;
 pub use sections::*;
@@ -328,6 +329,24 @@ impl Settings {
                 enabled: v.get("metrics.enabled"),
                 address: v.get("metrics.address"),
                 port: v.get("metrics.port"),
+            },
+            ship: ShipSettings {
+                dirs: v.get::<Vec<String>>("ship.dirs").into_iter().map(PathBuf::from).collect(),
+                urls: v.get("ship.urls"),
+                encode: v.get("ship.encode"),
+                basic_auth: v.get("ship.basic_auth"),
+                done_dir: v.get("ship.done_dir"),
+                delete: v.get("ship.delete"),
+                concurrency: v.get("ship.concurrency"),
+                rescan: v.get("ship.rescan_seconds"),
+                settle: v.get("ship.settle_seconds"),
+                retry_backoff: v.get("ship.retry_backoff_seconds"),
+                retry_backoff_max: v.get("ship.retry_backoff_max_seconds"),
+                timeout: v.get("ship.timeout_seconds"),
+                drain: v.get("ship.drain_seconds"),
+                once_rounds: v.get("ship.once_rounds"),
+                metrics_address: v.get("ship.metrics_address"),
+                metrics_port: v.get("ship.metrics_port"),
             },
             raw: v.set,
         }

@@ -243,7 +243,31 @@ pub struct Settings {
     pub log: LogSettings,
     pub app: AppSettings,
     pub metrics: MetricsSettings,
+    pub ship: ShipSettings,
     /// Every resolved key as written (known or not), for code that reads keys
     /// without a typed field.
     pub raw: BTreeMap<String, String>,
+}
+
+/// The shipper on a FreeSWITCH host (`ship.*`, `cdrmunch ship`); its flags override these.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShipSettings {
+    pub dirs: Vec<PathBuf>,
+    pub urls: Vec<String>,
+    /// One of [`ENCODINGS`](super::ENCODINGS).
+    pub encode: String,
+    pub basic_auth: Option<BasicAuth>,
+    pub done_dir: Option<PathBuf>,
+    pub delete: bool,
+    pub concurrency: usize,
+    pub rescan: Duration,
+    pub settle: Duration,
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
+    pub timeout: Duration,
+    pub drain: Duration,
+    pub once_rounds: u32,
+    pub metrics_address: String,
+    /// 0: no /metrics listener.
+    pub metrics_port: u16,
 }

@@ -458,7 +458,7 @@ fn registry_is_consistent() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), keys.len(), "duplicate key in registry");
-    for spec in keys::KEYS.iter().filter(|k| k.prefix().is_none() && !k.default.is_empty()) {
+    for spec in keys::all().filter(|k| k.prefix().is_none() && !k.default.is_empty()) {
         let default = keys::expand(spec.default, &test_dirs());
         assert!(spec.kind.parse(&default).is_ok(), "seed default of {} does not parse: {default}", spec.name);
     }
