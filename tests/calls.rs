@@ -335,10 +335,10 @@ async fn a_late_leg_while_the_call_log_is_written_makes_it_written_again() {
         assert_eq!(running.len(), 1, "{db:?}: the A-leg's calllog task");
         // the loopback leg A bridged to arrives while that task runs: it read the call with one leg
         store.commit_normalized(&[(0, row(&legs[1].1))], now).await.unwrap();
-        let finished = store.finish_task(running[0].id, running[0].leased_until, &TaskFinish::Done).await.unwrap();
+        let finished = store.finish_task(running[0].id, running[0].claim, &TaskFinish::Done).await.unwrap();
         assert!(!finished, "{db:?}: the attempt that read the call before does not close the task");
         let again = store.claim_tasks(calllog, now, now + chrono::Duration::seconds(60), 10).await.unwrap();
         assert_eq!(again.iter().map(|t| t.id).collect::<Vec<_>>(), vec![running[0].id], "{db:?}: it runs again");
-        assert!(store.finish_task(again[0].id, again[0].leased_until, &TaskFinish::Done).await.unwrap(), "{db:?}");
+        assert!(store.finish_task(again[0].id, again[0].claim, &TaskFinish::Done).await.unwrap(), "{db:?}");
     }
 }

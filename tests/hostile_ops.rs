@@ -297,9 +297,9 @@ async fn row_17_the_runbook_update_runs_a_failed_task_and_a_cdr_again_at_the_nex
         let sms = HttpRecorder::start().await;
         sms.script("/", &[(422, "{\"error\":\"invalid number\"}")]);
         let url = sms.url.clone();
-        // the seed's leases: a claim holds a task 600 s and a CDR 300 s
+        // the default leases: a claim holds a task and a CDR 30 s (renewed while in work)
         let app = TestApp::start_with(db, |s| s.sms.url = Some(url), Hooks::default(), None).await;
-        assert_eq!((app.settings.tasksd.lease_seconds, app.settings.distiller.lease_seconds), (600, 300));
+        assert_eq!((app.settings.tasksd.lease_seconds, app.settings.distiller.lease_seconds), (30, 30));
         let uuid = uuid::Uuid::new_v4().to_string();
         post(&app, cdr(&uuid, false, &[("notify_sms", "12")])).await;
         let tasks = app.wait_tasks_finished(&uuid, WAIT).await;

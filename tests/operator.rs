@@ -88,8 +88,10 @@ async fn operator_commands(db: Db) {
     let ops = &store;
     ops.retry_tasks(&RetryTasks::One(billing0.id), now).await.unwrap();
     let failed = TaskFinish::Error { error: "billing database: Duplicate column".into() };
-    // retry made it due `now`: an attempt that claimed it then would hold it until `now`
-    assert!(repo.finish_task(billing0.id, now, &failed).await.unwrap());
+    // retry made it due `now`: an attempt claims it and fails
+    let claimed = repo.claim_tasks("billing".parse().unwrap(), now, now, 100).await.unwrap();
+    let attempt = claimed.iter().find(|t| t.id == billing0.id).expect("due again after retry");
+    assert!(repo.finish_task(billing0.id, attempt.claim, &failed).await.unwrap());
 
     // status: the seed's health checks
     let st = json(&conf, &["status"]);

@@ -537,7 +537,7 @@ async fn step_claims_are_leases_and_a_finished_task_stays_finished() {
         assert_eq!(finish, cdrmunch::store::TaskFinish::Done);
         // the first claimer finishing late cannot undo or redo anything
         let late = cdrmunch::store::TaskFinish::Error { error: "late".into() };
-        assert!(!s.ctx.repo.finish_task(claimed[0].id, claimed[0].leased_until, &late).await.unwrap(), "{db:?}");
+        assert!(!s.ctx.repo.finish_task(claimed[0].id, claimed[0].claim, &late).await.unwrap(), "{db:?}");
         let states = s.store.task_states(uuid).await.unwrap();
         assert_eq!((states[0].done.as_str(), states[0].error_message.as_deref()), ("y", None), "{db:?}");
     }

@@ -57,8 +57,10 @@ impl Distillery {
     /// The step function: the pool runs exactly this, tests call it directly.
     pub async fn distill(&self, job: &QueuedCdr) -> Outcome {
         let fault = self.hooks.distillery_fault.as_ref().and_then(|h| h(job));
-        if fault == Some(Fault::Hang) {
-            std::future::pending::<()>().await;
+        match fault {
+            Some(Fault::Hang) => std::future::pending::<()>().await,
+            Some(Fault::Sleep(d)) => tokio::time::sleep(d).await,
+            _ => {}
         }
         let outcome = match self.prepare_with(job, fault).await {
             Ok(prepared) => self.commit(prepared).await,

@@ -23,6 +23,8 @@ use crate::store::{ClaimedTask, QueuedCdr};
 pub enum Fault {
     Panic,
     Hang,
+    /// A slow job: it finishes after this long.
+    Sleep(std::time::Duration),
 }
 
 pub type FaultHook = Arc<dyn Fn(&QueuedCdr) -> Option<Fault> + Send + Sync>;
@@ -32,7 +34,7 @@ pub type TaskFaultHook = Arc<dyn Fn(&ClaimedTask) -> Option<Fault> + Send + Sync
 #[derive(Clone, Default)]
 pub struct Hooks {
     /// A panic strikes inside the normalizer (inline or on the blocking pool, by size), a
-    /// hang before it.
+    /// hang or a sleep before it.
     pub distillery_fault: Option<FaultHook>,
     /// Injected inside the handler's future, where a real handler bug would strike.
     pub task_fault: Option<TaskFaultHook>,

@@ -3,7 +3,8 @@
 //! lane claims under a lease, never more than its pool has room for (mailboxes are
 //! unbounded, so backpressure lives here, and the pool's factory is the one place that
 //! knows its room). Woken by commits (intake's, the committer's), by a pool with room again,
-//! and by a timer for retries coming due.
+//! and by a timer for retries coming due. Every third of a lease it renews the leases of
+//! the jobs its pools hold, so a lease can be short and a long job still keeps its claim.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -26,6 +27,8 @@ pub trait Lane: Send + Sync + 'static {
     fn claim(&self, now: Time, until: Time, limit: u32) -> impl Future<Output = StoreResult<Vec<Job<Self>>>> + Send;
     /// Claims the pool could not take, due again at once.
     fn release(&self, ids: &[u64], now: Time) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Extends the leases of the claims among `ids` this process still holds.
+    fn renew(&self, ids: &[u64], until: Time) -> impl Future<Output = StoreResult<u64>> + Send;
 }
 
 type Job<L> = <<L as Lane>::Work as Work>::Job;
@@ -44,6 +47,9 @@ impl Lane for CdrLane {
     async fn release(&self, ids: &[u64], _now: Time) -> StoreResult<()> {
         self.0.release_claims(ids).await
     }
+    async fn renew(&self, ids: &[u64], until: Time) -> StoreResult<u64> {
+        self.0.renew_claims(ids, until).await
+    }
 }
 
 /// One task type's rows of `tasks` (`idx_type_done_next`), for that type's pool.
@@ -60,6 +66,9 @@ impl Lane for TaskLane {
     async fn release(&self, ids: &[u64], now: Time) -> StoreResult<()> {
         self.0.release_tasks(ids, now).await
     }
+    async fn renew(&self, ids: &[u64], until: Time) -> StoreResult<u64> {
+        self.0.renew_tasks(ids, until).await
+    }
 }
 
 pub enum PollerMsg {
@@ -69,6 +78,8 @@ pub enum PollerMsg {
     Tick,
     /// A job left the pool of lane `n`: there may be room for more.
     Finished(usize),
+    /// The lease renewal timer; re-armed at the end of each renewal.
+    Renew,
 }
 
 pub struct PollerArgs<L: Lane> {
@@ -110,6 +121,7 @@ impl<L: Lane> Actor for Poller<L> {
         args: PollerArgs<L>,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_message(PollerMsg::Tick)?;
+        myself.send_after(renew_every(args.lease), || PollerMsg::Renew);
         Ok(PollerState { more_due: vec![true; args.lanes.len()], freed: vec![0; args.lanes.len()], args })
     }
 
@@ -130,12 +142,42 @@ impl<L: Lane> Actor for Poller<L> {
                 }
             }
             PollerMsg::Finished(lane) => state.claim(lane, false).await,
+            PollerMsg::Renew => {
+                state.renew().await;
+                myself.send_after(renew_every(state.args.lease), || PollerMsg::Renew);
+            }
         }
         Ok(())
     }
 }
 
+/// A lease is renewed three times over its length: two renewals can fail (the database
+/// away for a moment) before it runs out.
+fn renew_every(lease: Duration) -> Duration {
+    (lease / 3).max(Duration::from_millis(100))
+}
+
+fn lease_end(now: Time, lease: Duration) -> Time {
+    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30))
+}
+
 impl<L: Lane> PollerState<L> {
+    /// Extends the leases of every job the pools hold, queued or running.
+    async fn renew(&self) {
+        for (queue, pool) in &self.args.lanes {
+            let held = pool.held_keys();
+            if held.is_empty() {
+                continue;
+            }
+            let until = lease_end(chrono::Utc::now(), self.args.lease);
+            match queue.renew(&held, until).await {
+                Ok(n) => tracing::trace!(lane = queue.name(), held = held.len(), renewed = n, "leases renewed"),
+                // the next renewal tries again; two in a row failing let the leases run out
+                Err(e) => tracing::warn!(lane = queue.name(), error = %e, "could not renew {} leases", held.len()),
+            }
+        }
+    }
+
     /// Claims when it is worth a round trip: always on a wake or tick, otherwise only when
     /// more rows are known to be due and half the pool's room is free.
     async fn claim(&mut self, lane: usize, forced: bool) {
@@ -153,7 +195,7 @@ impl<L: Lane> PollerState<L> {
         }
         let limit = room.min(self.args.batch) as u32;
         let now = chrono::Utc::now();
-        let until = now + chrono::Duration::from_std(self.args.lease).unwrap_or(chrono::Duration::seconds(300));
+        let until = lease_end(now, self.args.lease);
         let jobs = match queue.claim(now, until, limit).await {
             Ok(jobs) => jobs,
             Err(e) => {

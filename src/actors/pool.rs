@@ -6,6 +6,7 @@
 //! inline or on the blocking pool, a hang the dead-man's switch cut off): the worker is
 //! restarted, the restart is counted, and the job's crash is written with its row.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -124,14 +125,21 @@ impl<W: Work> Pool<W> {
         let Some(shared) = shared else { return Err(job) };
         let key = W::key(&job);
         // counted before it is sent: a worker may finish it before `send` returns
-        shared.work.held(shared.held.fetch_add(1, Ordering::SeqCst) + 1);
+        shared.hold(key);
         match self.factory.send(FactoryMessage::Dispatch(Job::new(key, job.clone()))) {
             Ok(()) => Ok(()),
             Err(_) => {
-                shared.work.held(shared.held.fetch_sub(1, Ordering::SeqCst).saturating_sub(1));
+                shared.release(key);
                 Err(job)
             }
         }
+    }
+
+    /// The keys of the jobs the pool holds, queued or running: the claims whose leases its
+    /// poller renews. A pool that restarted forgets the jobs it lost, so their leases run out.
+    pub fn held_keys(&self) -> Vec<u64> {
+        let shared = self.shared.lock().ok().and_then(|s| s.clone());
+        shared.map(|s| s.keys.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect()).unwrap_or_default()
     }
 }
 
@@ -145,6 +153,9 @@ struct Shared<W: Work> {
     restarts: Mutex<RestartTracker>,
     draining: AtomicBool,
     held: AtomicUsize,
+    /// Held jobs by key, with how many times each is held (a task made due again while it
+    /// runs is claimed a second time).
+    keys: Mutex<HashMap<u64, usize>>,
 }
 
 /// One worker place: whether a worker ever started there, and what it is doing.
@@ -163,10 +174,26 @@ impl<W: Work> Shared<W> {
         f(&mut slots[wid])
     }
 
+    fn hold(&self, key: u64) {
+        *self.keys.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default() += 1;
+        self.work.held(self.held.fetch_add(1, Ordering::SeqCst) + 1);
+    }
+
+    fn release(&self, key: u64) {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = keys.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                keys.remove(&key);
+            }
+        }
+        drop(keys);
+        self.work.held(self.held.fetch_sub(1, Ordering::SeqCst).saturating_sub(1));
+    }
+
     /// A job left the pool.
     fn done(&self, job: &W::Job) {
-        let held = self.held.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
-        self.work.held(held);
+        self.release(W::key(job));
         (self.on_done)(job);
     }
 
@@ -315,6 +342,7 @@ pub fn pool<W: Work>(spec: PoolSpec<W>) -> (ChildSpec, Pool<W>) {
             restarts: Mutex::new(RestartTracker::new(RestartPolicy::WORKERS)),
             draining: AtomicBool::new(false),
             held: AtomicUsize::new(0),
+            keys: Mutex::new(HashMap::new()),
         });
         let builder = {
             let shared = shared.clone();

@@ -69,6 +69,7 @@ pub async fn attempt(ctx: &TaskContext, task: &ClaimedTask) -> Outcome {
         match fault {
             Some(Fault::Panic) => panic!("injected handler fault for task {}", task.id),
             Some(Fault::Hang) => std::future::pending::<()>().await,
+            Some(Fault::Sleep(d)) => tokio::time::sleep(d).await,
             None => {}
         }
         handler.run(&job).await
@@ -110,9 +111,9 @@ pub async fn execute(ctx: &TaskContext, task: &ClaimedTask) -> (Outcome, TaskFin
 async fn record(ctx: &TaskContext, task: &ClaimedTask, outcome: &Outcome) -> TaskFinish {
     let finish = decide(&ctx.config.retry, task.retry, outcome, chrono::Utc::now());
     events::TaskAttempted { task, outcome }.emit();
-    match ctx.repo.finish_task(task.id, task.leased_until, &finish).await {
+    match ctx.repo.finish_task(task.id, task.claim, &finish).await {
         Ok(true) => {}
-        Ok(false) => tracing::warn!(task_id = task.id, "task was finished elsewhere (lease expired?)"),
+        Ok(false) => tracing::warn!(task_id = task.id, "task was claimed again or finished elsewhere meanwhile"),
         Err(e) => tracing::error!(task_id = task.id, error = %e, "could not record task result; the lease will expire"),
     }
     finish

@@ -101,8 +101,8 @@ pub fn tasks_config(s: &Settings) -> TasksConfig {
         threads: t.executor_threads.max(1),
         poll_interval: t.poll_interval,
         batch: t.poll_batch_size,
-        // an attempt still running must never be claimed again
-        lease: Duration::from_secs(t.lease_seconds.max(t.job_timeout_seconds + 5)),
+        // renewed while an attempt runs, so it need not outlast tasksd.job_timeout_seconds
+        lease: Duration::from_secs(t.lease_seconds),
         job_timeout: Duration::from_secs(t.job_timeout_seconds),
         prefetch: t.prefetch,
         retry: RetryPolicy {
@@ -113,6 +113,40 @@ pub fn tasks_config(s: &Settings) -> TasksConfig {
                 exponential: t.exponential_backoff,
             },
         },
+    }
+}
+
+/// The instance id this process's claims record: `app.instance_id`, else the host name and
+/// a hash of what tells two processes on one host apart and stays the same across a restart
+/// (data dir, database, listen address, roles), so a restart finds its own claims.
+pub fn instance_id(s: &Settings) -> String {
+    if let Some(id) = &s.app.instance_id {
+        return id.clone();
+    }
+    use md5::{Digest, Md5};
+    let data_dir = crate::config::Dirs::from_env().data_dir;
+    let what = format!(
+        "{}\n{}\n{}:{}\n{}",
+        data_dir.display(),
+        s.database.cdrdb_url,
+        s.server.address,
+        s.server.port,
+        s.app.roles.join(",")
+    );
+    let digest = Md5::digest(what.as_bytes());
+    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let host: String = host_name().chars().take(80).collect();
+    format!("{host}/{hash}")
+}
+
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into the buffer we own.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match rc {
+        0 if end > 0 => String::from_utf8_lossy(&buf[..end]).into_owned(),
+        _ => "localhost".into(),
     }
 }
 

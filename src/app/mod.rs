@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorRef};
 use tokio::sync::oneshot;
 
-pub use context::{check_billing_types, distiller_config, normalize_context, standalone_distillery, tasks_config};
+pub use context::{
+    check_billing_types, distiller_config, instance_id, normalize_context, standalone_distillery, tasks_config,
+};
 
 use crate::actors::distillery::DistillerConfig;
 use crate::actors::mailbox::Mailbox;
@@ -26,7 +28,7 @@ use crate::http::probe::Probes;
 use crate::http::server::{default_max_connections, raise_nofile_limit, ServerLimits};
 use crate::http::{HttpConfig, HttpState};
 use crate::storage::BlobStore;
-use crate::store::{Repository, Store, StoreError};
+use crate::store::{Claimant, Repository, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -61,11 +63,12 @@ pub struct App {
     metrics_server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-/// Opens (and migrates) the CDR database named by the settings.
+/// Opens (and migrates) the CDR database named by the settings; its claims are made as
+/// this instance (`app.instance_id`) in a fresh boot.
 pub async fn open_repository(settings: &Settings) -> Result<Store, StoreError> {
     let store = Store::connect(&settings.database.cdrdb_url, settings.database.cdrdb_max_connections).await?;
     store.migrate().await?;
-    Ok(store)
+    Ok(store.claiming_as(Claimant::new(&instance_id(settings))))
 }
 
 /// Says once, at start, which task types are off and why: one line for the unconfigured
@@ -188,6 +191,12 @@ impl App {
             true => Some(DistillerConfig { normalize: normalize_context(settings)?, ..distiller_config(settings) }),
             false => None,
         };
+        // killed before: what this instance held is due now, not when its leases end
+        if roles.distiller || roles.tasks {
+            let taken = store.take_back_claims(roles.distiller, roles.tasks, chrono::Utc::now()).await?;
+            let c = store.claimant();
+            tracing::info!(instance = %c.instance, boot = %c.boot, "took back {} cdr_queue and {} task claims of this instance's previous run", taken.cdrs, taken.tasks);
+        }
         if roles.intake && !rh.cdr_base_dir.to_string_lossy().starts_with("s3://") {
             let (store, root) = (store.clone(), rh.cdr_base_dir.clone());
             let uploads = vec![rh.paging_base_dir.clone(), rh.pcap_base_dir.clone()];

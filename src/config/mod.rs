@@ -168,6 +168,7 @@ impl Settings {
         let set = raw.entries.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect();
         let settings = Settings::build(set, dirs);
         check_billing_columns(&settings.billing_feeder, raw)?;
+        check_claims(raw)?;
         let mut settings = settings;
         if let Some((_, at)) = raw.get("billing-feeder.field_types") {
             settings.billing_feeder.field_types_at = at.to_string();
@@ -320,6 +321,7 @@ impl Settings {
                 syslog_socket: v.get("log.syslog_socket"),
             },
             app: AppSettings {
+                instance_id: v.get("app.instance_id"),
                 pid_file: v.get("app.pid_file"),
                 run_as_user: v.get("app.run_as_user"),
                 run_as_group: v.get("app.run_as_group"),
@@ -388,6 +390,29 @@ fn check_billing_columns(bf: &BillingFeederSettings, raw: &RawConfig) -> Result<
         value: value.into(),
         expected: format!("{want} entries, one per entry of {other} (got {got})"),
     })
+}
+
+/// A lease is renewed every third of it and kept in whole seconds, so one second would
+/// run out between renewals; an instance id longer than its column would be cut.
+fn check_claims(raw: &RawConfig) -> Result<(), ConfigError> {
+    let refuse = |key: &str, expected: &str| match raw.get(key) {
+        Some((value, at)) => Err(ConfigError::Value {
+            location: at.clone(),
+            key: key.into(),
+            value: value.into(),
+            expected: expected.into(),
+        }),
+        None => Ok(()),
+    };
+    for key in ["distiller.lease_seconds", "tasksd.lease_seconds"] {
+        if raw.get(key).is_some_and(|(v, _)| v.trim().parse::<u64>().is_ok_and(|n| n < 2)) {
+            refuse(key, "at least 2 seconds (the lease is renewed every third of it)")?;
+        }
+    }
+    if raw.get("app.instance_id").is_some_and(|(v, _)| v.chars().count() > 100) {
+        refuse("app.instance_id", "at most 100 characters")?;
+    }
+    Ok(())
 }
 
 /// Typed reads for [`Settings::build`]: the config's value, else the seed default.

@@ -206,6 +206,8 @@ pub struct LogSettings {
 /// Process settings (`app.*`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppSettings {
+    /// `app.instance_id`; None derives one (see `app::instance_id`).
+    pub instance_id: Option<String>,
     pub pid_file: Option<PathBuf>,
     pub run_as_user: Option<String>,
     pub run_as_group: Option<String>,

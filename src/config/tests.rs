@@ -268,6 +268,8 @@ fn bad_values_name_location_key_value_and_expectation() {
         ("task-executor.workers", "many", "a whole number >= 1"),
         ("task-executor.exponential_backoff", "sure", "true or false"),
         ("app.memory_limit", "lots", "a size in bytes"),
+        ("distiller.lease_seconds", "1", "at least 2 seconds (the lease is renewed every third of it)"),
+        ("tasksd.lease_seconds", "1", "at least 2 seconds"),
     ] {
         let err = settings(&format!("# header\n{key} = {bad}\n")).unwrap_err();
         let msg = err.to_string();
@@ -407,7 +409,7 @@ fn absent_keys_take_seed_defaults() {
     assert!(d.disabled_tasks.is_empty());
     assert_eq!(
         (d.lease_seconds, d.job_timeout_seconds, d.retry_backoff_seconds, d.retry_backoff_max_seconds),
-        (300, 60, 10, 3600)
+        (30, 60, 10, 3600)
     );
     assert_eq!((d.poison_threshold, d.prefetch), (3, 2));
     let db = &s.database;
@@ -444,7 +446,7 @@ fn embedded_default_keeps_everything_under_data_dir() {
     assert_eq!(s.distiller.normalized_cdr_base_dir, Path::new("./data/ncdr"));
     assert_eq!((s.log.level, &s.app.pid_file, s.distiller.number_of_distilleries), (4, &None, 16));
     // Everything else is the seed default.
-    assert_eq!((s.request_handler.max_cdr_size, s.distiller.lease_seconds, s.metrics.port), (16 << 20, 300, 9464));
+    assert_eq!((s.request_handler.max_cdr_size, s.distiller.lease_seconds, s.metrics.port), (16 << 20, 30, 9464));
     assert_eq!(s.raw.get("server.port").map(String::as_str), Some("8080"));
 
     let s = Settings::embedded_default(Path::new("/var/lib/cdrmunch/"));

@@ -137,8 +137,10 @@ impl Store {
             qb.build().execute(&mut *tx).await?;
         }
         if !rearm.is_empty() {
+            // no one's claim any more: an attempt still running must not close it
             let mut qb = QueryBuilder::new("UPDATE tasks SET done = 'n', retry = 0, next_attempt = ");
-            qb.push_bind(sql_time(now)).push(" WHERE task_type = 'calllog' AND id_normalized_cdrs IN ");
+            qb.push_bind(sql_time(now))
+                .push(format!(", {} WHERE task_type = 'calllog' AND id_normalized_cdrs IN ", super::claims::NO_CLAIM));
             push_ids(&mut qb, rearm);
             qb.build().execute(&mut *tx).await?;
         }

@@ -1,5 +1,5 @@
 //! The CDR database: one `Store` over sqlx's `Any` driver, its queries written once for both
-//! engines and split by concern — `cdr_queue` (queue), `normalized_cdrs` and the tasks born
+//! engines and split by concern — who holds a claim (claims), `cdr_queue` (queue), `normalized_cdrs` and the tasks born
 //! with them (normalized), `tasks` and `call_log` (tasks), the operator commands' queries
 //! (operator) — with what differs between SQLite and MySQL in [`Dialect`].
 //!
@@ -8,6 +8,7 @@
 //! database clock: the two engines then behave the same and tests can drive the clock.
 
 mod calls;
+mod claims;
 mod columns;
 mod dialect;
 mod normalized;
@@ -22,6 +23,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::Executor;
 use sqlx::{AnyConnection, AnyPool};
 
+pub use claims::{Claimant, TakenBack};
 pub use columns::RowState;
 pub use dialect::Dialect;
 pub use normalized::{CommitResult, NewNormalizedCdr, NormalizedCdrs};
@@ -120,6 +122,8 @@ pub trait Repository: CdrQueue + NormalizedCdrs + TaskQueue + Send + Sync + 'sta
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
+    /// Whose claims this handle makes (see `claims`); shared by its clones.
+    claimant: std::sync::Arc<Claimant>,
 }
 
 /// A transaction InnoDB picks as a deadlock victim is run again at once, then with a short
@@ -150,7 +154,7 @@ impl Store {
             })
             .connect(&url)
             .await?;
-        Ok(Store { pool, dialect })
+        Ok(Store { pool, dialect, claimant: std::sync::Arc::new(Claimant::new("")) })
     }
 
     pub fn dialect(&self) -> Dialect {

@@ -168,12 +168,14 @@ impl Store {
     pub async fn retry_cdrs(&self, which: &RetryCdrs) -> StoreResult<u64> {
         let q = match which {
             RetryCdrs::One(id) => sqlx::query(
-                "UPDATE cdr_queue SET done = 'n', retry = 0, next_attempt = NULL WHERE id = ? AND done <> 'y'",
+                "UPDATE cdr_queue SET done = 'n', retry = 0, next_attempt = NULL, \
+                 claimed_by = NULL, claim_boot = NULL, claim_seq = NULL WHERE id = ? AND done <> 'y'",
             )
             .bind(*id as i64),
-            RetryCdrs::Errors => {
-                sqlx::query("UPDATE cdr_queue SET done = 'n', retry = 0, next_attempt = NULL WHERE done = 'error'")
-            }
+            RetryCdrs::Errors => sqlx::query(
+                "UPDATE cdr_queue SET done = 'n', retry = 0, next_attempt = NULL, \
+                 claimed_by = NULL, claim_boot = NULL, claim_seq = NULL WHERE done = 'error'",
+            ),
         };
         Ok(q.execute(&self.pool).await?.rows_affected())
     }
@@ -182,14 +184,20 @@ impl Store {
     pub async fn retry_tasks(&self, which: &RetryTasks, now: Time) -> StoreResult<u64> {
         let t = sql_time(now);
         let q = match which {
-            RetryTasks::One(id) => sqlx::query("UPDATE tasks SET done = 'n', retry = 0, next_attempt = ? WHERE id = ?")
-                .bind(t)
-                .bind(*id as i64),
-            RetryTasks::Errors { task_type: None } => {
-                sqlx::query("UPDATE tasks SET done = 'n', retry = 0, next_attempt = ? WHERE done = 'error'").bind(t)
-            }
+            RetryTasks::One(id) => sqlx::query(
+                "UPDATE tasks SET done = 'n', retry = 0, next_attempt = ?, \
+                 claimed_by = NULL, claim_boot = NULL, claim_seq = NULL WHERE id = ?",
+            )
+            .bind(t)
+            .bind(*id as i64),
+            RetryTasks::Errors { task_type: None } => sqlx::query(
+                "UPDATE tasks SET done = 'n', retry = 0, next_attempt = ?, \
+                 claimed_by = NULL, claim_boot = NULL, claim_seq = NULL WHERE done = 'error'",
+            )
+            .bind(t),
             RetryTasks::Errors { task_type: Some(ty) } => sqlx::query(
-                "UPDATE tasks SET done = 'n', retry = 0, next_attempt = ? WHERE done = 'error' AND task_type = ?",
+                "UPDATE tasks SET done = 'n', retry = 0, next_attempt = ?, \
+                 claimed_by = NULL, claim_boot = NULL, claim_seq = NULL WHERE done = 'error' AND task_type = ?",
             )
             .bind(t)
             .bind(*ty),

@@ -6,6 +6,7 @@ use sqlx::{QueryBuilder, Row};
 
 use sqlx::any::AnyRow;
 
+use super::claims::NO_CLAIM;
 use super::columns::{count, id, push_ids, sql_time, uuid, RowState, MAX_ROWS_PER_STATEMENT};
 use super::{Store, StoreResult, Time};
 
@@ -68,8 +69,13 @@ pub trait CdrQueue: Send + Sync {
     async fn enqueue_cdrs(&self, rows: &[NewQueuedCdr]) -> StoreResult<u64>;
 
     /// Claims up to `limit` due rows (`done='n'`, `next_attempt` NULL or <= now) by setting
-    /// `next_attempt = lease_until`, so a crashed process's claims come back on their own.
+    /// `next_attempt = lease_until` and recording the claimant, so a crashed process's claims
+    /// come back on their own (at once when it restarts).
     async fn claim_cdrs(&self, now: Time, lease_until: Time, limit: u32) -> StoreResult<Vec<QueuedCdr>>;
+
+    /// Extends to `until` the leases of the claimed rows among `ids` this boot still holds,
+    /// so a long job keeps a short lease. Returns how many.
+    async fn renew_claims(&self, ids: &[u64], until: Time) -> StoreResult<u64>;
 
     /// Gives claimed rows back (shutdown): due immediately for whoever polls next.
     async fn release_claims(&self, ids: &[u64]) -> StoreResult<()>;
@@ -125,10 +131,14 @@ impl CdrQueue for Store {
                 .fetch_all(&mut *tx)
                 .await?;
             let claimed: Vec<QueuedCdr> = rows.iter().map(QueuedCdr::from_row).collect();
-            lease(&mut tx, "cdr_queue", lease_until, claimed.iter().map(|c| c.id)).await?;
+            self.lease(&mut tx, "cdr_queue", lease_until, claimed.iter().map(|c| c.id)).await?;
             Ok((claimed, tx))
         })
         .await
+    }
+
+    async fn renew_claims(&self, ids: &[u64], until: Time) -> StoreResult<u64> {
+        self.renew("cdr_queue", ids, until).await
     }
 
     async fn release_claims(&self, ids: &[u64]) -> StoreResult<()> {
@@ -206,29 +216,13 @@ struct Failure {
     crashes: Option<u32>,
 }
 
-/// Moves `next_attempt` of claimed rows to the end of their lease.
-pub(super) async fn lease(
-    tx: &mut sqlx::AnyConnection,
-    table: &'static str,
-    until: Time,
-    ids: impl ExactSizeIterator<Item = u64>,
-) -> Result<(), sqlx::Error> {
-    if ids.len() > 0 {
-        let mut qb = QueryBuilder::new(format!("UPDATE {table} SET next_attempt = "));
-        qb.push_bind(sql_time(until)).push(" WHERE id IN ");
-        push_ids(&mut qb, ids);
-        qb.build().execute(&mut *tx).await?;
-    }
-    Ok(())
-}
-
 impl Store {
     /// Claims given back, a chunk at a time: due at `due` (NULL: at once).
     pub(super) async fn release(&self, table: &'static str, due: Option<Time>, ids: &[u64]) -> StoreResult<()> {
         for chunk in ids.chunks(MAX_ROWS_PER_STATEMENT) {
             self.write_one(|mut conn| async move {
                 let mut qb = QueryBuilder::new(format!("UPDATE {table} SET next_attempt = "));
-                qb.push_bind(due.map(sql_time)).push(" WHERE done = 'n' AND id IN ");
+                qb.push_bind(due.map(sql_time)).push(format!(", {NO_CLAIM} WHERE done = 'n' AND id IN "));
                 push_ids(&mut qb, chunk.iter().copied());
                 qb.build().execute(&mut *conn).await?;
                 Ok(((), conn))
@@ -250,10 +244,11 @@ impl Store {
         now: Time,
     ) -> Result<bool, sqlx::Error> {
         let update = match f.next {
-            Next::RetryAt(at) => {
-                sqlx::query("UPDATE cdr_queue SET retry = retry + 1, next_attempt = ? WHERE id = ? AND done = 'n'")
-                    .bind(sql_time(at))
-            }
+            Next::RetryAt(at) => sqlx::query(
+                "UPDATE cdr_queue SET retry = retry + 1, next_attempt = ?, claimed_by = NULL, claim_boot = NULL, \
+                     claim_seq = NULL WHERE id = ? AND done = 'n'",
+            )
+            .bind(sql_time(at)),
             Next::Error => {
                 sqlx::query("UPDATE cdr_queue SET done = ?, next_attempt = NULL WHERE id = ? AND done = 'n'")
                     .bind(RowState::Error)

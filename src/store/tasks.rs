@@ -27,8 +27,10 @@ pub struct ClaimedTask {
     pub ncdr_path: String,
     /// `normalized_cdrs.cdr_path`: where the raw CDR is.
     pub cdr_path: String,
-    /// The claim's lease: the task's `next_attempt` while the claim holds.
+    /// The lease the claim set (renewals extend it in the row, not here).
     pub leased_until: DateTime<Utc>,
+    /// The claim's number in this boot: an attempt finishes only while it still holds.
+    pub claim: u64,
 }
 
 /// How a task attempt ended, as the `tasks` row records it.
@@ -48,13 +50,18 @@ pub trait TaskQueue: Send + Sync {
     /// `idx_type_done_next`) by moving `next_attempt` to `lease_until`.
     async fn claim_tasks(&self, task: TaskType, now: Time, until: Time, limit: u32) -> StoreResult<Vec<ClaimedTask>>;
 
-    /// Records an attempt's end, only while the claim holds: the row still `done='n'` and
-    /// its `next_attempt` still `leased_until`. So a late duplicate attempt cannot undo a
-    /// finished one, and a task made due again while it ran (a late leg changed its call)
-    /// runs again. A finished or failed row's `next_attempt` becomes the time it finished,
-    /// so setting it back to `done='n'` by hand makes it due at once. Returns whether the
-    /// row changed.
-    async fn finish_task(&self, task_id: u64, leased_until: Time, finish: &TaskFinish) -> StoreResult<bool>;
+    /// Extends to `until` the leases of the claimed tasks among `ids` this boot still
+    /// holds, so a long attempt keeps a short lease. Returns how many.
+    async fn renew_tasks(&self, ids: &[u64], until: Time) -> StoreResult<u64>;
+
+    /// Records an attempt's end, only while its claim holds: the row still `done='n'` and
+    /// still claimed by this boot's claim number `claim` (renewals keep it; an expired lease
+    /// claimed again, or a task made due again, does not). So a late duplicate attempt
+    /// cannot undo a finished one, and a task made due again while it ran (a late leg
+    /// changed its call) runs again. A finished or failed row's `next_attempt` becomes the
+    /// time it finished, so setting it back to `done='n'` by hand makes it due at once; a
+    /// retried one is no one's claim until claimed again. Returns whether the row changed.
+    async fn finish_task(&self, task_id: u64, claim: u64, finish: &TaskFinish) -> StoreResult<bool>;
 
     /// Gives claimed, unstarted tasks back (shutdown): due at `now`.
     async fn release_tasks(&self, ids: &[u64], now: Time) -> StoreResult<()>;
@@ -109,42 +116,51 @@ impl TaskQueue for Store {
                     ncdr_path,
                     cdr_path,
                     leased_until: until,
+                    claim: 0,
                 });
             }
             claimed.sort_by_key(|t| t.id);
-            super::queue::lease(&mut tx, "tasks", until, claimed.iter().map(|t| t.id)).await?;
+            let claim = self.lease(&mut tx, "tasks", until, claimed.iter().map(|t| t.id)).await?;
+            claimed.iter_mut().for_each(|t| t.claim = claim);
             Ok((claimed, tx))
         })
         .await
     }
 
-    async fn finish_task(&self, task_id: u64, leased_until: Time, finish: &TaskFinish) -> StoreResult<bool> {
+    async fn renew_tasks(&self, ids: &[u64], until: Time) -> StoreResult<u64> {
+        self.renew("tasks", ids, until).await
+    }
+
+    async fn finish_task(&self, task_id: u64, claim: u64, finish: &TaskFinish) -> StoreResult<bool> {
         let id = task_id as i64;
         // A finished row keeps no lease time ahead: the runbook's `UPDATE tasks SET
         // done='n', retry=0 WHERE id=…` must make it due at the next poll, not when the
-        // old lease (up to tasksd.lease_seconds) would have ended.
-        let finished_at = &sql_time(Utc::now().min(leased_until));
+        // lease would have ended.
+        let finished_at = &sql_time(Utc::now());
+        let boot = &self.claimant().boot;
         self.write_one(|mut conn| async move {
             let q = match finish {
-                TaskFinish::Done => sqlx::query("UPDATE tasks SET done = ?, next_attempt = ? WHERE id = ? AND done = 'n' AND next_attempt = ?")
-                    .bind(RowState::Done)
-                    .bind(finished_at.clone())
-                    .bind(id),
-                TaskFinish::Retry { next_attempt, error } => {
-                    sqlx::query("UPDATE tasks SET retry = retry + 1, next_attempt = ?, error_message = ? WHERE id = ? AND done = 'n' AND next_attempt = ?")
-                        .bind(sql_time(*next_attempt))
-                        .bind(error.clone())
-                        .bind(id)
-                }
-                TaskFinish::Error { error } => {
-                    sqlx::query("UPDATE tasks SET done = ?, next_attempt = ?, error_message = ? WHERE id = ? AND done = 'n' AND next_attempt = ?")
-                        .bind(RowState::Error)
-                        .bind(finished_at.clone())
-                        .bind(error.clone())
-                        .bind(id)
-                }
+                TaskFinish::Done => sqlx::query(
+                    "UPDATE tasks SET done = ?, next_attempt = ? \
+                     WHERE id = ? AND done = 'n' AND claim_boot = ? AND claim_seq = ?",
+                )
+                .bind(RowState::Done)
+                .bind(finished_at.clone()),
+                TaskFinish::Retry { next_attempt, error } => sqlx::query(
+                    "UPDATE tasks SET retry = retry + 1, next_attempt = ?, error_message = ?, claimed_by = NULL, \
+                     claim_boot = NULL, claim_seq = NULL WHERE id = ? AND done = 'n' AND claim_boot = ? AND claim_seq = ?",
+                )
+                .bind(sql_time(*next_attempt))
+                .bind(error.clone()),
+                TaskFinish::Error { error } => sqlx::query(
+                    "UPDATE tasks SET done = ?, next_attempt = ?, error_message = ? \
+                     WHERE id = ? AND done = 'n' AND claim_boot = ? AND claim_seq = ?",
+                )
+                .bind(RowState::Error)
+                .bind(finished_at.clone())
+                .bind(error.clone()),
             };
-            let q = q.bind(sql_time(leased_until));
+            let q = q.bind(id).bind(boot.clone()).bind(claim as i64);
             let changed = q.execute(&mut *conn).await?.rows_affected() > 0;
             Ok((changed, conn))
         })

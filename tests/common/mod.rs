@@ -295,6 +295,10 @@ impl CdrQueue for SwitchableRepository {
         self.check()?;
         self.inner.claim_cdrs(now, lease_until, limit).await
     }
+    async fn renew_claims(&self, ids: &[u64], until: DateTime<Utc>) -> StoreResult<u64> {
+        self.check()?;
+        self.inner.renew_claims(ids, until).await
+    }
     async fn release_claims(&self, ids: &[u64]) -> StoreResult<()> {
         self.check()?;
         self.inner.release_claims(ids).await
@@ -344,9 +348,13 @@ impl TaskQueue for SwitchableRepository {
         self.check()?;
         self.inner.claim_tasks(task_type, now, lease_until, limit).await
     }
-    async fn finish_task(&self, task_id: u64, leased_until: DateTime<Utc>, finish: &TaskFinish) -> StoreResult<bool> {
+    async fn renew_tasks(&self, ids: &[u64], until: DateTime<Utc>) -> StoreResult<u64> {
         self.check()?;
-        self.inner.finish_task(task_id, leased_until, finish).await
+        self.inner.renew_tasks(ids, until).await
+    }
+    async fn finish_task(&self, task_id: u64, claim: u64, finish: &TaskFinish) -> StoreResult<bool> {
+        self.check()?;
+        self.inner.finish_task(task_id, claim, finish).await
     }
     async fn release_tasks(&self, ids: &[u64], now: DateTime<Utc>) -> StoreResult<()> {
         self.check()?;
