@@ -409,3 +409,25 @@ impl ShipBacklog {
         metrics::gauge!(SHIP_OLDEST_AGE).set(self.oldest.as_secs_f64());
     }
 }
+
+/// A re-post of a queued CDR with other bytes than the first.
+pub struct IntakeConflicted<'a> {
+    pub uuid: &'a str,
+    /// `kept_first` (the other body kept as evidence) or `replaced` (the first had failed).
+    pub kind: &'static str,
+    pub first: &'a str,
+    pub other: &'a str,
+}
+
+impl IntakeConflicted<'_> {
+    pub fn emit(self) {
+        tracing::warn!(
+            uuid = self.uuid,
+            kind = self.kind,
+            first = self.first,
+            other = self.other,
+            "a re-posted CDR differs from the one queued"
+        );
+        metrics::counter!(INTAKE_CONFLICTS, "kind" => self.kind).increment(1);
+    }
+}

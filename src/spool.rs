@@ -68,6 +68,20 @@ impl Spool {
         self.max_rows
     }
 
+    /// The raw files the spooled rows point at (the start-up sweep must not take them for
+    /// orphans). Blocking I/O; unreadable files count as holding nothing.
+    pub fn paths(&self) -> std::collections::HashSet<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Default::default() };
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| seq_of(p).is_some())
+            .filter_map(|p| read_rows(&p).ok())
+            .flatten()
+            .map(|r| r.path)
+            .collect()
+    }
+
     /// Journals `rows` durably, or refuses when they would pass `max_rows`. Blocking I/O.
     pub fn append(&self, rows: &[NewQueuedCdr]) -> Result<(), SpoolError> {
         let mut next = self.next.lock().expect("spool lock");
@@ -179,6 +193,7 @@ mod tests {
         drop(spool);
         let spool = Spool::open(dir.path(), 3).unwrap();
         assert_eq!(spool.rows(), 3);
+        assert!(spool.paths().contains("/d/3.xml") && spool.paths().len() == 3);
         let (files, rows) = spool.oldest(2).unwrap().unwrap();
         assert_eq!(rows, vec![row(1), row(2)]);
         spool.remove(&files, rows.len()).unwrap();

@@ -30,6 +30,7 @@ pub const FIELD_WARNINGS: &str = "cdrmunch_field_warnings_total";
 pub const CONNECTIONS_SHED: &str = "cdrmunch_http_connections_shed_total";
 pub const SPOOL_ROWS: &str = "cdrmunch_spool_rows";
 pub const SPOOL_BACKFILLED: &str = "cdrmunch_spool_backfilled_total";
+pub const INTAKE_CONFLICTS: &str = "cdrmunch_intake_conflicts_total";
 
 // `cdrmunch ship`, on its own /metrics.
 pub const SHIP_PENDING: &str = "cdrmunch_ship_files_pending";
@@ -39,7 +40,7 @@ pub const SHIP_REJECTED: &str = "cdrmunch_ship_rejected_total";
 pub const SHIP_RETRIES: &str = "cdrmunch_ship_retries_total";
 
 /// Every metric this service exports (dashboards and alert rules are checked against it).
-pub const ALL: [&str; 25] = [
+pub const ALL: [&str; 26] = [
     CDR_QUEUE_PENDING,
     CDR_QUEUE_ERRORS,
     TASKS_PENDING,
@@ -60,6 +61,7 @@ pub const ALL: [&str; 25] = [
     CONNECTIONS_SHED,
     SPOOL_ROWS,
     SPOOL_BACKFILLED,
+    INTAKE_CONFLICTS,
     SHIP_PENDING,
     SHIP_OLDEST_AGE,
     SHIP_SENT,
@@ -119,6 +121,10 @@ fn describe() {
         "HTTP connections closed at the connection cap: evicted (idle the longest) or refused (all busy)."
     );
     describe_gauge!(SPOOL_ROWS, "cdr_queue rows journaled locally while the database could not take them.");
+    describe_counter!(
+        INTAKE_CONFLICTS,
+        "Re-posts of a queued CDR with other bytes, by what was kept (kept_first, replaced)."
+    );
     describe_counter!(SPOOL_BACKFILLED, "Spooled cdr_queue rows inserted into the database after an outage.");
     describe_gauge!(SHIP_PENDING, "CDR files in the shipped directories not yet accepted by intake.");
     describe_gauge!(SHIP_OLDEST_AGE, "Age (since last modified) of the oldest CDR file not yet accepted, 0 when none.");

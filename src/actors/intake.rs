@@ -37,10 +37,12 @@ pub type IntakeMsg = GroupCommitMsg<IntakeBatch>;
 #[async_trait]
 impl Batch for IntakeBatch {
     type Item = NewQueuedCdr;
-    type Output = ();
+    /// The path already queued for the row's uuid, when it is another file than the row's
+    /// own (a re-post under another host, date or format): intake settles that file.
+    type Output = Option<String>;
     const ROLE: &'static str = "intake";
 
-    async fn commit(&self, rows: &[NewQueuedCdr]) -> Result<Vec<()>, CommitError> {
+    async fn commit(&self, rows: &[NewQueuedCdr]) -> Result<Vec<Option<String>>, CommitError> {
         let paths: Vec<String> = rows.iter().map(|r| r.path.clone()).collect();
         self.raw_store.sync(&paths).await.map_err(|e| CommitError::storage("making the raw CDRs durable", e))?;
         // while older rows wait in the spool, newer ones queue behind them: the database is
@@ -70,14 +72,26 @@ impl Batch for IntakeBatch {
         if let Some(poller) = &self.wake {
             let _ = poller.send(PollerMsg::Wake);
         }
-        Ok(vec![(); rows.len()])
+        // Which rows' uuids were queued before under another file: one indexed read per
+        // batch (MySQL counts a skipped duplicate as affected, so `new` cannot tell). A failed
+        // lookup only leaves such a file to the start-up sweep.
+        let uuids: Vec<[u8; 16]> = rows.iter().map(|r| r.uuid).collect();
+        let queued = self.repo.queued_paths(&uuids).await.unwrap_or_default();
+        Ok(rows
+            .iter()
+            .map(|r| queued.iter().find(|(u, p)| *u == r.uuid && *p != r.path).map(|(_, p)| p.clone()))
+            .collect())
     }
 }
 
 impl IntakeBatch {
     /// Journals the rows the database did not take; a batch that was in fact committed
     /// (the answer only came late) is inserted again by the backfill, which skips it.
-    async fn spool(&self, rows: &[NewQueuedCdr], db_error: Option<StoreError>) -> Result<Vec<()>, CommitError> {
+    async fn spool(
+        &self,
+        rows: &[NewQueuedCdr],
+        db_error: Option<StoreError>,
+    ) -> Result<Vec<Option<String>>, CommitError> {
         let why =
             db_error.as_ref().map_or_else(|| "older rows are still being backfilled".to_string(), |e| e.to_string());
         let Some((spool, backfill)) = &self.spool else {
@@ -97,6 +111,6 @@ impl IntakeBatch {
         }
         crate::events::Spooled { rows: rows.len(), why: &why, database_failed: db_error.is_some() }.emit();
         let _ = backfill.send(Backfill::Wake);
-        Ok(vec![(); rows.len()])
+        Ok(vec![None; rows.len()])
     }
 }

@@ -197,11 +197,6 @@ impl App {
             let c = store.claimant();
             tracing::info!(instance = %c.instance, boot = %c.boot, "took back {} cdr_queue and {} task claims of this instance's previous run", taken.cdrs, taken.tasks);
         }
-        if roles.intake && !rh.cdr_base_dir.to_string_lossy().starts_with("s3://") {
-            let (store, root) = (store.clone(), rh.cdr_base_dir.clone());
-            let uploads = vec![rh.paging_base_dir.clone(), rh.pcap_base_dir.clone()];
-            tokio::spawn(async move { sweep::sweep(&store, &root, &uploads, sweep::SETTLE).await });
-        }
         // the spool is local whatever the raw store is: it must work when nothing else does
         let spool = match roles.intake && rh.spool_max_rows > 0 {
             true => Some(Arc::new(crate::spool::Spool::open(&rh.spool_dir, rh.spool_max_rows).map_err(|e| {
@@ -209,6 +204,13 @@ impl App {
             })?)),
             false => None,
         };
+        if roles.intake && !rh.cdr_base_dir.to_string_lossy().starts_with("s3://") {
+            let (store, root) = (store.clone(), rh.cdr_base_dir.clone());
+            let uploads = vec![rh.paging_base_dir.clone(), rh.pcap_base_dir.clone()];
+            // a file whose row waits in the spool is not an orphan
+            let spooled = spool.as_ref().map(|s| s.paths()).unwrap_or_default();
+            tokio::spawn(async move { sweep::sweep(&store, &root, &uploads, &spooled, sweep::SETTLE).await });
+        }
         let intake_commit = Mailbox::new("intake");
         let spec = tree::root(tree::Parts {
             store: store.clone(),
@@ -275,6 +277,7 @@ impl App {
             intake_commit,
             raw_store,
             parse_budget: HttpState::parse_budget(&cfg),
+            store: store.clone(),
             cfg,
             probes: probes.clone(),
             intake: roles.intake,

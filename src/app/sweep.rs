@@ -24,7 +24,13 @@ pub struct Swept {
 }
 
 /// Sweeps the raw CDR store (`{root}/{host}/{day}/`) and the upload directories (`{dir}/{day}/`).
-pub async fn sweep(store: &Store, raw_root: &Path, upload_dirs: &[PathBuf], settle: Duration) -> Swept {
+pub async fn sweep(
+    store: &Store,
+    raw_root: &Path,
+    upload_dirs: &[PathBuf],
+    spooled: &std::collections::HashSet<String>,
+    settle: Duration,
+) -> Swept {
     let mut swept = Swept::default();
     let now = SystemTime::now();
     let recent = |p: &Path| modified_within(p, now, WINDOW);
@@ -50,7 +56,7 @@ pub async fn sweep(store: &Store, raw_root: &Path, upload_dirs: &[PathBuf], sett
                 if std::fs::remove_file(&file).is_ok() {
                     swept.temp_files += 1;
                 }
-            } else if in_raw && is_orphan(store, &file, &name).await {
+            } else if in_raw && !spooled.contains(&file.display().to_string()) && is_orphan(store, &file, &name).await {
                 match std::fs::remove_file(&file) {
                     Ok(()) => swept.orphans += 1,
                     Err(e) => tracing::warn!(file = %file.display(), error = %e, "could not remove an orphan CDR file"),

@@ -199,6 +199,18 @@ cdrmunch ship --once --dir /var/log/freeswitch/xml_cdr_failed --url http://cdr-b
         #[arg(long)]
         json: bool,
     },
+    /// The whole story of one call leg: raw file(s), its cdr_queue row and error, a row still
+    /// in the intake spool, the normalized CDR, every task with its attempts and last error,
+    /// and re-posts that differed. The first command to type when a call is asked about.
+    /// Exit 1 when nothing knows the uuid.
+    Why {
+        /// The call leg's uuid.
+        uuid: String,
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// The call a leg belongs to, as billing and the call log see it: its call id (the first
     /// A-leg), caller, callee, times, talk seconds, the cause that ended it, and every leg
     /// with its role (caller, callee, transfer, loopback). Exit 1 when no call knows the uuid.

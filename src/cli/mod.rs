@@ -9,6 +9,7 @@ pub mod rerate;
 mod serve;
 mod ship;
 pub mod submit;
+mod why;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay { cfg, from, to, json } => commands::replay(cfg, &from, &to, json).await,
         Command::Config { cfg, keys } => commands::config(cfg, keys),
         Command::Call { uuid, cfg, json } => commands::call(&uuid, cfg, json).await,
+        Command::Why { uuid, cfg, json } => why::why(&uuid, cfg, json).await,
         Command::Rerate { cfg, deck, from, to, org, apply, json } => {
             commands::rerate(cfg, &deck, (&from, &to), org, apply, json).await
         }

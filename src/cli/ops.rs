@@ -72,6 +72,8 @@ pub struct Status {
     pub tasks: Vec<TaskLine>,
     pub recent_errors: Vec<ErrorReport>,
     pub recent_task_errors: Vec<TaskErrorReport>,
+    /// Re-posts that differed from the queued CDR, newest first.
+    pub intake_conflicts: Vec<crate::store::IntakeConflict>,
 }
 
 #[derive(Debug, Serialize)]
@@ -112,6 +114,7 @@ pub async fn status(store: &Store, now: DateTime<Utc>, limit: u32) -> Result<Sta
         tasks,
         recent_errors: ops.recent_errors(limit).await?,
         recent_task_errors: ops.recent_task_errors(limit).await?,
+        intake_conflicts: ops.recent_conflicts(limit).await?,
     })
 }
 
@@ -180,6 +183,17 @@ pub fn render_status(s: &Status) -> String {
             t.retry,
             cell(&t.error_message, 160)
         );
+    }
+    let _ = writeln!(
+        o,
+        "
+re-posts that differed (the first kept unless it had failed):"
+    );
+    if s.intake_conflicts.is_empty() {
+        let _ = writeln!(o, "  (none)");
+    }
+    for c in &s.intake_conflicts {
+        let _ = writeln!(o, "  {} {:<10} first {}  other {}", c.uuid, c.kind, c.first_path, c.other_path);
     }
     o
 }

@@ -77,24 +77,144 @@ async fn store_and_queue(st: Arc<HttpState>, sub: Submission, received: i64) -> 
     }
     // a file that was there before (a re-post of a queued CDR) is never removed on failure
     let existed = st.raw_store.exists(&sub.key).await.unwrap_or(true);
+    if existed {
+        return repost(&st, sub, received).await;
+    }
     // The intake group commit syncs the directory together with the rest of its batch.
-    let path = st.raw_store.put_owned_unsynced(&sub.key, sub.document).await.map_err(storage_err)?;
-    let row =
-        NewQueuedCdr { uuid: sub.uuid_bytes, freeswitch_host: sub.host, path: path.clone(), create_time: received };
-    match group_commit::submit(&st.intake_commit, row, QUEUE_OUTCOME_WAIT).await {
-        Ok(_) => Ok(path),
+    let path = st.raw_store.put_owned_unsynced(&sub.key, sub.document.clone()).await.map_err(storage_err)?;
+    match queue(&st, &sub, &path, received).await {
+        Ok(None) => Ok(path),
+        // the uuid was queued before under another file: ours must not stay an orphan
+        Ok(Some(first)) => settle_other_name(&st, &sub, &path, &first, received).await,
         Err(e) => {
             // no row points at the file: remove it, unless the outcome is unknown (the
-            // start-up sweep settles those) or it was there before
-            if !existed && !e.outcome_unknown() {
+            // start-up sweep settles those)
+            if !e.outcome_unknown() {
                 if let Err(del) = st.raw_store.delete(&path).await {
                     tracing::warn!(path, error = %del, "could not remove a CDR file whose queue row failed");
                 }
             }
-            // a row the database refuses will be refused again: FreeSWITCH must not retry it
-            let message = format!("could not queue the CDR: {e}");
-            Err(if e.is_retriable() { ApiError::unavailable(message) } else { ApiError::bad_request(message) })
+            Err(queue_error(e))
         }
+    }
+}
+
+/// Queues the row for `path`; `Some(first)` when the uuid was already queued for another file.
+async fn queue(
+    st: &HttpState,
+    sub: &Submission,
+    path: &str,
+    received: i64,
+) -> Result<Option<String>, group_commit::CommitError> {
+    let row = NewQueuedCdr {
+        uuid: sub.uuid_bytes,
+        freeswitch_host: sub.host.clone(),
+        path: path.to_string(),
+        create_time: received,
+    };
+    group_commit::submit(&st.intake_commit, row, QUEUE_OUTCOME_WAIT).await
+}
+
+/// A row the database refuses will be refused again: FreeSWITCH must not retry it.
+fn queue_error(e: group_commit::CommitError) -> ApiError {
+    let message = format!("could not queue the CDR: {e}");
+    if e.is_retriable() {
+        ApiError::unavailable(message)
+    } else {
+        ApiError::bad_request(message)
+    }
+}
+
+/// A POST whose file already exists. FreeSWITCH re-posts identical bytes: nothing to write.
+/// Other bytes are a correction or a mistake: the first stays the billing truth and the new
+/// body is kept beside it as evidence, unless the first failed for good, in which case the
+/// new one replaces it and is processed again.
+async fn repost(st: &HttpState, sub: Submission, received: i64) -> Result<String, ApiError> {
+    let storage_err = |e| ApiError::unavailable(format!("could not store the CDR: {e}"));
+    let first = st.raw_store.stat(&sub.key).await.map_err(storage_err)?;
+    let ours = crate::storage::md5_hex(&sub.document);
+    let Some(first) = first else {
+        // gone since we looked: an ordinary first post
+        let path = st.raw_store.put_owned_unsynced(&sub.key, sub.document.clone()).await.map_err(storage_err)?;
+        return queue(st, &sub, &path, received).await.map(|_| path).map_err(queue_error);
+    };
+    if first.md5.as_deref() == Some(ours.as_str()) {
+        queue(st, &sub, &first.location, received).await.map_err(queue_error)?;
+        return Ok(first.location);
+    }
+    let failed = match st.store.queued_row(sub.uuid_bytes).await {
+        Ok(Some(row)) if row.done == crate::store::RowState::Error.as_str() => Some(row),
+        _ => None,
+    };
+    if let Some(row) = failed {
+        let path = st.raw_store.put_owned_unsynced(&sub.key, sub.document.clone()).await.map_err(storage_err)?;
+        st.raw_store.sync(std::slice::from_ref(&path)).await.map_err(storage_err)?;
+        let requeued = st
+            .store
+            .requeue_failed(row.id, &path)
+            .await
+            .map_err(|e| queue_error(group_commit::CommitError::database("requeueing the CDR", e)))?;
+        // due at once: the next poll takes it
+        if requeued {
+            conflict(st, &sub, "replaced", &row.path, &path, received).await;
+        }
+        return Ok(path);
+    }
+    let evidence = write_evidence(st, &sub.key, sub.document.clone()).await?;
+    conflict(st, &sub, "kept_first", &first.location, &evidence, received).await;
+    queue(st, &sub, &first.location, received).await.map_err(queue_error)?;
+    Ok(first.location)
+}
+
+/// Our file landed under another name than the uuid's queued one (another host, date,
+/// format or leg label): identical bytes are a plain duplicate and ours goes; other bytes
+/// become evidence beside ours, and the queued first stays.
+async fn settle_other_name(
+    st: &HttpState,
+    sub: &Submission,
+    ours: &str,
+    first: &str,
+    received: i64,
+) -> Result<String, ApiError> {
+    let same = st.raw_store.get(first).await.map(|b| b == sub.document.as_ref()).unwrap_or(false);
+    if !same {
+        let evidence = write_evidence(st, &sub.key, sub.document.clone()).await?;
+        conflict(st, sub, "kept_first", first, &evidence, received).await;
+    }
+    if let Err(e) = st.raw_store.delete(ours).await {
+        tracing::warn!(path = ours, error = %e, "could not remove a re-posted CDR file");
+    }
+    Ok(first.to_string())
+}
+
+/// `{name}.v{N}.cdr.{ext}` beside `key`, N from 2 up: written durably, never over anything.
+async fn write_evidence(st: &HttpState, key: &str, body: Bytes) -> Result<String, ApiError> {
+    let storage_err = |e| ApiError::unavailable(format!("could not store the CDR: {e}"));
+    let (stem, ext) = key.rsplit_once(".cdr.").unwrap_or((key, "xml"));
+    for n in 2..1000 {
+        let candidate = format!("{stem}.v{n}.cdr.{ext}");
+        if !st.raw_store.exists(&candidate).await.map_err(storage_err)? {
+            let path = st.raw_store.put_owned_unsynced(&candidate, body).await.map_err(storage_err)?;
+            st.raw_store.sync(std::slice::from_ref(&path)).await.map_err(storage_err)?;
+            return Ok(path);
+        }
+    }
+    Err(ApiError::new(StatusCode::CONFLICT, format!("{key}: a thousand differing versions; not keeping more")))
+}
+
+/// Counts and lists a differing re-post (the list is best effort: the count and the log
+/// line are not).
+async fn conflict(st: &HttpState, sub: &Submission, kind: &'static str, first: &str, other: &str, received: i64) {
+    crate::events::IntakeConflicted { uuid: &sub.uuid, kind, first, other }.emit();
+    let entry = crate::store::IntakeConflict {
+        uuid: sub.uuid.clone(),
+        kind: kind.into(),
+        first_path: first.into(),
+        other_path: other.into(),
+        create_time: received,
+    };
+    if let Err(e) = st.store.record_conflict(sub.uuid_bytes, &entry).await {
+        tracing::warn!(uuid = sub.uuid, error = %e, "could not list an intake conflict");
     }
 }
 

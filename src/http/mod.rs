@@ -58,6 +58,8 @@ pub struct HttpState {
     pub intake: bool,
     /// Permits are bytes of CDR bodies held in memory (see `read_limited`).
     pub parse_budget: Arc<tokio::sync::Semaphore>,
+    /// The CDR database itself, for settling re-posts that differ.
+    pub store: crate::store::Store,
 }
 
 impl HttpState {

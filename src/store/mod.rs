@@ -10,6 +10,7 @@
 mod calls;
 mod claims;
 mod columns;
+mod conflicts;
 mod dialect;
 mod normalized;
 mod operator;
@@ -25,6 +26,7 @@ use sqlx::{AnyConnection, AnyPool};
 
 pub use claims::{Claimant, TakenBack};
 pub use columns::RowState;
+pub use conflicts::{IntakeConflict, QueueStory, QueuedRow};
 pub use dialect::Dialect;
 pub use normalized::{CommitResult, NewNormalizedCdr, NormalizedCdrs};
 pub use operator::{

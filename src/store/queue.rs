@@ -68,6 +68,9 @@ pub trait CdrQueue: Send + Sync {
     /// queued is skipped (a FreeSWITCH retry). Returns how many were new.
     async fn enqueue_cdrs(&self, rows: &[NewQueuedCdr]) -> StoreResult<u64>;
 
+    /// The paths already queued for these uuids (intake: a re-post under another name).
+    async fn queued_paths(&self, uuids: &[[u8; 16]]) -> StoreResult<Vec<([u8; 16], String)>>;
+
     /// Claims up to `limit` due rows (`done='n'`, `next_attempt` NULL or <= now) by setting
     /// `next_attempt = lease_until` and recording the claimant, so a crashed process's claims
     /// come back on their own (at once when it restarts).
@@ -114,6 +117,25 @@ impl CdrQueue for Store {
             Ok((inserted, tx))
         })
         .await
+    }
+
+    async fn queued_paths(&self, uuids: &[[u8; 16]]) -> StoreResult<Vec<([u8; 16], String)>> {
+        let mut found = Vec::new();
+        for chunk in uuids.chunks(MAX_ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::new("SELECT uuid, path FROM cdr_queue WHERE uuid IN (");
+            let mut sep = qb.separated(", ");
+            for u in chunk {
+                sep.push_bind(u.to_vec());
+            }
+            qb.push(")");
+            for r in qb.build().fetch_all(self.pool()).await? {
+                let uuid: Vec<u8> = r.get(0);
+                if let Ok(uuid) = <[u8; 16]>::try_from(uuid.as_slice()) {
+                    found.push((uuid, r.get(1)));
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn claim_cdrs(&self, now: Time, lease_until: Time, limit: u32) -> StoreResult<Vec<QueuedCdr>> {

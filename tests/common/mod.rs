@@ -286,6 +286,10 @@ impl CdrQueue for SwitchableRepository {
         self.check()?;
         self.inner.enqueue_cdrs(rows).await
     }
+    async fn queued_paths(&self, uuids: &[[u8; 16]]) -> StoreResult<Vec<([u8; 16], String)>> {
+        self.check()?;
+        self.inner.queued_paths(uuids).await
+    }
     async fn claim_cdrs(
         &self,
         now: DateTime<Utc>,
