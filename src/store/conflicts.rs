@@ -5,6 +5,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
+use super::claims::NO_CLAIM;
 use super::columns::id;
 use super::{Store, StoreResult};
 
@@ -54,9 +55,11 @@ impl Store {
         self.write_one(|mut conn| {
             let path = path.clone();
             async move {
-                let r = sqlx::query(
-                    "UPDATE cdr_queue SET done = 'n', retry = 0, next_attempt = NULL, path = ? WHERE id = ? AND done = 'error'",
-                )
+                let sql = format!(
+                    "UPDATE cdr_queue SET done = 'n', retry = 0, next_attempt = NULL, {NO_CLAIM}, path = ? \
+                     WHERE id = ? AND done = 'error'"
+                );
+                let r = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(path)
                 .bind(cdr_id)
                 .execute(&mut *conn)
