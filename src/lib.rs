@@ -17,3 +17,16 @@ pub mod spool;
 pub mod storage;
 pub mod store;
 pub mod telemetry;
+
+/// An error with its causes in one line: transport errors' own text (reqwest's, the AWS
+/// SDK's "dispatch failure") rarely says what happened underneath, e.g. "connection refused".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

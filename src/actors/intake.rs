@@ -73,8 +73,12 @@ impl Batch for IntakeBatch {
             let _ = poller.send(PollerMsg::Wake);
         }
         // Which rows' uuids were queued before under another file: one indexed read per
-        // batch (MySQL counts a skipped duplicate as affected, so `new` cannot tell). A failed
-        // lookup only leaves such a file to the start-up sweep.
+        // batch, skipped when SQLite counted every row as new (MySQL counts a skipped
+        // duplicate as affected, so there `new` cannot tell). A failed lookup only leaves
+        // such a file to the start-up sweep.
+        if new as usize == rows.len() && self.repo.backend() == "sqlite" {
+            return Ok(vec![None; rows.len()]);
+        }
         let uuids: Vec<[u8; 16]> = rows.iter().map(|r| r.uuid).collect();
         let queued = self.repo.queued_paths(&uuids).await.unwrap_or_default();
         Ok(rows

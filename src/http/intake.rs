@@ -75,13 +75,11 @@ async fn store_and_queue(st: Arc<HttpState>, sub: Submission, received: i64) -> 
         st.raw_store.sync(std::slice::from_ref(&path)).await.map_err(storage_err)?;
         return Ok(path);
     }
-    // a file that was there before (a re-post of a queued CDR) is never removed on failure
-    let existed = st.raw_store.exists(&sub.key).await.unwrap_or(true);
-    if existed {
+    // A file already there (a re-post of a queued CDR) is never overwritten here, nor removed
+    // on failure. The intake group commit syncs the directory with the rest of its batch.
+    let Some(path) = st.raw_store.put_new_unsynced(&sub.key, sub.document.clone()).await.map_err(storage_err)? else {
         return repost(&st, sub, received).await;
-    }
-    // The intake group commit syncs the directory together with the rest of its batch.
-    let path = st.raw_store.put_owned_unsynced(&sub.key, sub.document.clone()).await.map_err(storage_err)?;
+    };
     match queue(&st, &sub, &path, received).await {
         Ok(None) => Ok(path),
         // the uuid was queued before under another file: ours must not stay an orphan

@@ -101,27 +101,17 @@ impl Poster {
         if let Some(a) = &self.auth {
             req = req.basic_auth(&a.user, Some(&a.password));
         }
-        let resp = req.send().await.map_err(|e| PostError::NoAnswer { url: url.into(), detail: chain(&e) })?;
+        let resp =
+            req.send().await.map_err(|e| PostError::NoAnswer { url: url.into(), detail: crate::error_chain(&e) })?;
         let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(|e| PostError::NoAnswer { url: url.into(), detail: chain(&e) })?;
+        let body =
+            resp.text().await.map_err(|e| PostError::NoAnswer { url: url.into(), detail: crate::error_chain(&e) })?;
         if (200..300).contains(&status) {
             Ok(Accepted { status })
         } else {
             Err(PostError::Status { url: url.into(), status, body })
         }
     }
-}
-
-/// An error with its causes: reqwest's own text rarely says "connection refused".
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

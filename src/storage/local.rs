@@ -33,17 +33,16 @@ impl LocalStore {
     }
 }
 
-#[async_trait]
-impl BlobStore for LocalStore {
-    async fn put_unsynced(&self, key: &str, bytes: &[u8]) -> Result<String, StorageError> {
-        self.put_owned_unsynced(key, bytes::Bytes::copy_from_slice(bytes)).await
-    }
-
-    async fn put_owned_unsynced(&self, key: &str, bytes: bytes::Bytes) -> Result<String, StorageError> {
+impl LocalStore {
+    /// Writes `bytes` under `key` (not synced); with `only_new`, nothing when a file is there.
+    async fn write(&self, key: &str, bytes: bytes::Bytes, only_new: bool) -> Result<Option<String>, StorageError> {
         let path = self.path_of(key)?;
         let loc = path.display().to_string();
         let known = self.known_dirs.clone();
-        tokio::task::spawn_blocking(move || {
+        let written = tokio::task::spawn_blocking(move || {
+            if only_new && std::fs::symlink_metadata(&path).is_ok() {
+                return Ok(false);
+            }
             let dir = path.parent().unwrap_or(Path::new("."));
             let is_known = known.lock().map(|k| k.contains(dir)).unwrap_or(false);
             if !is_known {
@@ -64,12 +63,28 @@ impl BlobStore for LocalStore {
                 other => other?,
             };
             file.write(&bytes)?;
-            file.commit(false)
+            file.commit(false).map(|()| true)
         })
         .await
         .map_err(|e| StorageError::write_io(&loc, std::io::Error::other(e)))?
         .map_err(|e| StorageError::write_io(&loc, e))?;
-        Ok(loc)
+        Ok(written.then_some(loc))
+    }
+}
+
+#[async_trait]
+impl BlobStore for LocalStore {
+    async fn put_unsynced(&self, key: &str, bytes: &[u8]) -> Result<String, StorageError> {
+        self.put_owned_unsynced(key, bytes::Bytes::copy_from_slice(bytes)).await
+    }
+
+    async fn put_owned_unsynced(&self, key: &str, bytes: bytes::Bytes) -> Result<String, StorageError> {
+        self.write(key, bytes, false).await.map(|written| written.expect("overwrite always writes"))
+    }
+
+    /// The existence check on the blocking pool with the write: one hop per CDR, not two.
+    async fn put_new_unsynced(&self, key: &str, bytes: bytes::Bytes) -> Result<Option<String>, StorageError> {
+        self.write(key, bytes, true).await
     }
 
     async fn exists(&self, key: &str) -> Result<bool, StorageError> {

@@ -82,6 +82,14 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn put_owned_unsynced(&self, key: &str, bytes: bytes::Bytes) -> Result<String, StorageError> {
         self.put_unsynced(key, &bytes).await
     }
+    /// `put_owned_unsynced` only when nothing is stored under `key` yet: `None` (nothing
+    /// written) when something is. Intake's first step: a re-post must not overwrite.
+    async fn put_new_unsynced(&self, key: &str, bytes: bytes::Bytes) -> Result<Option<String>, StorageError> {
+        if self.exists(key).await? {
+            return Ok(None);
+        }
+        self.put_owned_unsynced(key, bytes).await.map(Some)
+    }
     /// Whether an object is stored under `key` (intake removes only what it created itself).
     async fn exists(&self, key: &str) -> Result<bool, StorageError> {
         Ok(self.stat(key).await?.is_some())

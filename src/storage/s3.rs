@@ -90,7 +90,7 @@ fn s3_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>
             let err = se.err();
             format!("{} {}", err.code().unwrap_or("error"), err.message().unwrap_or(""))
         }
-        other => aws_smithy_error(other),
+        other => crate::error_chain(other),
     };
     match status {
         Some(404) => StorageError::NotFound(location.to_string()),
@@ -105,18 +105,6 @@ fn s3_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>
         // no response at all: timeout, connection refused, DNS
         None => StorageError::Remote { location: location.into(), message, retriable: true },
     }
-}
-
-/// The error chain in one line (the SDK's Display alone says only "dispatch failure").
-fn aws_smithy_error(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[async_trait]

@@ -59,11 +59,7 @@ impl Store {
                     "UPDATE cdr_queue SET done = 'n', retry = 0, next_attempt = NULL, {NO_CLAIM}, path = ? \
                      WHERE id = ? AND done = 'error'"
                 );
-                let r = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(path)
-                .bind(cdr_id)
-                .execute(&mut *conn)
-                .await?;
+                let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(path).bind(cdr_id).execute(&mut *conn).await?;
                 Ok((r.rows_affected() == 1, conn))
             }
         })
