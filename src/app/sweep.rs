@@ -76,7 +76,7 @@ async fn is_orphan(store: &Store, file: &Path, name: &str) -> bool {
     let stem = name.strip_prefix("a_").unwrap_or(name);
     let Some(uuid) = stem.strip_suffix(".cdr.xml").or_else(|| stem.strip_suffix(".cdr.json")) else { return false };
     let Some(bytes) = crate::domain::intake::canonical_uuid(uuid) else { return false };
-    match store.queued_path(bytes).await {
+    match store.queued_row(bytes).await {
         Ok(None) => true,
         Ok(Some(_)) => false,
         Err(e) => {

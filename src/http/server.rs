@@ -218,10 +218,13 @@ async fn serve_connection(
     tokio::pin!(served);
     let keepalive = limits.keepalive_timeout;
     let mut closing = false;
+    // while a request runs past the idle deadline, look again a keep-alive later rather than
+    // wake at once on a deadline already passed
+    let mut busy_until = tokio::time::Instant::now();
     loop {
         let idle_deadline = {
             let last = Duration::from_millis(conn.last_active.load(Ordering::SeqCst));
-            tokio::time::Instant::from_std(epoch + last + keepalive)
+            tokio::time::Instant::from_std(epoch + last + keepalive).max(busy_until)
         };
         tokio::select! {
             _ = served.as_mut() => return,
@@ -241,6 +244,9 @@ async fn serve_connection(
                 let idle_for = epoch.elapsed().saturating_sub(Duration::from_millis(conn.last_active.load(Ordering::SeqCst)));
                 if conn.busy.load(Ordering::SeqCst) == 0 && idle_for >= keepalive {
                     return;
+                }
+                if conn.busy.load(Ordering::SeqCst) > 0 {
+                    busy_until = tokio::time::Instant::now() + keepalive;
                 }
             }
         }

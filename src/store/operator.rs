@@ -281,15 +281,6 @@ impl Store {
         self.rows(query, |r| (QueuedCdr::from_row(r), r.get(6))).await
     }
 
-    /// The raw file a `cdr_queue` row points at, if there is a row for the uuid.
-    pub async fn queued_path(&self, uuid: [u8; 16]) -> StoreResult<Option<String>> {
-        let row = sqlx::query("SELECT path FROM cdr_queue WHERE uuid = ?")
-            .bind(uuid.to_vec())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.get(0)))
-    }
-
     /// The normalized row of a call: `(id, path)`.
     pub async fn normalized_of(&self, uuid: [u8; 16]) -> StoreResult<Option<(u64, String)>> {
         let row = sqlx::query("SELECT CAST(id AS SIGNED), path FROM normalized_cdrs WHERE uuid = ?")
