@@ -14,11 +14,18 @@ pub struct PrivateMariadb {
 impl PrivateMariadb {
     /// Installs a datadir and starts the server; a `cdrmunch` user may do anything over TCP.
     pub fn start() -> PrivateMariadb {
+        // Two bootstraps at once share /tmp's temporary-table names and abort each other:
+        // each instance gets its own tmpdir, and bootstraps in one test binary take turns.
+        static BOOTSTRAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = BOOTSTRAP.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
         let out = Command::new("mariadb-install-db")
             .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", dir.path().join("tmp").display()))
+            .env("TMPDIR", dir.path().join("tmp"))
             .output()
             .expect("mariadb-install-db (scripts/test.sh installs MariaDB)");
         assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
@@ -51,6 +58,7 @@ impl PrivateMariadb {
             .arg(format!("--socket={}", self.socket().display()))
             .arg(format!("--port={}", self.port))
             .arg(format!("--pid-file={}", d.join("pid").display()))
+            .arg(format!("--tmpdir={}", d.join("tmp").display()))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(d.join("server.log")).unwrap())
             .spawn()
