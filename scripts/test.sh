@@ -15,10 +15,17 @@ if ! command -v promtool >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 # moto_server and aiosmtpd: real S3 and SMTP servers for the task handlers' tests. The tests
-# start and stop their own instances on free loopback ports.
+# start and stop their own instances on free loopback ports. check-jsonschema (with the
+# compose specification's schema), kubernetes-validate and botocore (ECS task definitions)
+# check the deployment files in deploy/.
 export CDRMUNCH_TEST_VENV="${CDRMUNCH_TEST_VENV:-$HOME/.cache/cdrmunch/test-venv}"
-if [ ! -x "$CDRMUNCH_TEST_VENV/bin/moto_server" ] || [ ! -x "$CDRMUNCH_TEST_VENV/bin/aiosmtpd" ]; then
-  echo "test venv: installing moto[server] and aiosmtpd into $CDRMUNCH_TEST_VENV"
+venv_ok() {
+  for tool in moto_server aiosmtpd check-jsonschema kubernetes-validate; do
+    [ -x "$CDRMUNCH_TEST_VENV/bin/$tool" ] || return 1
+  done
+}
+if ! venv_ok; then
+  echo "test venv: installing moto[server], aiosmtpd, check-jsonschema and kubernetes-validate into $CDRMUNCH_TEST_VENV"
   if ! python3 -m venv --help >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
@@ -26,7 +33,13 @@ if [ ! -x "$CDRMUNCH_TEST_VENV/bin/moto_server" ] || [ ! -x "$CDRMUNCH_TEST_VENV
   fi
   rm -rf "$CDRMUNCH_TEST_VENV"
   python3 -m venv "$CDRMUNCH_TEST_VENV"
-  "$CDRMUNCH_TEST_VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6' 'aiosmtpd>=1.4,<2'
+  "$CDRMUNCH_TEST_VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6' 'aiosmtpd>=1.4,<2' \
+    'check-jsonschema>=0.29,<1' 'kubernetes-validate>=1.30,<2'
+fi
+# cargo-deb builds the Debian package that tests/package.rs installs with dpkg.
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "cargo-deb: installing from crates.io"
+  cargo install --locked --quiet 'cargo-deb@^3'
 fi
 export CDRMUNCH_CORPUS_DIR="${CDRMUNCH_CORPUS_DIR:-$(cd .. && pwd)/shared/corpus}"
 cargo test --locked "$@"
