@@ -185,6 +185,29 @@ impl QueueDepths {
     }
 }
 
+/// The shards (id residues) this process claims changed: it started claiming, took over a
+/// silent side's rows, or gave them back.
+pub struct ShardClaims<'a> {
+    pub shard: crate::domain::shard::Shard,
+    pub queue: &'static str,
+    pub residues: &'a std::collections::BTreeSet<u32>,
+}
+
+impl ShardClaims<'_> {
+    pub fn emit(self) {
+        metrics::gauge!(SHARD_RESIDUES, "queue" => self.queue).set(self.residues.len() as f64);
+        let inc = self.shard.increment;
+        let list: Vec<String> = self.residues.iter().map(|r| format!("id % {inc} = {r}")).collect();
+        let others = self.residues.iter().filter(|r| **r != self.shard.residue).count();
+        match others {
+            0 => tracing::info!(shard = %self.shard, "{}: claiming {}", self.queue, list.join(", ")),
+            _ => {
+                tracing::warn!(shard = %self.shard, "{}: taking over a silent shard, claiming {}", self.queue, list.join(", "))
+            }
+        }
+    }
+}
+
 /// A value a CDR carried did not fit its field and was left empty (the call is billed anyway).
 pub struct FieldWarned<'a> {
     /// The call.

@@ -31,6 +31,7 @@ pub const CONNECTIONS_SHED: &str = "cdrmunch_http_connections_shed_total";
 pub const SPOOL_ROWS: &str = "cdrmunch_spool_rows";
 pub const SPOOL_BACKFILLED: &str = "cdrmunch_spool_backfilled_total";
 pub const INTAKE_CONFLICTS: &str = "cdrmunch_intake_conflicts_total";
+pub const SHARD_RESIDUES: &str = "cdrmunch_shard_residues_claimed";
 
 // `cdrmunch ship`, on its own /metrics.
 pub const SHIP_PENDING: &str = "cdrmunch_ship_files_pending";
@@ -40,7 +41,7 @@ pub const SHIP_REJECTED: &str = "cdrmunch_ship_rejected_total";
 pub const SHIP_RETRIES: &str = "cdrmunch_ship_retries_total";
 
 /// Every metric this service exports (dashboards and alert rules are checked against it).
-pub const ALL: [&str; 26] = [
+pub const ALL: [&str; 27] = [
     CDR_QUEUE_PENDING,
     CDR_QUEUE_ERRORS,
     TASKS_PENDING,
@@ -62,6 +63,7 @@ pub const ALL: [&str; 26] = [
     SPOOL_ROWS,
     SPOOL_BACKFILLED,
     INTAKE_CONFLICTS,
+    SHARD_RESIDUES,
     SHIP_PENDING,
     SHIP_OLDEST_AGE,
     SHIP_SENT,
@@ -124,6 +126,10 @@ fn describe() {
     describe_counter!(
         INTAKE_CONFLICTS,
         "Re-posts of a queued CDR with other bytes, by what was kept (kept_first, replaced)."
+    );
+    describe_gauge!(
+        SHARD_RESIDUES,
+        "Shards (id residues) whose rows this process claims, by queue: 1 is its own; more is a takeover."
     );
     describe_counter!(SPOOL_BACKFILLED, "Spooled cdr_queue rows inserted into the database after an outage.");
     describe_gauge!(SHIP_PENDING, "CDR files in the shipped directories not yet accepted by intake.");

@@ -6,6 +6,7 @@ pub mod backfill;
 pub mod committer;
 pub mod distillery;
 pub mod group_commit;
+pub mod heartbeat;
 pub mod intake;
 pub mod mailbox;
 pub mod poller;

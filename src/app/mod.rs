@@ -68,7 +68,36 @@ pub struct App {
 pub async fn open_repository(settings: &Settings) -> Result<Store, StoreError> {
     let store = Store::connect(&settings.database.cdrdb_url, settings.database.cdrdb_max_connections).await?;
     store.migrate().await?;
-    Ok(store.claiming_as(Claimant::new(&instance_id(settings))))
+    let shard = store.resolve_shard(settings.distiller.shard).await?;
+    Ok(store.claiming_as(Claimant::new(&instance_id(settings))).sharded(shard))
+}
+
+/// The heartbeat of a process that claims work: every sixth of the takeover delay (0.5 to
+/// 5 s), and a sharded process claims its own rows only after two beats and a second, by
+/// when a process that took them over while it was away has seen it back.
+fn heartbeat_plan(settings: &Settings, store: &Store) -> tree::HeartbeatPlan {
+    let takeover = settings.distiller.takeover_seconds;
+    let interval = match takeover {
+        0 => Duration::from_secs(5),
+        t => Duration::from_secs(t).div_f64(6.0).clamp(Duration::from_millis(500), Duration::from_secs(5)),
+    };
+    let roles: Vec<&str> = settings.app.roles.iter().map(String::as_str).collect();
+    if let Some(shard) = store.shard_filter().shard() {
+        tracing::info!(
+            %shard,
+            "claims sharded: this process claims ids with id % {} = {}; silent shards taken over after {}",
+            shard.increment,
+            shard.residue,
+            if takeover == 0 { "never".to_string() } else { format!("{takeover} s") }
+        );
+    }
+    tree::HeartbeatPlan {
+        roles: roles.join(","),
+        interval,
+        takeover: (takeover > 0).then(|| Duration::from_secs(takeover)),
+        settle: interval * 2 + Duration::from_secs(1),
+        instance: store.claimant().instance.clone(),
+    }
 }
 
 /// Says once, at start, which task types are off and why: one line for the unconfigured
@@ -211,6 +240,7 @@ impl App {
             let spooled = spool.as_ref().map(|s| s.paths()).unwrap_or_default();
             tokio::spawn(async move { sweep::sweep(&store, &root, &uploads, &spooled, sweep::SETTLE).await });
         }
+        let heartbeat = (roles.distiller || roles.tasks).then(|| heartbeat_plan(settings, &store));
         let intake_commit = Mailbox::new("intake");
         let spec = tree::root(tree::Parts {
             store: store.clone(),
@@ -223,6 +253,7 @@ impl App {
             intake: roles.intake.then(|| intake_commit.clone()),
             distiller,
             tasks,
+            heartbeat,
             hooks,
         });
         let (root, root_handle) =

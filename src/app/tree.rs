@@ -12,6 +12,7 @@
 //! ├── tasks (WORKERS)
 //! │     ├── executor_<type>_pool × configured types (executor.threads workers each)
 //! │     └── task_poller      claims tasks per type under a lease, as each pool has room
+//! ├── heartbeat              this process's row in cdrmunch_nodes; which shards it claims
 //! └── queue_metrics          the seed's queue gauges
 //! ```
 
@@ -22,6 +23,7 @@ use crate::actors::backfill::{BackfillActor, BackfillArgs};
 use crate::actors::committer::{Committer, NormalizedBatch};
 use crate::actors::distillery::{DistillerConfig, Distillery};
 use crate::actors::group_commit::GroupCommitArgs;
+use crate::actors::heartbeat::{Heartbeat, HeartbeatArgs};
 use crate::actors::intake::{Intake, IntakeBatch, IntakeMsg};
 use crate::actors::mailbox::Mailbox;
 use crate::actors::poller::{CdrLane, PollerArgs, PollerMsg, QueuePoller, TaskLane, TaskPoller};
@@ -30,6 +32,7 @@ use crate::actors::queue_metrics::{QueueMetrics, QueueMetricsArgs};
 use crate::actors::supervisor::{ChildSpec, RestartPolicy, SupervisorSpec};
 use crate::actors::task_executor::{TaskContext, TaskExecutor};
 use crate::actors::Hooks;
+use crate::domain::shard::PeerWatch;
 use crate::storage::BlobStore;
 use crate::store::{Repository, Store};
 
@@ -57,7 +60,19 @@ pub struct Parts {
     pub distiller: Option<DistillerConfig>,
     /// None when this process runs no tasks role.
     pub tasks: Option<Arc<TaskContext>>,
+    /// None when this process claims nothing (intake only).
+    pub heartbeat: Option<HeartbeatPlan>,
     pub hooks: Hooks,
+}
+
+/// How the heartbeat runs (see `app::heartbeat_plan`).
+pub struct HeartbeatPlan {
+    pub roles: String,
+    pub interval: Duration,
+    /// None: a silent shard is never taken over.
+    pub takeover: Option<Duration>,
+    pub settle: Duration,
+    pub instance: String,
 }
 
 pub fn root(p: Parts) -> SupervisorSpec {
@@ -99,6 +114,24 @@ pub fn root(p: Parts) -> SupervisorSpec {
     }
     if let (Some(ctx), Some(poller)) = (p.tasks.clone(), &task_poller) {
         children.push(ChildSpec::supervisor(tasks(&p, ctx, poller.clone())));
+    }
+    if let Some(plan) = p.heartbeat {
+        let (store, epoch) = (p.store.clone(), std::time::Instant::now());
+        children.push(ChildSpec::actor("heartbeat", Mailbox::new("heartbeat"), move || {
+            let ms = |d: Duration| d.as_millis() as u64;
+            let watch = store
+                .shard_filter()
+                .shard()
+                .map(|shard| PeerWatch::new(&plan.instance, shard, plan.takeover.map(ms), ms(plan.settle), 0));
+            let args = HeartbeatArgs {
+                store: store.clone(),
+                roles: plan.roles.clone(),
+                interval: plan.interval,
+                watch,
+                epoch,
+            };
+            (Heartbeat, args)
+        }));
     }
     let store = p.store.clone();
     children.push(ChildSpec::actor("queue_metrics", Mailbox::new("queue metrics"), move || {

@@ -73,6 +73,8 @@ pub(crate) enum Kind {
     UrlList,
     /// A body form: raw, urlencoded, base64, textxml or json (`cdrmunch ship`).
     Encode,
+    /// `auto`, `none` or `OFFSET/INCREMENT` (`distiller.shard`).
+    Shard,
 }
 
 /// What cdrmunch does with a known key.
@@ -252,9 +254,9 @@ pub(crate) static KEYS: &[KeySpec] = &[
     key("metrics.port", K::Port, "9464", "port of the Prometheus /metrics listener (not 9090: that is Prometheus itself)"),
 ];
 
-/// Every registry row: the service's, then the shipper's (`ship.*`, kept in their own file).
+/// Every registry row: the service's, the shipper's (`ship.*`) and the multi-process ones.
 pub(crate) fn all() -> impl Iterator<Item = &'static KeySpec> {
-    KEYS.iter().chain(super::ship_keys::SHIP_KEYS.iter())
+    KEYS.iter().chain(super::ship_keys::SHIP_KEYS.iter()).chain(super::cluster_keys::CLUSTER_KEYS.iter())
 }
 
 /// `(key, type, seed default, help)` for every key, for `cdrmunch config --keys`.
@@ -327,6 +329,7 @@ impl Kind {
             K::Rule => "task rule",
             K::UrlList => "list of URLs",
             K::Encode => "raw|urlencoded|base64|textxml|json",
+            K::Shard => "auto|none|OFFSET/INCREMENT",
         }
     }
 
@@ -409,6 +412,7 @@ impl Kind {
                 list(v, |u| u.starts_with("http://") || u.starts_with("https://"), "http:// or https:// URLs")
             }
             K::Encode => text(ENCODINGS.contains(&v), "raw, urlencoded, base64, textxml or json"),
+            K::Shard => v.parse::<crate::domain::shard::ShardSetting>().map(|_| Parsed::Text(v.to_string())),
             K::Rule => crate::domain::tasks::Condition::parse(v).map(|_| Parsed::Text(v.to_string())),
             K::Roles => match list(v, |r| ROLES.contains(&r), "roles (intake, distiller, tasks)")? {
                 Parsed::List(l) if l.is_empty() => Err("at least one of intake, distiller, tasks".into()),

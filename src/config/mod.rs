@@ -6,6 +6,7 @@
 //! or unused keys are returned as [`ConfigWarning`]s for the caller to log,
 //! because this module does no logging itself.
 
+mod cluster_keys;
 mod keys;
 mod raw;
 mod sections;
@@ -232,6 +233,8 @@ impl Settings {
                 retry_backoff_max_seconds: v.get("distiller.retry_backoff_max_seconds"),
                 poison_threshold: v.get("distiller.poison_threshold"),
                 prefetch: v.get("distiller.prefetch"),
+                shard: v.get("distiller.shard"),
+                takeover_seconds: v.get("distiller.takeover_seconds"),
             },
             database: DatabaseSettings {
                 cdrdb_url: v.get("cdrdb.url"),

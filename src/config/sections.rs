@@ -68,6 +68,10 @@ pub struct DistillerSettings {
     pub retry_backoff_max_seconds: u64,
     pub poison_threshold: u32,
     pub prefetch: usize,
+    /// Which ids this process claims (the two-SDC setup).
+    pub shard: crate::domain::shard::ShardSetting,
+    /// 0: never take over a silent shard.
+    pub takeover_seconds: u64,
 }
 
 /// Database connections (`cdrdb.*`, `billingdb.*`).

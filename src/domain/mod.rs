@@ -13,6 +13,7 @@ pub mod orgs;
 pub mod outcome;
 pub mod percent;
 pub mod rating;
+pub mod shard;
 pub mod ship;
 pub mod submission;
 pub mod tasks;

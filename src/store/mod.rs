@@ -1,7 +1,7 @@
 //! The CDR database: one `Store` over sqlx's `Any` driver, its queries written once for both
 //! engines and split by concern — who holds a claim (claims), `cdr_queue` (queue), `normalized_cdrs` and the tasks born
 //! with them (normalized), `tasks` and `call_log` (tasks), the operator commands' queries
-//! (operator) — with what differs between SQLite and MySQL in [`Dialect`].
+//! (operator), who works on it and on which shard (nodes) — with what differs between SQLite and MySQL in [`Dialect`].
 //!
 //! Every query is runtime-checked (`sqlx::query`), so building needs no live database.
 //! Times are passed in by the caller (UTC, whole seconds) rather than taken from the
@@ -12,6 +12,7 @@ mod claims;
 mod columns;
 mod conflicts;
 mod dialect;
+mod nodes;
 mod normalized;
 mod operator;
 mod queue;
@@ -28,6 +29,7 @@ pub use claims::{Claimant, TakenBack};
 pub use columns::RowState;
 pub use conflicts::{IntakeConflict, QueueStory, QueuedRow};
 pub use dialect::Dialect;
+pub use nodes::ShardFilter;
 pub use normalized::{CommitResult, NewNormalizedCdr, NormalizedCdrs};
 pub use operator::{
     ErrorReport, PurgeCandidate, QueueError, Reconciled, RetryCdrs, RetryTasks, TaskErrorReport, TaskState,
@@ -126,6 +128,8 @@ pub struct Store {
     dialect: Dialect,
     /// Whose claims this handle makes (see `claims`); shared by its clones.
     claimant: std::sync::Arc<Claimant>,
+    /// Which ids its claims take (the two-SDC setup); shared by its clones.
+    shard: std::sync::Arc<ShardFilter>,
 }
 
 /// A transaction InnoDB picks as a deadlock victim is run again at once, then with a short
@@ -156,7 +160,7 @@ impl Store {
             })
             .connect(&url)
             .await?;
-        Ok(Store { pool, dialect, claimant: std::sync::Arc::new(Claimant::new("")) })
+        Ok(Store { pool, dialect, claimant: std::sync::Arc::new(Claimant::new("")), shard: Default::default() })
     }
 
     pub fn dialect(&self) -> Dialect {

@@ -8,6 +8,7 @@ use sqlx::any::AnyRow;
 
 use super::claims::NO_CLAIM;
 use super::columns::{count, id, push_ids, sql_time, uuid, RowState, MAX_ROWS_PER_STATEMENT};
+use super::nodes::Claimable;
 use super::{Store, StoreResult, Time};
 
 /// A new `cdr_queue` row, written by intake once the raw CDR is durable on disk.
@@ -139,8 +140,13 @@ impl CdrQueue for Store {
     }
 
     async fn claim_cdrs(&self, now: Time, lease_until: Time, limit: u32) -> StoreResult<Vec<QueuedCdr>> {
+        let shard = match self.shard.cdrs() {
+            Claimable::Nothing => return Ok(Vec::new()),
+            Claimable::Every => String::new(),
+            Claimable::Only(condition) => condition,
+        };
         let select = format!(
-            "SELECT {} FROM cdr_queue WHERE done = 'n' AND (next_attempt IS NULL OR next_attempt <= ?) \
+            "SELECT {} FROM cdr_queue WHERE done = 'n' AND (next_attempt IS NULL OR next_attempt <= ?){shard} \
              ORDER BY next_attempt, id LIMIT ?{}",
             QueuedCdr::columns(""),
             self.dialect.skip_locked()

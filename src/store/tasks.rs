@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row};
 
 use super::columns::{count, cut, id, parse_sql_time, push_ids, push_uuids, sql_time, uuid, RowState};
+use super::nodes::Claimable;
 use super::{Store, StoreResult, Time};
 use crate::domain::tasks::TaskType;
 
@@ -70,11 +71,16 @@ pub trait TaskQueue: Send + Sync {
 #[async_trait]
 impl TaskQueue for Store {
     async fn claim_tasks(&self, task: TaskType, now: Time, until: Time, limit: u32) -> StoreResult<Vec<ClaimedTask>> {
+        let shard = match self.shard.tasks() {
+            Claimable::Nothing => return Ok(Vec::new()),
+            Claimable::Every => String::new(),
+            Claimable::Only(condition) => condition,
+        };
         // MariaDB has no `FOR UPDATE OF`: lock the task rows alone, then read their CDRs.
         let select = format!(
             "SELECT CAST(id AS SIGNED), CAST(id_normalized_cdrs AS SIGNED), task_type, CAST(node_index AS SIGNED), \
              CAST(retry AS SIGNED), CAST(create_time AS CHAR) FROM tasks \
-             WHERE task_type = ? AND done = 'n' AND next_attempt <= ? ORDER BY next_attempt, id LIMIT ?{}",
+             WHERE task_type = ? AND done = 'n' AND next_attempt <= ?{shard} ORDER BY next_attempt, id LIMIT ?{}",
             self.dialect.skip_locked()
         );
         let select = select.as_str();

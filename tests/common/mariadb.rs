@@ -9,11 +9,19 @@ pub struct PrivateMariadb {
     dir: tempfile::TempDir,
     pub port: u16,
     child: Option<Child>,
+    /// Server options beyond the defaults (replication settings); with them the binary log
+    /// is left as they say.
+    extra: Vec<String>,
 }
 
 impl PrivateMariadb {
     /// Installs a datadir and starts the server; a `cdrmunch` user may do anything over TCP.
     pub fn start() -> PrivateMariadb {
+        Self::start_with(&[])
+    }
+
+    /// As `start`, with more server options (e.g. `--server-id=1 --log-bin`).
+    pub fn start_with(extra: &[&str]) -> PrivateMariadb {
         // Two bootstraps at once share /tmp's temporary-table names and abort each other:
         // each instance gets its own tmpdir, and bootstraps in one test binary take turns.
         static BOOTSTRAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -29,7 +37,8 @@ impl PrivateMariadb {
             .output()
             .expect("mariadb-install-db (scripts/test.sh installs MariaDB)");
         assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
-        let mut db = PrivateMariadb { dir, port: super::free_port(), child: None };
+        let extra = extra.iter().map(|a| a.to_string()).collect();
+        let mut db = PrivateMariadb { dir, port: super::free_port(), child: None, extra };
         db.run();
         let sql = "CREATE USER IF NOT EXISTS 'cdrmunch'@'127.0.0.1' IDENTIFIED BY 'cdrmunch'; \
                    GRANT ALL ON *.* TO 'cdrmunch'@'127.0.0.1';";
@@ -43,6 +52,38 @@ impl PrivateMariadb {
         format!("mysql://cdrmunch:cdrmunch@127.0.0.1:{}/{name}", self.port)
     }
 
+    /// Runs SQL as root over the socket; panics with the server's words on failure.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = Command::new("mariadb")
+            .arg("-S")
+            .arg(self.socket())
+            .args(["-u", "root", "-N", "-B", "-e", sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The first row of a query as column name → value (`SHOW SLAVE STATUS`); empty when
+    /// there is no row.
+    pub fn row(&self, sql: &str) -> std::collections::HashMap<String, String> {
+        let out = Command::new("mariadb")
+            .arg("-S")
+            .arg(self.socket())
+            .args(["-u", "root", "-B", "-e", sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines = text.lines();
+        match (lines.next(), lines.next()) {
+            (Some(names), Some(values)) => {
+                names.split('\t').map(String::from).zip(values.split('\t').map(String::from)).collect()
+            }
+            _ => Default::default(),
+        }
+    }
+
     fn socket(&self) -> PathBuf {
         self.dir.path().join("sock")
     }
@@ -52,7 +93,9 @@ impl PrivateMariadb {
         let mariadbd = if Path::new("/usr/sbin/mariadbd").exists() { "/usr/sbin/mariadbd" } else { "mariadbd" };
         let d = self.dir.path();
         let child = Command::new(mariadbd)
-            .args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1", "--skip-log-bin"])
+            .args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1"])
+            .args(if self.extra.iter().any(|a| a.starts_with("--log-bin")) { None } else { Some("--skip-log-bin") })
+            .args(&self.extra)
             .args(["--innodb-buffer-pool-size=64M", "--max-connections=200"])
             .arg(format!("--datadir={}", d.join("data").display()))
             .arg(format!("--socket={}", self.socket().display()))

@@ -3,6 +3,7 @@
 //! CDRMUNCH_TEST_MYSQL_URL, which `scripts/test.sh` provides.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod mariadb;
 pub mod sinks;
 
