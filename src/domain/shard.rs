@@ -138,7 +138,7 @@ impl PeerWatch {
                         })
                 });
                 let orphan = !mine && self.takeover_ms.is_some() && !live_owner;
-                if (mine && settled) || (orphan && settled) {
+                if (mine || orphan) && settled {
                     residues.insert(r);
                 }
             }
