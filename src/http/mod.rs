@@ -1,5 +1,6 @@
-//! HTTP endpoints of the Hurler: `/api/v2/cdr`, `/api/v2/paging`, `/api/v2/pcap`, and the
-//! probes `/health` and `/ready`.
+//! HTTP endpoints of the Hurler: `/api/v2/cdr`, `/api/v2/paging`, `/api/v2/pcap`, the
+//! probes `/health` and `/ready`, and `/openapi.json` describing them all ([`routes`] lists
+//! them; `deploy/openapi.yaml` documents them).
 //!
 //! FreeSWITCH treats any 2xx as "stored" and anything else as "try again later", so a 200
 //! is sent only when the raw CDR is fsynced and its `cdr_queue` row committed; input that
@@ -7,7 +8,9 @@
 
 mod framing;
 mod intake;
+pub mod openapi;
 pub mod probe;
+pub mod routes;
 pub mod server;
 
 use std::net::SocketAddr;
@@ -19,13 +22,14 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{on, post, MethodRouter};
 use axum::{Json, Router};
 use base64::Engine as _;
 
 use crate::actors::intake::IntakeMsg;
 use crate::actors::mailbox::Mailbox;
 use crate::storage::BlobStore;
+use routes::{Endpoint, Listener};
 
 /// What the HTTP layer needs from the configuration.
 #[derive(Debug, Clone)]
@@ -70,19 +74,24 @@ impl HttpState {
     }
 }
 
+/// The intake listener's routes, from [`routes::ROUTES`]; the API ones behind Basic auth.
 pub fn router(state: Arc<HttpState>) -> Router {
+    let (mut open, mut api) = (Router::new(), Router::new());
+    for e in Listener::Intake.endpoints() {
+        match e {
+            Endpoint::Cdr => api = api.route(e.path(), on(e.filter(), intake::post_cdr)),
+            Endpoint::Paging | Endpoint::Pcap => api = api.route(e.path(), on(e.filter(), intake::post_upload)),
+            Endpoint::Health | Endpoint::Ready => open = open.route(e.path(), probe::route(e, state.probes.clone())),
+            Endpoint::OpenApi => open = open.route(e.path(), on(e.filter(), openapi::document)),
+            Endpoint::Metrics => unreachable!("/metrics is served on the metrics listener only"),
+        }
+    }
     let api = if state.intake {
-        Router::new()
-            .route("/api/v2/cdr", post(intake::post_cdr))
-            .route("/api/v2/paging", post(intake::post_upload))
-            .route("/api/v2/pcap", post(intake::post_upload))
-            .layer(middleware::from_fn_with_state(state.clone(), basic_auth))
+        api.layer(middleware::from_fn_with_state(state.clone(), basic_auth))
     } else {
         Router::new().route("/api/v2/{*endpoint}", post(not_intake))
     };
-    Router::new()
-        .merge(probe::routes(state.probes.clone()))
-        .merge(api)
+    open.merge(api)
         .layer(middleware::from_fn(refuse_ambiguous_framing))
         // outermost, so refusals by auth and limits are counted too
         .layer(middleware::from_fn(count_requests))
@@ -155,14 +164,8 @@ async fn basic_auth(State(st): State<Arc<HttpState>>, headers: HeaderMap, req: R
 /// `cdrmunch_intake_requests_total{endpoint, status}`; unknown paths share one label so a
 /// scanner cannot blow up the series count. A refusal also gets its (rate-limited) log line.
 async fn count_requests(req: Request, next: Next) -> Response {
-    let endpoint = match req.uri().path() {
-        "/api/v2/cdr" => "/api/v2/cdr",
-        "/api/v2/paging" => "/api/v2/paging",
-        "/api/v2/pcap" => "/api/v2/pcap",
-        "/health" => "/health",
-        "/ready" => "/ready",
-        _ => "other",
-    };
+    let path = req.uri().path();
+    let endpoint = Listener::Intake.endpoints().map(Endpoint::path).find(|p| *p == path).unwrap_or("other");
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let uuid = crate::domain::intake::parse_uuid_param(req.uri().query()).map(|p| p.uuid);
     let post = req.method() == axum::http::Method::POST;
@@ -205,16 +208,25 @@ pub async fn serve_metrics(
     limits: server::ServerLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let handle = handle.clone();
-                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()) }
-            }),
-        )
-        .merge(probe::routes(probes));
+    let mut app = Router::new();
+    for e in Listener::Metrics.endpoints() {
+        app = match e {
+            Endpoint::Metrics => app.route(e.path(), metrics_route(handle.clone())),
+            Endpoint::Health | Endpoint::Ready => app.route(e.path(), probe::route(e, probes.clone())),
+            other => unreachable!("{other:?} is not served on the metrics listener"),
+        };
+    }
     server::serve(listener, app, limits, shutdown).await
+}
+
+/// `GET /metrics`: `handle`'s Prometheus text exposition (also `cdrmunch ship`'s).
+pub fn metrics_route<S: Clone + Send + Sync + 'static>(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+) -> MethodRouter<S> {
+    on(Endpoint::Metrics.filter(), move || {
+        let handle = handle.clone();
+        async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()) }
+    })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -9,10 +9,11 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{on, MethodRouter};
+use axum::Json;
 use serde_json::{json, Map, Value};
 
+use super::routes::Endpoint;
 use crate::storage::BlobStore;
 use crate::store::Repository;
 
@@ -30,8 +31,13 @@ pub struct Probes {
     pub spool: Option<Arc<crate::spool::Spool>>,
 }
 
-pub fn routes<S: Clone + Send + Sync + 'static>(probes: Arc<Probes>) -> Router<S> {
-    Router::new().route("/health", get(health)).route("/ready", get(ready)).with_state(probes)
+/// The handler of the probe `endpoint` (`/health` or `/ready`), for either listener.
+pub fn route<S: Clone + Send + Sync + 'static>(endpoint: Endpoint, probes: Arc<Probes>) -> MethodRouter<S> {
+    match endpoint {
+        Endpoint::Health => on(endpoint.filter(), health).with_state(probes),
+        Endpoint::Ready => on(endpoint.filter(), ready).with_state(probes),
+        other => unreachable!("{other:?} is not a probe"),
+    }
 }
 
 async fn health(State(p): State<Arc<Probes>>) -> Response {
