@@ -74,6 +74,8 @@ pub struct Status {
     pub recent_task_errors: Vec<TaskErrorReport>,
     /// Re-posts that differed from the queued CDR, newest first.
     pub intake_conflicts: Vec<crate::store::IntakeConflict>,
+    /// The processes that claim work on this database (or its master-master pair).
+    pub nodes: Vec<crate::store::NodeRow>,
 }
 
 #[derive(Debug, Serialize)]
@@ -115,6 +117,7 @@ pub async fn status(store: &Store, now: DateTime<Utc>, limit: u32) -> Result<Sta
         recent_errors: ops.recent_errors(limit).await?,
         recent_task_errors: ops.recent_task_errors(limit).await?,
         intake_conflicts: ops.recent_conflicts(limit).await?,
+        nodes: store.node_report().await?,
     })
 }
 
@@ -194,6 +197,14 @@ re-posts that differed (the first kept unless it had failed):"
     }
     for c in &s.intake_conflicts {
         let _ = writeln!(o, "  {} {:<10} first {}  other {}", c.uuid, c.kind, c.first_path, c.other_path);
+    }
+    let _ = writeln!(o, "\nprocesses claiming work (heartbeats in cdrmunch_nodes):");
+    if s.nodes.is_empty() {
+        let _ = writeln!(o, "  (none)");
+    }
+    for n in &s.nodes {
+        let shard = n.shard.as_deref().unwrap_or("all");
+        let _ = writeln!(o, "  {:<32} shard {:<6} {:<24} last beat {} ({} beats)", n.instance, shard, n.roles, n.last_beat, n.beats);
     }
     o
 }

@@ -29,7 +29,7 @@ pub use claims::{Claimant, TakenBack};
 pub use columns::RowState;
 pub use conflicts::{IntakeConflict, QueueStory, QueuedRow};
 pub use dialect::Dialect;
-pub use nodes::ShardFilter;
+pub use nodes::{NodeRow, ShardFilter};
 pub use normalized::{CommitResult, NewNormalizedCdr, NormalizedCdrs};
 pub use operator::{
     ErrorReport, PurgeCandidate, QueueError, Reconciled, RetryCdrs, RetryTasks, TaskErrorReport, TaskState,

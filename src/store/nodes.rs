@@ -67,6 +67,18 @@ impl ShardFilter {
     }
 }
 
+/// A process as `cdrmunch status` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeRow {
+    pub instance: String,
+    /// `OFFSET/INCREMENT`, or None when it claims every row.
+    pub shard: Option<String>,
+    pub roles: String,
+    pub beats: u64,
+    /// UTC, as the process's own clock wrote it.
+    pub last_beat: String,
+}
+
 impl Store {
     /// The same database, its claims limited to `shard` (owning nothing until told).
     pub fn sharded(mut self, shard: Option<Shard>) -> Store {
@@ -135,6 +147,29 @@ impl Store {
             }
         })
         .await
+    }
+
+    /// `cdrmunch status`: every process that claims work here, newest heartbeat first.
+    pub async fn node_report(&self) -> StoreResult<Vec<NodeRow>> {
+        let rows = sqlx::query(
+            "SELECT instance_id, CAST(shard_residue AS SIGNED), CAST(shard_increment AS SIGNED), roles, \
+             CAST(beats AS SIGNED), CAST(last_beat AS CHAR) FROM cdrmunch_nodes ORDER BY last_beat DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let (residue, increment) = (count(r, 1), count(r, 2));
+                NodeRow {
+                    instance: r.get(0),
+                    shard: (increment > 1).then(|| Shard { residue, increment }.to_string()),
+                    roles: r.get(3),
+                    beats: r.get::<i64, _>(4).max(0) as u64,
+                    last_beat: r.get(5),
+                }
+            })
+            .collect())
     }
 
     /// Every node's last heartbeat as this database has it (replicated rows included).
