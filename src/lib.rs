@@ -12,6 +12,7 @@ pub mod handlers;
 pub mod http;
 pub mod logging;
 pub mod process;
+pub mod sd_notify;
 pub mod ship;
 pub mod spool;
 pub mod storage;

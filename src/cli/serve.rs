@@ -66,6 +66,8 @@ pub(super) async fn serve(cfg: ConfigArgs, drain: Duration, roles: Option<Vec<St
     if let Some(m) = app.metrics_addr {
         tracing::info!("Prometheus metrics on http://{m}/metrics");
     }
+    // Listeners bound, database open, actors started: a Type=notify unit is up now.
+    crate::sd_notify::notify(crate::sd_notify::READY);
     let fatal = loop {
         tokio::select! {
             _ = int.recv() => break false,
@@ -77,6 +79,7 @@ pub(super) async fn serve(cfg: ConfigArgs, drain: Duration, roles: Option<Vec<St
             },
         }
     };
+    crate::sd_notify::notify(crate::sd_notify::STOPPING);
     if fatal {
         tracing::error!("supervision tree stopped after repeated failures; exiting");
         app.shutdown(drain).await;

@@ -85,6 +85,7 @@ pub(super) async fn ship(args: ShipArgs) -> anyhow::Result<ExitCode> {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
+        crate::sd_notify::notify(crate::sd_notify::STOPPING);
         let _ = stop_tx.send(true);
     });
     let bar = if once && std::io::stderr().is_terminal() {

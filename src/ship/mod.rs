@@ -108,6 +108,10 @@ pub async fn run(
     }
     progress.set_length(pending.len() as u64);
     tracing::info!("{} CDR files waiting in {}", pending.len(), list(&opts.dirs));
+    if !once {
+        // watching and scanned: a Type=notify unit is up now
+        crate::sd_notify::notify(crate::sd_notify::READY);
+    }
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(PathBuf, Attempt)>();
     let mut in_flight = 0usize;
     let mut rescan = tokio::time::interval_at(Instant::now() + opts.rescan, opts.rescan);
