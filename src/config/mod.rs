@@ -1,6 +1,6 @@
-//! cdrmunch configuration: `key = value` files with `key@ENV` overrides and
-//! `@require` includes ([`RawConfig`]), checked against one key registry
-//! ([`describe_keys`]) into typed [`Settings`].
+//! cdrmunch configuration: `key = value` files with `key@ENV` overrides, `@require`
+//! includes and `${NAME}` environment references ([`RawConfig`]), checked against one
+//! key registry ([`describe_keys`]) into typed [`Settings`].
 //!
 //! Bad values are errors (a service must not start half-configured); unknown
 //! or unused keys are returned as [`ConfigWarning`]s for the caller to log,
@@ -13,6 +13,7 @@ mod sections;
 mod ship_keys;
 #[cfg(test)]
 mod tests;
+mod vars;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -49,6 +50,11 @@ pub enum ConfigError {
     Require { location: Location, target: String, reason: String },
     #[error("config error at {location}: {key} = '{value}': expected {expected}")]
     Value { location: Location, key: String, value: String, expected: String },
+    #[error(
+        "config error at {location}: {key} uses the environment variable {name}, which is not set \
+         (set it, or give a default: ${{{name}:-default}})"
+    )]
+    UnsetVar { location: Location, key: String, name: String },
 }
 
 impl ConfigError {
@@ -58,7 +64,8 @@ impl ConfigError {
             ConfigError::Io { .. } => None,
             ConfigError::Syntax { location, .. }
             | ConfigError::Require { location, .. }
-            | ConfigError::Value { location, .. } => Some(location),
+            | ConfigError::Value { location, .. }
+            | ConfigError::UnsetVar { location, .. } => Some(location),
         }
     }
 }

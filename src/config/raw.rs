@@ -1,11 +1,12 @@
 //! Reading config text into resolved `key -> (value, location)` pairs:
-//! comments, quoted values, `key@ENV` overrides and `@require` includes. No key
-//! is interpreted here; that is `Settings::from_raw`'s job.
+//! comments, quoted values, `key@ENV` overrides, `@require` includes and `${NAME}`
+//! environment references. No key is interpreted here; that is `Settings::from_raw`'s job.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::vars::{self, VarError};
 use super::{ConfigError, Location};
 
 /// A config file with includes and environment overrides resolved.
@@ -36,9 +37,22 @@ impl RawConfig {
         env: Option<&str>,
         config_dir: &Path,
     ) -> Result<RawConfig, ConfigError> {
+        Self::parse_with_vars(text, origin, env, config_dir, &|name| std::env::var(name).ok())
+    }
+
+    /// [`RawConfig::parse_str`] with `${NAME}` looked up through `vars` instead of the
+    /// process environment (tests).
+    pub(super) fn parse_with_vars(
+        text: &str,
+        origin: &Path,
+        env: Option<&str>,
+        config_dir: &Path,
+        vars: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<RawConfig, ConfigError> {
         let mut loader = Loader {
             env: env.filter(|e| !e.is_empty()),
             config_dir,
+            vars,
             plain: BTreeMap::new(),
             overrides: BTreeMap::new(),
             inactive: Vec::new(),
@@ -49,6 +63,14 @@ impl RawConfig {
         loader.text(text, origin)?;
         let mut entries = loader.plain;
         entries.extend(loader.overrides);
+        // Only the values in force: a variable named by an overridden line or another
+        // environment's need not be set.
+        // In file order, so the error names the first line written.
+        let mut in_force: Vec<_> = entries.iter_mut().collect();
+        in_force.sort_by(|(_, (_, a)), (_, (_, b))| a.cmp(b));
+        for (key, (value, at)) in in_force {
+            *value = vars::expand(value, vars).map_err(|e| var_error(e, key, at))?;
+        }
         Ok(RawConfig { entries, inactive: loader.inactive, cut: loader.cut })
     }
 
@@ -66,6 +88,7 @@ impl RawConfig {
 struct Loader<'a> {
     env: Option<&'a str>,
     config_dir: &'a Path,
+    vars: &'a dyn Fn(&str) -> Option<String>,
     plain: BTreeMap<String, (String, Location)>,
     /// Kept apart from `plain` so `key@ENV` wins wherever it appears.
     overrides: BTreeMap<String, (String, Location)>,
@@ -103,7 +126,8 @@ impl Loader<'_> {
             }
             let (key, value) = (key.trim(), value.as_str());
             if key == "@require" {
-                self.require(value, origin, at)?;
+                let target = vars::expand(value, self.vars).map_err(|e| var_error(e, key, &at))?;
+                self.require(&target, origin, at)?;
                 continue;
             }
             let (base, env) = match key.split_once('@') {
@@ -157,6 +181,14 @@ impl Loader<'_> {
         }
         let text = fs::read_to_string(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
         self.text(&text, path)
+    }
+}
+
+/// A `${…}` that could not be expanded, blamed on its line.
+fn var_error(e: VarError, key: &str, at: &Location) -> ConfigError {
+    match e {
+        VarError::Unset(name) => ConfigError::UnsetVar { location: at.clone(), key: key.into(), name },
+        VarError::Malformed(message) => ConfigError::Syntax { location: at.clone(), message },
     }
 }
 
