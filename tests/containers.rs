@@ -133,7 +133,9 @@ fn the_dockerfile_passes_hadolint_and_its_build_context_holds_what_it_copies() {
     }
     assert!(!context_sends(&ignore, "target"), ".dockerignore sends target/");
     // every file cargo needs: the manifest's targets, compiled-in files, migrations
-    for needed in ["Cargo.lock", "src/main.rs", "benches/tasks.rs", "config/field-map.conf", "migrations/mysql"] {
+    let needs =
+        ["Cargo.lock", "build.rs", "deploy/openapi.yaml", "src/main.rs", "benches/tasks.rs", "config/field-map.conf"];
+    for needed in needs.into_iter().chain(["migrations/mysql"]) {
         assert!(context_sends(&ignore, needed), ".dockerignore leaves out {needed}");
         let copied = image.stages[0].iter().filter(|i| i.keyword == "COPY").flat_map(|i| copy_parts(i).1);
         assert!(

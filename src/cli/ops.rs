@@ -204,7 +204,11 @@ re-posts that differed (the first kept unless it had failed):"
     }
     for n in &s.nodes {
         let shard = n.shard.as_deref().unwrap_or("all");
-        let _ = writeln!(o, "  {:<32} shard {:<6} {:<24} last beat {} ({} beats)", n.instance, shard, n.roles, n.last_beat, n.beats);
+        let _ = writeln!(
+            o,
+            "  {:<32} shard {:<6} {:<24} last beat {} ({} beats)",
+            n.instance, shard, n.roles, n.last_beat, n.beats
+        );
     }
     o
 }
