@@ -51,6 +51,42 @@ def drop_mysql(db_url):
     subprocess.call(args + ["-e", f"DROP DATABASE IF EXISTS `{db}`"])
 
 
+def mysql_questions(db_url):
+    """MariaDB's global statement counter (None on SQLite)."""
+    if not db_url.startswith("mysql://"):
+        return None
+    args, _ = mariadb_cli(db_url)
+    out = subprocess.check_output(args + ["-N", "-B", "-e", "SHOW GLOBAL STATUS LIKE 'Questions'"]).decode()
+    return int(out.split()[1])
+
+
+def tree_bytes(d):
+    total = 0
+    for root, _, files in os.walk(d):
+        for f in files:
+            try:
+                total += os.stat(os.path.join(root, f)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def stored_bytes(db_url, tmp):
+    """Bytes kept: raw and normalized CDR files, and the CDR database (SQLite file with its
+    WAL, or MariaDB's data + index length of the bench database)."""
+    if db_url.startswith("sqlite://"):
+        path = db_url[len("sqlite://"):]
+        db = sum(os.path.getsize(p) for p in glob.glob(path + "*"))
+    else:
+        args, name = mariadb_cli(db_url)
+        sql = (f"SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.TABLES "
+               f"WHERE table_schema = '{name}'")
+        subprocess.call(args + ["-e", f"ANALYZE TABLE `{name}`.cdr_queue, `{name}`.normalized_cdrs, `{name}`.tasks"],
+                        stdout=subprocess.DEVNULL)
+        db = int(subprocess.check_output(args + ["-N", "-B", "-e", sql]).strip())
+    return {"raw": tree_bytes(os.path.join(tmp, "cdr")), "ncdr": tree_bytes(os.path.join(tmp, "ncdr")), "db": db}
+
+
 def peak_rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -108,6 +144,7 @@ app.pid_file = {tmp}/cdrmunch.pid
             except Exception:
                 time.sleep(0.05)
         timings = os.path.join(tmp, "timings.csv")
+        questions0 = mysql_questions(db_url)
         t0 = time.time()
         subprocess.check_call([BIN, "submit", "--url", url + "/api/v2/cdr", "--generate", str(count), "--concurrency",
                                str(concurrency), "--seed", "7", "--timings", timings, "--quiet"])
@@ -129,6 +166,8 @@ app.pid_file = {tmp}/cdrmunch.pid
         n_task_errors = scalar(db_url, "SELECT COUNT(*) FROM tasks WHERE done = 'error'")
         rss = peak_rss_kib(server.pid)
         cpu = cpu_normalized
+        questions = mysql_questions(db_url) - questions0 if questions0 is not None else None
+        stored = stored_bytes(db_url, tmp)
         # latency from the normalized files' mtimes
         mtimes = {}
         for p in glob.glob(os.path.join(tmp, "ncdr", "*", "*.xml")):
@@ -151,6 +190,11 @@ app.pid_file = {tmp}/cdrmunch.pid
               f"server CPU {cpu:.1f}s ({cpu * 1e6 / count:.0f} us/CDR); peak RSS {rss / 1024:.1f} MiB", flush=True)
         print(f"{'':6}    all tasks done {t_tasks - t0:.2f}s after the first POST ({count / (t_tasks - t0):,.0f} CDR/s "
               f"with tasks): {n_tasks} tasks done, {n_task_errors} errors, executor.threads={threads}", flush=True)
+        trips = (f"{questions / count:.1f} statements per CDR sent to MariaDB (Questions, with tasks, the bench's "
+                 f"own polling included)" if questions is not None else "statements: in-process SQLite")
+        print(f"{'':6}    stored per CDR: raw {stored['raw'] / count / 1024:.1f} KiB, normalized "
+              f"{stored['ncdr'] / count / 1024:.1f} KiB, database {stored['db'] / count / 1024:.1f} KiB; {trips}",
+              flush=True)
     finally:
         server.terminate()
         try:

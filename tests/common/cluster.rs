@@ -42,7 +42,9 @@ impl Node {
         )
         .unwrap();
         let log = dir.join(format!("{name}.log"));
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_cdrmunch"))
+        // CDRMUNCH_BIN: the release build, for figures (see deploy/README.md's capacity plan)
+        let bin = std::env::var("CDRMUNCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cdrmunch").to_string());
+        let child = std::process::Command::new(bin)
             .args(["serve", "--config"])
             .arg(&conf)
             .env_remove("RUST_LOG")
