@@ -129,13 +129,23 @@ async fn two_sdcs_master_master_each_claims_its_own_rows_and_the_survivor_takes_
     // Even CDRs to side A, odd ones to side B, 8 clients each; B is killed once it has
     // acknowledged a quarter of its share.
     let acked_b = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (pid_b, acked) = (node_b.server.0.id(), acked_b.clone());
+    let (pid_b, acked, port_a, log_a) = (node_b.server.0.id(), acked_b.clone(), a.port, node_a.log.clone());
+    // Returns, read the moment B is killed (a takeover needs 3 s of silence): how many of B's
+    // rows side A had claimed, and how far A's log had got.
     let killer = tokio::spawn(async move {
         let deadline = Instant::now() + Duration::from_secs(120);
         while acked.load(std::sync::atomic::Ordering::SeqCst) < N / 8 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let _ = std::process::Command::new("kill").args(["-9", &pid_b.to_string()]).status();
+        let sql = "SELECT COUNT(*) FROM sdc.cdr_queue WHERE claimed_by = 'sdc-a' AND id % 2 = 0";
+        let out = std::process::Command::new("mariadb")
+            .args(["--protocol=TCP", "-h", "127.0.0.1", "-P", &port_a.to_string(), "-u", "cdrmunch", "-pcdrmunch"])
+            .args(["-N", "-B", "-e", sql])
+            .output()
+            .unwrap();
+        let early: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("count of A's claims of B's rows");
+        (early, std::fs::read_to_string(log_a).unwrap_or_default().len())
     });
     let results: Vec<(usize, u16)> = {
         use futures::StreamExt;
@@ -155,11 +165,9 @@ async fn two_sdcs_master_master_each_claims_its_own_rows_and_the_survivor_takes_
             .collect()
             .await
     };
-    killer.await.unwrap();
+    let (early, log_at_kill) = killer.await.unwrap();
     let _ = node_b.server.0.wait();
-    // Before the survivor may take over (3 s of silence), it has claimed none of B's rows.
     caught_up(&a, &b).await;
-    let early = count(&a, "SELECT COUNT(*) FROM sdc.cdr_queue WHERE claimed_by = 'sdc-a' AND id % 2 = 0");
     let b_rows = count(&a, "SELECT COUNT(*) FROM sdc.cdr_queue WHERE id % 2 = 0");
     // What B could not take goes to A, as FreeSWITCH moves on to its next URL.
     let mut acked: HashSet<String> = HashSet::new();
@@ -205,7 +213,8 @@ async fn two_sdcs_master_master_each_claims_its_own_rows_and_the_survivor_takes_
     );
     let taken = count(&a, "SELECT COUNT(*) FROM sdc.cdr_queue WHERE claimed_by = 'sdc-a' AND id % 2 = 0");
     assert!(taken > 0, "side A took over none of B's {acked_by_b} rows (B's backlog at the kill)");
-    assert!(node_a.log_text().contains("taking over a silent shard"), "{}", node_a.log_text());
+    let since_kill = node_a.log_text()[log_at_kill..].to_string();
+    assert!(since_kill.contains("taking over a silent shard, claiming id % 2 = 0, id % 2 = 1"), "{since_kill}");
     let billed = count(&a, "SELECT COUNT(*) FROM sdc_billing.billing_feed");
     let distinct = count(&a, "SELECT COUNT(DISTINCT uuid) FROM sdc_billing.billing_feed");
     assert_eq!((billed, distinct), (billable as u64, billable as u64), "one billing row per billable call");
